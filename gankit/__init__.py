@@ -1,0 +1,35 @@
+"""gankit: train GANs from typed recipes, with pluggable components, on Accelerate."""
+
+from gankit import data, losses, models, schedules  # noqa: F401  (registers the built-ins)
+from gankit.errors import GankitError
+from gankit.export import load_generator, load_model, save_model
+from gankit.models.base import Generator
+from gankit.recipe import load_recipe
+from gankit.registry import (
+    DATASETS,
+    DISCRIMINATORS,
+    GENERATORS,
+    LOSSES,
+    SCHEDULES,
+    Registry,
+    load_plugins,
+)
+
+from gankit._version import __version__
+
+__all__ = [
+    "DATASETS",
+    "DISCRIMINATORS",
+    "GENERATORS",
+    "LOSSES",
+    "SCHEDULES",
+    "GankitError",
+    "Generator",
+    "Registry",
+    "__version__",
+    "load_generator",
+    "load_model",
+    "load_plugins",
+    "load_recipe",
+    "save_model",
+]

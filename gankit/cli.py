@@ -1,0 +1,129 @@
+"""The `gankit` command: train, validate, list, sample."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from gankit.errors import GankitError
+
+
+def _train(args: argparse.Namespace) -> None:
+    from gankit.recipe import load_recipe
+    from gankit.trainer import train
+
+    train(load_recipe(args.recipe, args.overrides))
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from gankit.recipe import dump_recipe, load_recipe, recipe_model
+
+    if args.schema:
+        print(json.dumps(recipe_model().model_json_schema(), indent=2))
+        return
+    if args.recipe is None:
+        raise GankitError("gankit validate needs a RECIPE file (or --schema)")
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.quiet:
+        return
+    print(dump_recipe(recipe), end="")
+    print(f"# {args.recipe}: valid", file=sys.stderr)
+
+
+def _list(args: argparse.Namespace) -> None:
+    from gankit.registry import REGISTRIES, load_plugins
+
+    load_plugins()
+    for section, registry in REGISTRIES.items():
+        if args.kind and args.kind not in (section, registry.kind, registry.kind + "s"):
+            continue
+        plural = registry.kind + ("es" if registry.kind.endswith("s") else "s")
+        print(f"{plural} ({section}.name):")
+        for entry in registry:
+            print(f"  {entry.name:<16} {entry.summary}")
+            for field_name, field in entry.params.model_fields.items():
+                annotation = (
+                    field.annotation.__name__
+                    if isinstance(field.annotation, type)
+                    else str(field.annotation).replace("typing.", "")
+                )
+                default = "required" if field.is_required() else f"= {field.get_default()!r}"
+                described = f"  # {field.description}" if field.description else ""
+                print(f"      {field_name}: {annotation} {default}{described}")
+        print()
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from gankit.export import load_generator
+    from gankit.outputs import image_grid, save_image
+
+    generator = load_generator(args.export, device=args.device)
+    images = generator.sample(args.n, seed=args.seed)
+    print(save_image(image_grid(images), args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `gankit` command."""
+    parser = argparse.ArgumentParser(prog="gankit", description="Train GANs from typed recipes.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a recipe (for several processes, use accelerate launch scripts/train.py)",
+    )
+    train.add_argument("recipe", help="recipe YAML file")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100")
+    train.set_defaults(run=_train)
+
+    validate = commands.add_parser(
+        "validate", help="check a recipe without training; print it resolved"
+    )
+    validate.add_argument("recipe", nargs="?", help="recipe YAML file")
+    validate.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100")
+    validate.add_argument("--schema", action="store_true", help="print the recipe JSON schema")
+    validate.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
+    validate.set_defaults(run=_validate)
+
+    listing = commands.add_parser("list", help="list registered components and their parameters")
+    listing.add_argument("kind", nargs="?", help="only this kind, e.g. generator or loss")
+    listing.set_defaults(run=_list)
+
+    sample = commands.add_parser(
+        "sample", help="write a grid of samples from an exported generator"
+    )
+    sample.add_argument("export", help="export folder, e.g. runs/mnist_dcgan/export/generator")
+    sample.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    sample.add_argument(
+        "--out", default="samples.png", help="output image file (default samples.png)"
+    )
+    sample.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    sample.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    sample.set_defaults(run=_sample)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; gankit's own errors print as one message without a traceback."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may follow options (`validate -q RECIPE a=1 --quiet b=2`): collect the strays.
+    strays = [item for item in extra if "=" not in item or item.startswith("-")]
+    if strays or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(strays or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    try:
+        args.run(args)
+    except GankitError as error:
+        print(f"gankit: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gankit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

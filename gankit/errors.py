@@ -1,0 +1,36 @@
+"""Errors meant for people: each says what was wrong, where, and what to do."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class GankitError(Exception):
+    """Base of every error gankit raises on purpose; the CLI prints these without a traceback."""
+
+
+class RegistryError(GankitError):
+    """A component name is unknown or registered twice."""
+
+
+class PluginError(GankitError):
+    """A third-party package registered through `gankit.plugins` failed to load."""
+
+
+class RecipeError(GankitError):
+    """A recipe file or override is unreadable or does not validate."""
+
+
+class DatasetError(GankitError):
+    """A dataset's files are missing or unreadable."""
+
+
+class ExportError(GankitError):
+    """An exported model folder is missing, malformed or does not match its config."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return "; did you mean 'x'?" for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

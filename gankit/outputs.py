@@ -1,0 +1,104 @@
+"""What a run leaves on disk besides checkpoints: sample grids, their GIF, metrics, a loss plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+SAMPLES_DIR = "samples"
+METRICS_FILE = "metrics.jsonl"
+GIF_FILE = "samples.gif"
+LOSS_PLOT_FILE = "losses.png"
+
+
+def image_grid(images: torch.Tensor, padding: int = 1) -> np.ndarray:
+    """Tile (N, C, H, W) images in [-1, 1] into a square uint8 grid on a mid-grey background.
+
+    Returns (H', W') for one channel and (H', W', C) otherwise; uint8 because viewers and W&B
+    show float images in [0, 1] as black.
+    """
+    images = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    n, channels, height, width = images.shape
+    per_row = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / per_row)
+    grid = torch.full(
+        (channels, rows * (height + padding) + padding, per_row * (width + padding) + padding),
+        128,
+        dtype=torch.uint8,
+    )
+    for index in range(n):
+        top = padding + (index // per_row) * (height + padding)
+        left = padding + (index % per_row) * (width + padding)
+        grid[:, top : top + height, left : left + width] = images[index]
+    return grid[0].numpy() if channels == 1 else grid.permute(1, 2, 0).numpy()
+
+
+def save_image(image: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 image (PNG by the file's suffix)."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, image)
+    return path
+
+
+def sample_path(run_dir: Path, step: int) -> Path:
+    """Where the sample grid of `step` goes."""
+    return run_dir / SAMPLES_DIR / f"step_{step:07d}.png"
+
+
+def write_gif(run_dir: Path, fps: float = 5.0) -> Path | None:
+    """Animate every sample grid of the run, in step order, into samples.gif."""
+    import imageio.v3 as iio
+
+    frames = [iio.imread(path) for path in sorted((run_dir / SAMPLES_DIR).glob("step_*.png"))]
+    if not frames:
+        return None
+    path = run_dir / GIF_FILE
+    iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
+    return path
+
+
+class MetricsLog:
+    """Appends one JSON object per line to metrics.jsonl and keeps them for the loss plot."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def plot_losses(records: Iterable[dict[str, Any]], path: Path) -> Path | None:
+    """Plot D's and G's losses against the step (the reference's Loss.png)."""
+    records = [r for r in records if "d_loss" in r and "g_loss" in r]
+    if not records:
+        return None
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
+
+    steps = [r["step"] for r in records]
+    figure = Figure(figsize=(8, 4.5), dpi=100)
+    axes = figure.subplots()
+    axes.plot(steps, [r["d_loss"] for r in records], label="Discriminator")
+    axes.plot(steps, [r["g_loss"] for r in records], label="Generator")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.legend(loc="upper right")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path

@@ -1,0 +1,287 @@
+"""Recipes: YAML files validated by pydantic before any work starts.
+
+Each component section is `{name: <registered name>, <that component's params>}`. The recipe model
+is assembled from the registries (after plugins load), so a typo in `generator.z_dim` is reported
+at that path with the nearest valid key, and `gankit validate --schema` can print a JSON schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from gankit.errors import RecipeError, did_you_mean
+from gankit.registry import REGISTRIES, Entry, Registry, load_plugins
+
+
+class Strict(BaseModel):
+    """A recipe section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AdamParams(Strict):
+    """Adam for one network (reference: lr 2e-4, betas (0.5, 0.999))."""
+
+    lr: float = Field(2e-4, gt=0, description="learning rate")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+        0.5,
+        0.999,
+    )
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class OptimSection(Strict):
+    """One optimizer per network."""
+
+    generator: AdamParams = AdamParams()
+    discriminator: AdamParams = AdamParams()
+
+
+class LoaderFields(Strict):
+    """How batches are drawn from any dataset (added to every `data` section)."""
+
+    batch_size: int = Field(100, gt=0, description="images per batch on each process")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+
+class TrainSection(Strict):
+    """Length, seed and output cadence of a run."""
+
+    steps: int = Field(gt=0, description="training iterations (each runs the schedule once)")
+    seed: int = Field(0, description="seeds weights, noise and data order")
+    log_every: int = Field(100, gt=0, description="steps between metric lines")
+    sample_every: int = Field(1000, gt=0, description="steps between sample grids")
+    n_samples: int = Field(100, gt=0, description="images in each grid, from fixed noise")
+    export_discriminator: bool = Field(True, description="also export D next to G")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+class WandbSection(Strict):
+    """Weights & Biases logging. Without `mode`, WANDB_MODE decides; without a key, offline."""
+
+    project: str = "gankit"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = None
+    tags: list[str] = []
+
+
+class RecipeBase(Strict):
+    """Fields of a recipe besides its component sections."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name")
+    output_dir: str | None = Field(None, description="run folder; default runs/<name>")
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    optim: OptimSection = OptimSection()
+    train: TrainSection
+    wandb: WandbSection = WandbSection()
+
+    @model_validator(mode="after")
+    def _default_output_dir(self) -> RecipeBase:
+        if self.output_dir is None:
+            self.output_dir = f"runs/{self.name}"
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder (outputs, exports, resolved recipe)."""
+        return Path(self.output_dir or f"runs/{self.name}")
+
+
+# Extra fields a section carries beside its component's own parameters.
+SECTION_FIELDS: dict[str, type[BaseModel]] = {"data": LoaderFields}
+SECTION_ORDER = ("data", "generator", "discriminator", "loss", "schedule")
+
+
+def section_model(registry: Registry, entry: Entry) -> type[BaseModel]:
+    """The recipe model of one component: `name` plus its params (plus the section's fields)."""
+    bases = (
+        entry.params,
+        *([SECTION_FIELDS[registry.section]] if registry.section in SECTION_FIELDS else []),
+    )
+    namespace = {
+        "__annotations__": {"name": Literal[entry.name]},  # type: ignore[valid-type]
+        "model_config": ConfigDict(extra="forbid", title=f"{registry.kind} '{entry.name}'"),
+        "__module__": entry.params.__module__,
+        "__doc__": entry.summary or entry.params.__doc__,
+    }
+    return type(f"{entry.params.__name__}Section", bases, namespace)
+
+
+@lru_cache(maxsize=8)
+def _recipe_model(names: tuple[tuple[str, ...], ...]) -> type[RecipeBase]:
+    fields: dict[str, Any] = {}
+    for section in SECTION_ORDER:
+        registry = REGISTRIES[section]
+        members = tuple(section_model(registry, entry) for entry in registry)
+        if not members:
+            raise RecipeError(f"no {registry.kind} is registered; cannot build recipes")
+        annotation = (
+            members[0]
+            if len(members) == 1
+            else Annotated[Union[members], Field(discriminator="name")]  # noqa: UP007
+        )
+        fields[section] = (annotation, ...)
+    return create_model("Recipe", __base__=RecipeBase, **fields)
+
+
+def recipe_model() -> type[RecipeBase]:
+    """The pydantic model of a recipe for the components registered now."""
+    load_plugins()
+    return _recipe_model(tuple(tuple(REGISTRIES[s].names()) for s in SECTION_ORDER))
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """Read a recipe's YAML into a dict, with errors that name the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        shipped = Path(__file__).resolve().parent.parent / "recipes"
+        hint = f" Recipes shipped with gankit are in {shipped}." if shipped.is_dir() else ""
+        raise RecipeError(f"recipe file '{path}' not found (looked at {path.resolve()}).{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise RecipeError(
+            f"recipe '{path}' is not valid YAML{where}: {problem}. Fix the syntax there "
+            "(indentation, a missing ':' or an unclosed bracket are the usual causes)."
+        ) from None
+    if not isinstance(raw, dict):
+        raise RecipeError(
+            f"recipe '{path}' must be a mapping of sections, got {type(raw).__name__}"
+        )
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, str]:
+    """Apply `a.b.c=value` overrides to the raw recipe in place (values parsed as YAML).
+
+    Returns {dotted key: override text} so validation errors can name the override responsible.
+    """
+    applied: dict[str, str] = {}
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise RecipeError(
+                f"override {override!r} is not of the form key=value (e.g. train.steps=100)"
+            )
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise RecipeError(f"override {override!r}: cannot parse {text!r} as a value") from None
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise RecipeError(
+                    f"override {override!r}: {where} is a value ({child!r}), not a section, "
+                    f"so it has no key '{parts[depth + 1]}'"
+                )
+            node = child
+        node[parts[-1]] = value
+        applied[".".join(parts)] = override
+    return applied
+
+
+def validate_recipe(
+    raw: Mapping[str, Any], *, source: str = "recipe", overrides: Mapping[str, str] | None = None
+) -> RecipeBase:
+    """Validate a raw recipe dict; errors name each bad key's path and what to do."""
+    model = recipe_model()
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        problems = [_describe(problem, raw, overrides or {}) for problem in error.errors()]
+        raise RecipeError(
+            f"{source} is invalid:\n" + "\n".join(f"  - {p}" for p in dict.fromkeys(problems))
+        ) from None
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RecipeBase:
+    """Read, override and validate a recipe file."""
+    raw = read_recipe_file(path)
+    applied = apply_overrides(raw, overrides)
+    return validate_recipe(raw, source=f"recipe '{path}'", overrides=applied)
+
+
+def recipe_dict(recipe: RecipeBase) -> dict[str, Any]:
+    """The resolved recipe as plain data, every default filled in, `name` first in each section."""
+    values = recipe.model_dump(mode="json")
+    order = ("name", "output_dir", "mixed_precision", *SECTION_ORDER, "optim", "train", "wandb")
+    resolved = {key: values[key] for key in order if key in values}
+    for section in SECTION_ORDER:
+        resolved[section] = {"name": values[section]["name"], **values[section]}
+    return resolved
+
+
+def dump_recipe(recipe: RecipeBase) -> str:
+    """The resolved recipe as YAML (see `recipe_dict`)."""
+    return yaml.safe_dump(recipe_dict(recipe), sort_keys=False)
+
+
+def _describe(
+    problem: Mapping[str, Any], raw: Mapping[str, Any], overrides: Mapping[str, str]
+) -> str:
+    loc = _user_loc(problem["loc"], raw)
+    path = ".".join(map(str, loc))
+    kind, value = problem["type"], problem.get("input")
+    section = loc[0] if loc and loc[0] in REGISTRIES else None
+    registry = REGISTRIES.get(section) if section else None
+    if registry and kind in ("union_tag_invalid", "literal_error") and loc[1:] in ((), ("name",)):
+        name = raw[section].get("name") if isinstance(raw.get(section), dict) else value
+        message = registry.unknown_message(name)
+    elif registry and kind in ("union_tag_not_found", "missing") and loc[1:] in ((), ("name",)):
+        message = (
+            f"{section}.name is missing; available {registry.kind}s: {', '.join(registry.names())}"
+        )
+    elif kind == "extra_forbidden":
+        valid = _fields_at(loc[:-1], raw)
+        hint = did_you_mean(str(loc[-1]), valid) or ";"
+        message = f"unknown key {path}{hint} valid keys here: {', '.join(valid)}"
+    elif kind == "missing":
+        message = f"{path} is required but missing"
+    else:
+        message = f"{path}: {problem['msg']} (got {value!r})"
+    for key, override in overrides.items():
+        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+            message += f" [set by override '{override}']"
+            break
+    return message
+
+
+def _user_loc(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Drop the discriminator tag pydantic inserts after a component section's key."""
+    if len(loc) > 1 and loc[0] in REGISTRIES and isinstance(raw.get(loc[0]), dict):
+        if raw[loc[0]].get("name") == loc[1] and len(REGISTRIES[loc[0]]) > 1:
+            return (loc[0], *loc[2:])
+    return tuple(loc)
+
+
+def _fields_at(loc: Sequence[Any], raw: Mapping[str, Any]) -> list[str]:
+    model: type[BaseModel] | None = recipe_model()
+    for depth, part in enumerate(loc):
+        if depth == 0 and part in REGISTRIES:
+            registry = REGISTRIES[part]
+            name = raw.get(part, {}).get("name") if isinstance(raw.get(part), dict) else None
+            if name not in registry:
+                return []
+            model = section_model(registry, registry.get(name))
+            continue
+        field = model.model_fields.get(part) if model else None
+        annotation = field.annotation if field else None
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return list(model.model_fields) if model else []
