@@ -1,6 +1,7 @@
 """gankit: train GANs from typed recipes, with pluggable components, on Accelerate."""
 
 from gankit import data, losses, models, schedules  # noqa: F401  (registers the built-ins)
+from gankit._version import __version__
 from gankit.errors import GankitError
 from gankit.export import load_generator, load_model, save_model
 from gankit.models.base import Generator
@@ -14,8 +15,6 @@ from gankit.registry import (
     Registry,
     load_plugins,
 )
-
-from gankit._version import __version__
 
 __all__ = [
     "DATASETS",

@@ -1,4 +1,4 @@
-"""Datasets. Each returns a torch Dataset of (image, label) with images as float (C, H, W) in [-1, 1]."""
+"""Datasets: each returns a torch Dataset of (image, label), images float (C, H, W) in [-1, 1]."""
 
 from __future__ import annotations
 

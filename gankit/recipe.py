@@ -261,9 +261,9 @@ def _describe(
 
 def _user_loc(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> tuple[Any, ...]:
     """Drop the discriminator tag pydantic inserts after a component section's key."""
-    if len(loc) > 1 and loc[0] in REGISTRIES and isinstance(raw.get(loc[0]), dict):
-        if raw[loc[0]].get("name") == loc[1] and len(REGISTRIES[loc[0]]) > 1:
-            return (loc[0], *loc[2:])
+    section = raw.get(loc[0]) if loc and loc[0] in REGISTRIES else None
+    if len(loc) > 1 and isinstance(section, dict) and section.get("name") == loc[1]:
+        return (loc[0], *loc[2:]) if len(REGISTRIES[loc[0]]) > 1 else tuple(loc)
     return tuple(loc)
 
 

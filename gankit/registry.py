@@ -11,6 +11,7 @@ runtime facts the recipe should not repeat (for example the dataset's image shap
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import inspect
 import os
@@ -136,9 +137,10 @@ class Registry:
             raw = {key: value for key, value in raw.items() if key in fields}
         for key in raw:
             if key not in fields:
+                hint = did_you_mean(key, fields) or ";"
                 raise RegistryError(
                     f"unknown parameter {key!r} for {self.kind} '{entry.name}' at "
-                    f"{self.section}.{key}{did_you_mean(key, fields) or ';'} valid: {', '.join(fields)}"
+                    f"{self.section}.{key}{hint} valid: {', '.join(fields)}"
                 )
         try:
             params = entry.params.model_validate(raw)
@@ -153,15 +155,13 @@ class Registry:
             built = entry.builder(**params.model_dump(), **runtime)
         except (ValueError, TypeError) as error:
             raise RegistryError(f"cannot build {self.kind} '{entry.name}': {error}") from error
-        try:
+        with contextlib.suppress(AttributeError):  # a slotted object cannot carry it
             built.gankit_spec = {
                 "kind": self.kind,
                 "name": entry.name,
                 "params": params.model_dump(mode="json"),
                 "runtime": {k: _jsonable(v) for k, v in runtime.items()},
             }
-        except AttributeError:  # a builtin or slotted object cannot carry it; nothing to export
-            pass
         return built
 
 
@@ -205,9 +205,9 @@ def load_plugins(*, force: bool = False) -> list[str]:
                     f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
                 )
                 raise PluginError(
-                    f"gankit plugin '{entry_point.name}' ({entry_point.value}, from {source}) failed "
-                    f"to load: {type(error).__name__}: {error}. Fix or uninstall that package, or set "
-                    f"{NO_PLUGINS_ENV}=1 to skip plugin autoloading."
+                    f"gankit plugin '{entry_point.name}' ({entry_point.value}, from {source}) "
+                    f"failed to load: {type(error).__name__}: {error}. Fix or uninstall that "
+                    f"package, or set {NO_PLUGINS_ENV}=1 to skip plugin autoloading."
                 ) from error
             loaded.append(entry_point.name)
         return loaded

@@ -255,7 +255,7 @@ class Trainer:
         )
         self.accelerator.print(
             f"gankit: {self.recipe.name} -> {self.run_dir} | {self.accelerator.num_processes} "
-            f"process(es) on {self.accelerator.device} | mixed precision {self.recipe.mixed_precision}"
+            f"process(es) on {self.accelerator.device} | precision {self.recipe.mixed_precision}"
             f" | G {count[0]:,} params, D {count[1]:,} params | W&B {self.wandb_mode}"
         )
 
