@@ -1,0 +1,36 @@
+"""Shared fixtures: the real MNIST files, the reference recipe, a quiet W&B."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_RECIPE = ROOT / "recipes" / "mnist_dcgan.yaml"
+MNIST_ROOT = Path(os.environ.get("GANKIT_MNIST_ROOT", ROOT.parent / "shared" / "data" / "mnist"))
+
+# Tiny widths and batches: each training step takes milliseconds on 2 CPU cores.
+TINY = [
+    f"data.root={MNIST_ROOT}",
+    "data.download=false",
+    "data.batch_size=16",
+    "generator.width=4",
+    "discriminator.width=4",
+    "train.progress=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_wandb(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "disabled"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.mktemp("wandb")))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture
+def mnist_root() -> Path:
+    if not (MNIST_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.fail(f"MNIST not found in {MNIST_ROOT}; set GANKIT_MNIST_ROOT to the folder of MNIST/raw")
+    return MNIST_ROOT
