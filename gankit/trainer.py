@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -52,6 +53,10 @@ class Trainer:
                 "use bf16 or no on this machine"
             )
         self.wandb_mode = tracking.wandb_mode(recipe.wandb)
+        # Accelerate keeps one global state per process; a second run in the same process (a
+        # notebook, a sweep) may change the precision, so start that state afresh. The process
+        # group (PartialState) is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             mixed_precision=recipe.mixed_precision,
             log_with="wandb" if self.wandb_mode != "disabled" else None,

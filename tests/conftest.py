@@ -29,8 +29,10 @@ def _quiet_wandb(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mnist_root() -> Path:
     if not (MNIST_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
-        pytest.fail(f"MNIST not found in {MNIST_ROOT}; set GANKIT_MNIST_ROOT to the folder of MNIST/raw")
+        pytest.fail(
+            f"MNIST not found in {MNIST_ROOT}; set GANKIT_MNIST_ROOT to the folder of MNIST/raw"
+        )
     return MNIST_ROOT
