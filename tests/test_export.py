@@ -107,7 +107,7 @@ def test_unknown_component_in_config_is_a_clear_error(tmp_path, trained_generato
     config = json.loads((folder / "config.json").read_text())
     config["name"] = "dcgan82"
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ExportError, match="unknown generator 'dcgan82'.*did you mean 'dcgan28'"):
+    with pytest.raises(ExportError, match=r"unknown generator 'dcgan82'.*did you mean 'dcgan28'"):
         gankit.load_generator(folder)
 
 

@@ -12,12 +12,13 @@ import imageio.v3 as iio
 import pytest
 import torch
 from safetensors.torch import load_file
-from conftest import REFERENCE_RECIPE, ROOT, TINY
 
 import gankit
 from gankit.errors import GankitError
 from gankit.recipe import load_recipe
 from gankit.trainer import Trainer
+
+from conftest import REFERENCE_RECIPE, ROOT, TINY
 
 
 def run_overrides(run_dir, *extra: str) -> list[str]:
