@@ -24,7 +24,7 @@ TINY = [
 
 @pytest.fixture(autouse=True)
 def _quiet_wandb(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "disabled"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # tests that check W&B switch it to offline
     monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.mktemp("wandb")))
     monkeypatch.setenv("WANDB_SILENT", "true")
 
