@@ -39,8 +39,7 @@ def _list(args: argparse.Namespace) -> None:
     for section, registry in REGISTRIES.items():
         if args.kind and args.kind not in (section, registry.kind, registry.kind + "s"):
             continue
-        plural = registry.kind + ("es" if registry.kind.endswith("s") else "s")
-        print(f"{plural} ({section}.name):")
+        print(f"{registry.plural} ({section}.name):")
         for entry in registry:
             print(f"  {entry.name:<16} {entry.summary}")
             for field_name, field in entry.params.model_fields.items():

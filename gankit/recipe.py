@@ -8,6 +8,7 @@ at that path with the nearest valid key, and `gankit validate --schema` can prin
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -137,6 +138,32 @@ def recipe_model() -> type[RecipeBase]:
     return _recipe_model(tuple(tuple(REGISTRIES[s].names()) for s in SECTION_ORDER))
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """YAML 1.2 scalars: only true/false are booleans (`mixed_precision: no` stays a string)
+    and `1e-4` is a float without needing a dot."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith((":bool", ":float"))]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
     """Read a recipe's YAML into a dict, with errors that name the file, line and column."""
     path = Path(path)
@@ -145,7 +172,7 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
         hint = f" Recipes shipped with gankit are in {shipped}." if shipped.is_dir() else ""
         raise RecipeError(f"recipe file '{path}' not found (looked at {path.resolve()}).{hint}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=RecipeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -154,6 +181,8 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
             f"recipe '{path}' is not valid YAML{where}: {problem}. Fix the syntax there "
             "(indentation, a missing ':' or an unclosed bracket are the usual causes)."
         ) from None
+    if raw is None:
+        raise RecipeError(f"recipe '{path}' is empty; start from recipes/mnist_dcgan.yaml")
     if not isinstance(raw, dict):
         raise RecipeError(
             f"recipe '{path}' must be a mapping of sections, got {type(raw).__name__}"
@@ -175,7 +204,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
                 f"override {override!r} is not of the form key=value (e.g. train.steps=100)"
             )
         try:
-            value = yaml.safe_load(text)
+            value = yaml.load(text, Loader=RecipeLoader)
         except yaml.YAMLError:
             raise RecipeError(f"override {override!r}: cannot parse {text!r} as a value") from None
         node = raw
@@ -242,7 +271,7 @@ def _describe(
         message = registry.unknown_message(name)
     elif registry and kind in ("union_tag_not_found", "missing") and loc[1:] in ((), ("name",)):
         message = (
-            f"{section}.name is missing; available {registry.kind}s: {', '.join(registry.names())}"
+            f"{section}.name is missing; available {registry.plural}: {', '.join(registry.names())}"
         )
     elif kind == "extra_forbidden":
         valid = _fields_at(loc[:-1], raw)

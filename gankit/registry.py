@@ -67,6 +67,11 @@ class Registry:
         self.section = section  # the recipe key that picks one: "generator"
         self._entries: dict[str, Entry] = {}
 
+    @property
+    def plural(self) -> str:
+        """The kind in the plural, for messages: "losses", "generators"."""
+        return self.kind + ("es" if self.kind.endswith("s") else "s")
+
     def register(
         self, name: str, *, params: type[BaseModel] | None = None
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
