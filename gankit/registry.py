@@ -97,6 +97,8 @@ class Registry:
 
     def get(self, name: str) -> Entry:
         """The entry called `name`, or an error listing what exists and the closest match."""
+        if not isinstance(name, str):
+            raise RegistryError(self.unknown_message(name))
         if name not in self._entries:
             load_plugins()
         if name not in self._entries:
@@ -186,6 +188,7 @@ REGISTRIES: dict[str, Registry] = {
 
 _plugins_lock = threading.Lock()
 _plugins_loaded = False
+_plugin_failures: list[str] = []
 
 
 def load_plugins(*, force: bool = False) -> list[str]:
@@ -193,26 +196,34 @@ def load_plugins(*, force: bool = False) -> list[str]:
 
     Importing a plugin module runs its `register` decorators. Set GANKIT_NO_PLUGINS=1 to skip
     autoloading (components can still be registered by importing their module yourself).
-    Returns the names of the entry points loaded by this call.
+    Returns the names of the entry points loaded by this call. Plugins that fail to import are
+    reported together, on this call and every later one, while the others stay loaded.
     """
     global _plugins_loaded
     with _plugins_lock:
-        if (_plugins_loaded and not force) or os.environ.get(NO_PLUGINS_ENV, "") not in ("", "0"):
+        if os.environ.get(NO_PLUGINS_ENV, "") not in ("", "0"):
+            return []
+        if _plugins_loaded and not force:
+            if _plugin_failures:
+                raise PluginError(" ".join(_plugin_failures))
             return []
         _plugins_loaded = True
+        _plugin_failures.clear()
         loaded = []
         for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
             try:
                 entry_point.load()
             except Exception as error:
                 dist = entry_point.dist
-                source = (
-                    f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
-                )
-                raise PluginError(
+                source = f"{dist.name} {dist.version}" if dist else "unknown distribution"
+                _plugin_failures.append(
                     f"gankit plugin '{entry_point.name}' ({entry_point.value}, from {source}) "
                     f"failed to load: {type(error).__name__}: {error}. Fix or uninstall that "
                     f"package, or set {NO_PLUGINS_ENV}=1 to skip plugin autoloading."
-                ) from error
+                )
+                cause = error
+                continue
             loaded.append(entry_point.name)
+        if _plugin_failures:
+            raise PluginError(" ".join(_plugin_failures)) from cause
         return loaded

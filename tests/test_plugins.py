@@ -1,0 +1,303 @@
+"""Third-party components through the real `gankit.plugins` entry-point group.
+
+Each plugin is a real distribution on disk (a package plus a `*.dist-info` folder with METADATA and
+entry_points.txt), found by importlib.metadata once its folder is on sys.path / PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+import gankit.registry as registry
+from gankit.errors import PluginError
+from gankit.registry import LOSSES, NO_PLUGINS_ENV, load_plugins
+
+from conftest import REFERENCE_RECIPE
+
+GOOD_MODULE = "gankit_test_plugin"
+BROKEN_MODULE = "gankit_broken_plugin"
+
+GOOD_SOURCE = '''
+"""A third-party gankit plugin used by the tests."""
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+import gankit
+
+
+class MarginParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    margin: float = Field(1.0, gt=0, description="hinge margin")
+
+
+@gankit.LOSSES.register("plugin_loss", params=MarginParams)
+class PluginHingeLoss:
+    """Hinge loss from the test plugin."""
+
+    def __init__(self, margin: float = 1.0) -> None:
+        self.margin = margin
+
+    def discriminator(self, real_logits: torch.Tensor, fake_logits: torch.Tensor):
+        real = F.relu(self.margin - real_logits.float()).mean()
+        fake = F.relu(self.margin + fake_logits.float()).mean()
+        return real, fake
+
+    def generator(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        return -fake_logits.float().mean()
+'''
+
+BROKEN_SOURCE = 'raise RuntimeError("plugin exploded on import")\n'
+
+
+def make_distribution(
+    root: Path, *, dist: str, version: str, module: str, entry_point: str, source: str
+) -> Path:
+    """Write an installed-looking distribution into `root` and return `root`."""
+    package = root / module
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(textwrap.dedent(source))
+    info = root / f"{module}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[gankit.plugins]\n{entry_point} = {module}\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def good_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_distribution(
+        tmp_path_factory.mktemp("good_plugin"),
+        dist="gankit_test_plugin",
+        version="0.1",
+        module=GOOD_MODULE,
+        entry_point="myplugin",
+        source=GOOD_SOURCE,
+    )
+
+
+@pytest.fixture(scope="module")
+def broken_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_distribution(
+        tmp_path_factory.mktemp("broken_plugin"),
+        dist="gankit-broken-plugin",
+        version="0.3",
+        module=BROKEN_MODULE,
+        entry_point="brokenplugin",
+        source=BROKEN_SOURCE,
+    )
+
+
+def gankit_cli(
+    *args: str, plugins: Sequence[Path], cwd: Path, no_plugins: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m gankit.cli ARGS` with the plugin folders prepended to PYTHONPATH."""
+    env = dict(os.environ)
+    env.pop(NO_PLUGINS_ENV, None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [*(str(path) for path in plugins), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env["WANDB_MODE"] = "disabled"
+    if no_plugins:
+        env[NO_PLUGINS_ENV] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "gankit.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# Through the command line (fresh processes, so plugin autoloading runs as it does for users) -----
+
+
+def test_list_shows_the_plugin_loss_and_its_params(good_plugin: Path, tmp_path: Path) -> None:
+    result = gankit_cli("list", "loss", plugins=[good_plugin], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "losses (loss.name):"
+    assert f"  {'plugin_loss':<16} Hinge loss from the test plugin." in lines
+    assert "      margin: float = 1.0  # hinge margin" in lines
+    assert any(line.startswith("  non_saturating ") for line in lines)  # built-ins stay
+    assert "generators" not in result.stdout  # only the kind asked for
+
+
+def test_validate_accepts_the_plugin_loss(good_plugin: Path, tmp_path: Path) -> None:
+    result = gankit_cli(
+        "validate",
+        str(REFERENCE_RECIPE),
+        "loss.name=plugin_loss",
+        "loss.margin=0.5",
+        "-q",
+        plugins=[good_plugin],
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert result.stderr == ""
+
+
+def test_validate_checks_the_plugin_params(good_plugin: Path, tmp_path: Path) -> None:
+    result = gankit_cli(
+        "validate",
+        str(REFERENCE_RECIPE),
+        "loss.name=plugin_loss",
+        "loss.margn=0.5",
+        "-q",
+        plugins=[good_plugin],
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 2
+    assert "unknown key loss.margn; did you mean 'margin'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_plugins_env_skips_autoloading(
+    good_plugin: Path, broken_plugin: Path, tmp_path: Path
+) -> None:
+    # With both plugins on the path, neither is imported: the good one's loss is unknown and the
+    # broken one does not fail.
+    result = gankit_cli(
+        "validate",
+        str(REFERENCE_RECIPE),
+        "loss.name=plugin_loss",
+        "-q",
+        plugins=[good_plugin, broken_plugin],
+        cwd=tmp_path,
+        no_plugins=True,
+    )
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "gankit: error:" in result.stderr
+    assert "unknown loss 'plugin_loss'" in result.stderr
+    assert "available: non_saturating." in result.stderr
+    assert "failed to load" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_broken_plugin_is_reported_without_traceback(broken_plugin: Path, tmp_path: Path) -> None:
+    result = gankit_cli("list", "loss", plugins=[broken_plugin], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    stderr = result.stderr
+    assert "gankit plugin 'brokenplugin' (gankit_broken_plugin, from gankit-broken-plugin 0.3)" in (
+        stderr
+    )
+    assert "failed to load: RuntimeError: plugin exploded on import" in stderr
+    assert "GANKIT_NO_PLUGINS=1" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_no_plugins_env_works_around_a_broken_plugin(broken_plugin: Path, tmp_path: Path) -> None:
+    result = gankit_cli(
+        "validate",
+        str(REFERENCE_RECIPE),
+        "-q",
+        plugins=[broken_plugin],
+        cwd=tmp_path,
+        no_plugins=True,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+# In process -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_plugin_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Plugins not loaded yet; afterwards the test plugin's loss and modules are gone again."""
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(registry, "_plugin_failures", [])
+    monkeypatch.delenv(NO_PLUGINS_ENV, raising=False)
+    for module in (GOOD_MODULE, BROKEN_MODULE):
+        sys.modules.pop(module, None)
+    try:
+        yield monkeypatch
+    finally:
+        LOSSES.unregister("plugin_loss")
+        for module in (GOOD_MODULE, BROKEN_MODULE):
+            sys.modules.pop(module, None)
+
+
+def test_load_plugins_is_idempotent(
+    good_plugin: Path, fresh_plugin_state: pytest.MonkeyPatch
+) -> None:
+    fresh_plugin_state.syspath_prepend(str(good_plugin))
+
+    assert load_plugins() == ["myplugin"]
+    assert "plugin_loss" in LOSSES
+    assert load_plugins() == []  # already loaded: nothing is imported again
+    assert "plugin_loss" in LOSSES
+    assert load_plugins(force=True) == ["myplugin"]  # reloading does not register twice
+    fresh_plugin_state.setenv(NO_PLUGINS_ENV, "1")
+    assert load_plugins(force=True) == []
+
+
+def test_get_loads_plugins_for_an_unknown_name(
+    good_plugin: Path, fresh_plugin_state: pytest.MonkeyPatch
+) -> None:
+    fresh_plugin_state.syspath_prepend(str(good_plugin))
+    assert "plugin_loss" not in LOSSES
+
+    entry = LOSSES.get("plugin_loss")  # no explicit load_plugins()
+
+    assert entry.origin.startswith(f"{GOOD_MODULE}.PluginHingeLoss (")
+    loss = LOSSES.build({"name": "plugin_loss", "margin": 2.0})
+    real, fake = loss.discriminator(torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 0.0]))
+    assert (real.item(), fake.item()) == (0.5, 1.5)  # mean(relu(2 - x)), mean(relu(2 + x))
+    assert loss.generator(torch.tensor([1.0, 3.0])).item() == -2.0
+    assert loss.gankit_spec == {
+        "kind": "loss",
+        "name": "plugin_loss",
+        "params": {"margin": 2.0},
+        "runtime": {},
+    }
+
+
+def test_broken_plugin_raises_plugin_error(
+    broken_plugin: Path, fresh_plugin_state: pytest.MonkeyPatch
+) -> None:
+    fresh_plugin_state.syspath_prepend(str(broken_plugin))
+
+    with pytest.raises(PluginError) as caught:
+        load_plugins()
+
+    message = str(caught.value)
+    assert message.startswith("gankit plugin 'brokenplugin' (gankit_broken_plugin, from ")
+    assert "gankit-broken-plugin 0.3" in message
+    assert "set GANKIT_NO_PLUGINS=1" in message
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    # Later lookups keep reporting the broken plugin instead of a misleading "unknown loss".
+    with pytest.raises(PluginError, match="brokenplugin"):
+        LOSSES.get("plugin_loss")
+
+
+def test_a_broken_plugin_does_not_stop_the_others_loading(
+    good_plugin: Path, broken_plugin: Path, fresh_plugin_state: pytest.MonkeyPatch
+) -> None:
+    fresh_plugin_state.syspath_prepend(str(good_plugin))
+    fresh_plugin_state.syspath_prepend(str(broken_plugin))
+
+    with pytest.raises(PluginError, match="brokenplugin"):
+        load_plugins()
+    assert "plugin_loss" in LOSSES
