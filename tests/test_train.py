@@ -146,3 +146,33 @@ def test_fp16_without_a_gpu_is_refused_before_any_work(tmp_path):
     with pytest.raises(GankitError, match="fp16 needs a CUDA GPU"):
         Trainer(recipe)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def tiny_trainer(tmp_path, mnist_root) -> Trainer:
+    return Trainer(load_recipe(REFERENCE_RECIPE, run_overrides(tmp_path, "train.steps=2")))
+
+
+def adam_steps(optimizer: torch.optim.Optimizer) -> set[float]:
+    return {float(state["step"]) for state in optimizer.state.values()}
+
+
+def test_one_iteration_is_one_d_update_then_two_g_updates(tiny_trainer):
+    real = next(tiny_trainer.batches())
+    z = tiny_trainer.g_module.sample_noise(real.shape[0])
+    tiny_trainer.train_step(real, z)
+    assert adam_steps(tiny_trainer.d_optimizer) == {1.0}
+    assert adam_steps(tiny_trainer.g_optimizer) == {2.0}
+    assert tiny_trainer.step == 1
+
+
+def test_a_generator_step_leaves_the_discriminator_weights_and_grads_alone(tiny_trainer):
+    discriminator, generator = tiny_trainer.d_module, tiny_trainer.g_module
+    d_before = {k: v.clone() for k, v in discriminator.named_parameters()}
+    g_before = {k: v.clone() for k, v in generator.named_parameters()}
+    tiny_trainer._generator_step(generator.sample_noise(16))
+    for name, parameter in discriminator.named_parameters():
+        assert torch.equal(parameter, d_before[name]), name
+        assert parameter.grad is None, name
+        assert parameter.requires_grad, name  # unfrozen again for the next D step
+    assert any(not torch.equal(p, g_before[k]) for k, p in generator.named_parameters())
