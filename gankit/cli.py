@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from gankit.errors import GankitError
 
 
-def _train(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace) -> int:
     from gankit.recipe import load_recipe
     from gankit.trainer import train
 
-    train(load_recipe(args.recipe, args.overrides))
+    return train(load_recipe(args.recipe, args.overrides))
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -114,14 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
-        args.run(args)
+        code = args.run(args)
     except GankitError as error:
         print(f"gankit: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gankit: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -54,6 +54,13 @@ def sample_path(run_dir: Path, step: int) -> Path:
     return run_dir / SAMPLES_DIR / f"step_{step:07d}.png"
 
 
+def remove_samples_after(run_dir: Path, step: int) -> None:
+    """Delete the grids of steps after `step` (a resumed run draws them again)."""
+    for path in (run_dir / SAMPLES_DIR).glob("step_*.png"):
+        if int(path.stem.removeprefix("step_")) > step:
+            path.unlink()
+
+
 def write_gif(run_dir: Path, fps: float = 5.0) -> Path | None:
     """Animate every sample grid of the run, in step order, into samples.gif."""
     import imageio.v3 as iio
@@ -76,6 +83,13 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the records of steps after `step`, so a resumed run does not log them twice."""
+        kept = [record for record in self.read() if record["step"] <= step]
+        staging = self.path.with_name(self.path.name + ".tmp")
+        staging.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        staging.replace(self.path)
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():

@@ -62,6 +62,17 @@ class TrainSection(Strict):
     n_samples: int = Field(100, gt=0, description="images in each grid, from fixed noise")
     export_discriminator: bool = Field(True, description="also export D next to G")
     progress: bool = Field(True, description="show a progress bar")
+    checkpoint_every: int = Field(1000, gt=0, description="steps between resumable checkpoints")
+    keep_checkpoints: int = Field(3, gt=0, description="how many of the newest to keep")
+    resume: str = Field(
+        "auto", min_length=1, description="auto (newest checkpoint, if any), never, or a folder"
+    )
+    allow_recipe_changes: bool = Field(
+        False, description="resume even if the recipe changed in a way that changes training"
+    )
+    on_nan: Literal["stop", "skip"] = Field(
+        "stop", description="on a non-finite loss: stop, or skip that update (costs a sync)"
+    )
 
 
 class WandbSection(Strict):
@@ -93,6 +104,47 @@ class RecipeBase(Strict):
     def run_dir(self) -> Path:
         """The run folder (outputs, exports, resolved recipe)."""
         return Path(self.output_dir or f"runs/{self.name}")
+
+
+# Keys that may change between a checkpoint and its resumption without changing the training.
+RESUME_SAFE_KEYS = (
+    "name",
+    "output_dir",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "train.steps",
+    "train.log_every",
+    "train.sample_every",
+    "train.export_discriminator",
+    "train.progress",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.resume",
+    "train.allow_recipe_changes",
+    "train.on_nan",
+    "wandb",
+)
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def training_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved recipes in a way that changes
+    training (so resuming across them would not continue the same run)."""
+    old, new = _flatten(before), _flatten(after)
+    changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+    safe = tuple(RESUME_SAFE_KEYS)
+    return [key for key in changed if not any(key == s or key.startswith(s + ".") for s in safe)]
 
 
 # Extra fields a section carries beside its component's own parameters.

@@ -54,8 +54,10 @@ def start_tracking(
     mode: str,
     config: dict[str, Any],
     run_dir: Path,
+    run_id: str | None = None,
 ) -> None:
-    """Start the W&B run (main process) with the resolved recipe as its config."""
+    """Start the W&B run (main process) with the resolved recipe as its config; with `run_id`,
+    continue that run (a resumed training)."""
     if mode == "disabled":
         return
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,18 @@ def start_tracking(
         "entity": section.entity,
         "tags": section.tags or None,
     }
+    if run_id:
+        init_kwargs.update(id=run_id, resume="allow")
     accelerator.init_trackers(section.project, config=config, init_kwargs={"wandb": init_kwargs})
+
+
+def run_id(accelerator: Accelerator) -> str | None:
+    """The id of the W&B run this process logs to, if any (saved so a resume continues it)."""
+    for tracker in accelerator.trackers:
+        run = getattr(tracker, "run", None)
+        if tracker.name == "wandb" and run is not None:
+            return run.id
+    return None
 
 
 def log_image(accelerator: Accelerator, key: str, image: np.ndarray, step: int) -> None:

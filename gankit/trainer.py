@@ -1,7 +1,7 @@
 """The training loop on Accelerate: one process or many, CPU or GPU, fp32, bf16 or fp16.
 
-Outputs, tracking and export live in their own modules; this file only builds the parts, runs
-the schedule's phases each iteration, and calls those modules at the right steps.
+Outputs, tracking, checkpoints and export live in their own modules; this file builds the parts,
+runs the schedule's phases each iteration, and calls those modules at the right steps.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, set_seed
@@ -20,14 +21,20 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from gankit import outputs, tracking
+from gankit.checkpoint import RECIPE_FILE, CheckpointError, CheckpointManager, warn
 from gankit.data import image_shape
 from gankit.errors import GankitError
 from gankit.export import save_model
 from gankit.models.base import Generator, sample_noise
-from gankit.recipe import AdamParams, RecipeBase, dump_recipe, recipe_dict
+from gankit.recipe import AdamParams, RecipeBase, dump_recipe, recipe_dict, training_changes
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, SCHEDULES
+from gankit.stopping import StopRequest
 
 LOSS_NAMES = ("d_loss_real", "d_loss_fake", "g_loss")
+
+
+class DivergenceError(GankitError):
+    """A loss or weight became NaN or infinite."""
 
 
 def make_adam(parameters: Any, params: AdamParams) -> torch.optim.Adam:
@@ -41,8 +48,42 @@ def make_adam(parameters: Any, params: AdamParams) -> torch.optim.Adam:
     )
 
 
+def noise_seed(seed: int, process: int, step: int) -> int:
+    """The seed of one process's training noise at one step: a resumed run draws the same."""
+    return ((seed * 1_000_003 + process) * 1_000_000_007 + step) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class Progress:
+    """The counters a checkpoint must carry besides weights, optimizers and RNG states."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        t = self.trainer
+        return {
+            "step": t.step,
+            "epoch": t.epoch,
+            "batch_in_epoch": t.batch_in_epoch,
+            "fixed_noise": t.fixed_noise.cpu(),
+            "loss_sums": t._sums.cpu(),
+            "loss_counts": t._counts,
+            "schedule": t.schedule.state_dict(),
+            "wandb_run_id": t.wandb_run_id,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        t = self.trainer
+        t.step, t.epoch, t.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        t.fixed_noise = state["fixed_noise"].to(t.accelerator.device)
+        t._sums = state["loss_sums"].to(t.accelerator.device)
+        t._counts = list(state["loss_counts"])
+        t.schedule.load_state_dict(state["schedule"])
+        t.wandb_run_id = state["wandb_run_id"]
+
+
 class Trainer:
-    """Builds a recipe's components and trains them; `fit()` runs to `train.steps`."""
+    """Builds a recipe's components and trains them; `fit()` runs (or resumes) to `train.steps`."""
 
     def __init__(self, recipe: RecipeBase) -> None:
         self.recipe = recipe
@@ -97,22 +138,33 @@ class Trainer:
         )
         self.g_module: Generator = self.accelerator.unwrap_model(self.G)
         self.d_module: torch.nn.Module = self.accelerator.unwrap_model(self.D)
-        # Same fixed noise on every process, drawn apart from the training RNG.
-        fixed = torch.Generator().manual_seed(seed)
-        self.fixed_noise = sample_noise(
-            generator.noise, recipe.train.n_samples, generator.z_dim, generator=fixed
-        ).to(self.accelerator.device)
-        set_seed(seed, device_specific=True)  # each process draws its own training noise
-        self.step = 0
-        self.metrics = outputs.MetricsLog(self.run_dir / outputs.METRICS_FILE)
         device = self.accelerator.device
-        self._d_sums = torch.zeros(2, device=device)
-        self._g_sum = torch.zeros((), device=device)
-        self._d_count = self._g_count = 0
+        # Same fixed noise on every process, drawn apart from the training noise.
+        self.fixed_noise = sample_noise(
+            generator.noise,
+            recipe.train.n_samples,
+            generator.z_dim,
+            generator=torch.Generator().manual_seed(seed),
+        ).to(device)
+        self.noise_rng = torch.Generator(device)
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.wandb_run_id: str | None = None
+        self._sums = torch.zeros(len(LOSS_NAMES), device=device)  # device-side, read at log steps
+        self._counts = [0, 0]  # D and G updates since the last log
+        self._first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self._skipped = 0
+        self.metrics = outputs.MetricsLog(self.run_dir / outputs.METRICS_FILE)
+        self.checkpoints = CheckpointManager(
+            self.accelerator, self.run_dir, recipe.train.keep_checkpoints
+        )
+        self.accelerator.register_for_checkpointing(Progress(self))
 
     # ---- one iteration -------------------------------------------------------------------
     def train_step(self, real: torch.Tensor, z: torch.Tensor) -> None:
-        """Run the schedule's phases for one iteration on device tensors (no host sync)."""
+        """Run the schedule's phases for one iteration on device tensors.
+
+        No host sync unless `train.on_nan: skip` (which must look at each loss).
+        """
         for phase in self.schedule.phases(self.step):
             if phase.network == "discriminator":
                 self._discriminator_step(real, z)
@@ -126,86 +178,213 @@ class Trainer:
                 fake = self.G(z)
             real_logits, fake_logits = self.D(real), self.D(fake)
         loss_real, loss_fake = self.loss.discriminator(real_logits, fake_logits)
-        self.d_optimizer.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss_real + loss_fake)
-        self.d_optimizer.step()
-        self._d_sums += torch.stack((loss_real.detach(), loss_fake.detach()))
-        self._d_count += 1
+        loss = loss_real + loss_fake
+        if self._watch(loss):
+            self.d_optimizer.zero_grad(set_to_none=True)
+            self.accelerator.backward(loss)
+            self.d_optimizer.step()
+            self._sums[:2] += torch.stack((loss_real.detach(), loss_fake.detach()))
+            self._counts[0] += 1
 
     def _generator_step(self, z: torch.Tensor) -> None:
         # D is frozen and called unwrapped: its weights get no gradient and DDP syncs nothing.
         self.d_module.requires_grad_(False)
         with self.accelerator.autocast():
             fake_logits = self.d_module(self.G(z))
-        loss = self.loss.generator(fake_logits)
-        self.g_optimizer.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss)
-        self.g_optimizer.step()
         self.d_module.requires_grad_(True)
-        self._g_sum += loss.detach()
-        self._g_count += 1
+        loss = self.loss.generator(fake_logits)
+        if self._watch(loss):
+            self.g_optimizer.zero_grad(set_to_none=True)
+            self.accelerator.backward(loss)
+            self.g_optimizer.step()
+            self._sums[2] += loss.detach()
+            self._counts[1] += 1
+
+    def _watch(self, loss: torch.Tensor) -> bool:
+        """Note the first step with a non-finite loss (on the device); with `on_nan: skip`,
+        return False for such a loss so its update is skipped."""
+        bad = ~torch.isfinite(loss.detach())
+        if self.recipe.train.on_nan == "skip":
+            if bool(bad):
+                self._skipped += 1
+                return False
+            return True
+        self._first_bad_step.copy_(
+            torch.where(bad & (self._first_bad_step < 0), self.step + 1, self._first_bad_step)
+        )
+        return True
 
     # ---- the loop ------------------------------------------------------------------------
     def batches(self) -> Iterator[torch.Tensor]:
-        """Real images forever, reshuffled each epoch (order fixed by the seed and epoch)."""
-        epoch = 0
+        """Real images forever: each epoch's order is fixed by the seed and the epoch, and a
+        resumed run skips the batches its epoch already used."""
         while True:
-            self.loader.set_epoch(epoch)
-            for batch in self.loader:
+            self.loader.set_epoch(self.epoch)
+            loader = self.loader
+            if self.batch_in_epoch:
+                loader = self.accelerator.skip_first_batches(self.loader, self.batch_in_epoch)
+            for batch in loader:
+                self.batch_in_epoch += 1
                 yield batch[0] if isinstance(batch, list | tuple) else batch
-            epoch += 1
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
-    def fit(self) -> Path:
-        """Train to `train.steps`, writing samples, metrics, the GIF, the loss plot and exports."""
+    def next_noise(self, n: int) -> torch.Tensor:
+        """This process's training noise for the coming step."""
+        self.noise_rng.manual_seed(
+            noise_seed(self.recipe.train.seed, self.accelerator.process_index, self.step)
+        )
+        return self.g_module.sample_noise(n, generator=self.noise_rng)
+
+    def fit(self) -> int:
+        """Train (or resume) to `train.steps`; returns the exit code: 0, or 130 after Ctrl-C."""
         train = self.recipe.train
         main = self.accelerator.is_main_process
-        if main:
-            self._start_run_dir()
+        self.resume()
         tracking.start_tracking(
             self.accelerator,
             self.recipe.wandb,
             self.wandb_mode,
             recipe_dict(self.recipe),
             self.run_dir,
+            run_id=self.wandb_run_id,
         )
+        self.wandb_run_id = tracking.run_id(self.accelerator)
         self._describe()
-        self.save_samples()
+        if self.step == 0:
+            self.save_samples()
         progress = tqdm(
             total=train.steps, initial=self.step, disable=not (main and train.progress), unit="it"
         )
         window_start, window_steps = time.perf_counter(), 0
         batches = self.batches()
-        while self.step < train.steps:
-            real = next(batches)
-            z = self.g_module.sample_noise(real.shape[0])
-            self.train_step(real, z)
-            window_steps += 1
-            progress.update(1)
-            if self.step % train.log_every == 0 or self.step == train.steps:
-                record = self.log_metrics(window_steps / (time.perf_counter() - window_start))
-                progress.set_postfix(
-                    d_loss=f"{record['d_loss']:.3f}", g_loss=f"{record['g_loss']:.3f}"
-                )
-                window_start, window_steps = time.perf_counter(), 0
-            if self.step % train.sample_every == 0 or self.step == train.steps:
-                self.save_samples()
+        with StopRequest() as stop:
+            while self.step < train.steps:
+                real = next(batches)
+                self.train_step(real, self.next_noise(real.shape[0]))
+                window_steps += 1
+                progress.update(1)
+                last = self.step == train.steps
+                if self.step % train.log_every == 0 or last:
+                    record = self.log_metrics(window_steps / (time.perf_counter() - window_start))
+                    progress.set_postfix(
+                        d_loss=f"{record['d_loss']:.3f}", g_loss=f"{record['g_loss']:.3f}"
+                    )
+                    window_start, window_steps = time.perf_counter(), 0
+                if self.step % train.sample_every == 0 or last:
+                    self.save_samples()
+                if self.step % train.checkpoint_every == 0 or last:
+                    self.save_checkpoint()
+                if self._stop_requested(stop):
+                    progress.close()
+                    if self.step % train.checkpoint_every and not last:
+                        self.save_checkpoint()
+                    self.accelerator.print(
+                        f"gankit: {stop.signal_name} at step {self.step}: checkpoint written to "
+                        f"{self.run_dir}; run the same command again to resume"
+                    )
+                    self.accelerator.end_training()
+                    return stop.exit_code
         progress.close()
         self.finish()
-        return self.run_dir
+        return 0
+
+    def resume(self) -> None:
+        """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
+        train = self.recipe.train
+        main = self.accelerator.is_main_process
+        candidates = self.checkpoints.candidates(train.resume)
+        if main:
+            self.checkpoints.remove_partial()
+        self.accelerator.wait_for_everyone()
+        errors = []
+        for folder in candidates:
+            self._check_recipe(folder)
+            try:
+                step = self.checkpoints.restore(folder)
+            except CheckpointError as error:
+                if train.resume != "auto":
+                    raise
+                warn(f"{error}; falling back to the previous checkpoint")
+                errors.append(str(error))
+                continue
+            self.accelerator.print(f"gankit: resumed from {folder} (step {step} of {train.steps})")
+            if main:  # what was written after that checkpoint is written again
+                self.metrics.truncate_after(step)
+                outputs.remove_samples_after(self.run_dir, step)
+            break
+        else:
+            if errors:
+                raise CheckpointError(
+                    f"no usable checkpoint in {self.run_dir / 'checkpoints'} "
+                    f"({'; '.join(errors)}). Set train.resume=never to start over "
+                    "(this deletes them)."
+                )
+            if main:
+                self._start_fresh()
+        if main:
+            (self.run_dir / "recipe.yaml").write_text(dump_recipe(self.recipe))
+
+    def _check_recipe(self, folder: Path) -> None:
+        saved = folder / RECIPE_FILE
+        if self.recipe.train.allow_recipe_changes or not saved.is_file():
+            return
+        changes = training_changes(yaml.safe_load(saved.read_text()), recipe_dict(self.recipe))
+        if changes:
+            raise CheckpointError(
+                f"the recipe differs from the one {folder} was trained with, in keys that change "
+                f"training: {', '.join(changes)}. Restore them, start over with "
+                "train.resume=never, or resume anyway with train.allow_recipe_changes=true."
+            )
+
+    def _stop_requested(self, stop: StopRequest) -> bool:
+        if self.accelerator.num_processes == 1:
+            return stop.signal_name is not None
+        if self.step % self.recipe.train.log_every:  # agree across processes at log steps only
+            return False
+        flag = torch.tensor(float(stop.signal_name is not None), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum") > 0)
+
+    def check_finite(self) -> None:
+        """Stop with a clear error if a loss went non-finite since the start (one host sync)."""
+        bad_step = int(self._first_bad_step)
+        if bad_step >= 0:
+            values = ", ".join(
+                f"{name} {value:.4g}"
+                for name, value in zip(LOSS_NAMES, self._sums.tolist(), strict=True)
+            )
+            raise DivergenceError(
+                f"training diverged: a loss became NaN or infinite at step {bad_step} (sums since "
+                f"the last log: {values}). Checkpoints up to then are kept in {self.run_dir}; "
+                "lower the learning rates, or set train.on_nan=skip to skip such updates."
+            )
+
+    def save_checkpoint(self) -> None:
+        """Check that training is still finite, then write a checkpoint (every process)."""
+        self.check_finite()
+        weights = [p for m in (self.g_module, self.d_module) for p in m.parameters()]
+        if not bool(torch.stack([torch.isfinite(p).all() for p in weights]).all()):
+            raise DivergenceError(
+                f"training diverged: a weight is NaN or infinite at step {self.step}; "
+                f"the last good checkpoint in {self.run_dir} is kept"
+            )
+        # Counters are saved by the main process only: make every process's the same first.
+        self._sums = self.accelerator.reduce(self._sums, reduction="mean")
+        self.checkpoints.save(self.step, dump_recipe(self.recipe))
 
     def log_metrics(self, steps_per_second: float) -> dict[str, Any]:
         """Average the losses since the last call across processes, then print and log them."""
-        sums = torch.cat(
-            (self._d_sums / max(self._d_count, 1), (self._g_sum / max(self._g_count, 1))[None])
-        )
-        values = self.accelerator.reduce(sums, reduction="mean").tolist()
-        self._d_sums.zero_()
-        self._g_sum.zero_()
-        self._d_count = self._g_count = 0
+        self.check_finite()
+        counts = torch.tensor([self._counts[0]] * 2 + [self._counts[1]], device=self._sums.device)
+        means = self._sums / counts.clamp(min=1)
+        values = self.accelerator.reduce(means, reduction="mean").tolist()
+        self._sums.zero_()
+        self._counts = [0, 0]
         record: dict[str, Any] = {"step": self.step, **dict(zip(LOSS_NAMES, values, strict=True))}
         record["d_loss"] = record["d_loss_real"] + record["d_loss_fake"]
         images = self.recipe.data.batch_size * self.accelerator.num_processes
         record["images_per_sec"] = round(steps_per_second * images, 2)
+        if self._skipped:
+            record["skipped_updates"] = self._skipped
         if self.accelerator.is_main_process:
             self.metrics.write(record)
             tqdm.write(
@@ -243,15 +422,21 @@ class Trainer:
             tqdm.write(f"done: outputs in {self.run_dir}")
         self.accelerator.end_training()
 
-    def _start_run_dir(self) -> None:
-        if self.metrics.path.exists() or (self.run_dir / outputs.SAMPLES_DIR).exists():
-            tqdm.write(
-                f"gankit: {self.run_dir} holds an earlier run; its samples and metrics are replaced"
+    def _start_fresh(self) -> None:
+        leftovers = [
+            self.metrics.path,
+            self.run_dir / outputs.SAMPLES_DIR,
+            self.run_dir / "checkpoints",
+        ]
+        if any(path.exists() for path in leftovers):
+            warn(
+                f"{self.run_dir} holds an earlier run; its samples, metrics and checkpoints "
+                "are replaced"
             )
             self.metrics.path.unlink(missing_ok=True)
             shutil.rmtree(self.run_dir / outputs.SAMPLES_DIR, ignore_errors=True)
+            self.checkpoints.clear()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "recipe.yaml").write_text(dump_recipe(self.recipe))
 
     def _describe(self) -> None:
         count = (
@@ -265,6 +450,6 @@ class Trainer:
         )
 
 
-def train(recipe: RecipeBase) -> Path:
-    """Train a validated recipe; returns the run folder."""
+def train(recipe: RecipeBase) -> int:
+    """Train a validated recipe; returns the exit code (0 when done or stopped by SIGTERM)."""
     return Trainer(recipe).fit()

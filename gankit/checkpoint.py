@@ -1,0 +1,173 @@
+"""Resumable checkpoints: written whole or not at all, verified before they are trusted.
+
+A checkpoint is `runs/<name>/checkpoints/step_NNNNNNN/`: what `accelerator.save_state` writes (both
+networks, both optimizers, the grad scaler, every process's RNG states, registered objects such
+as the trainer's counters), the resolved recipe, and `manifest.json` listing every file with its
+size and SHA-256. Each is written under a temporary name and renamed when complete, so a crash
+mid-write leaves the previous one intact and the partial one ignored. Checkpoints hold pickles:
+load only your own. Exports (`export.py`) are the safe format to share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+from gankit._version import __version__
+from gankit.atomic import publish_folder
+from gankit.errors import GankitError
+
+CHECKPOINTS_DIR = "checkpoints"
+MANIFEST_FILE = "manifest.json"
+RECIPE_FILE = "recipe.yaml"
+_NAME = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(GankitError):
+    """A checkpoint is missing, incomplete or corrupt, or does not fit the recipe."""
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint of `step` lives."""
+    return run_dir / CHECKPOINTS_DIR / f"step_{step:07d}"
+
+
+def checkpoint_step(folder: Path) -> int:
+    """The step a checkpoint folder was written at (from its manifest, else its name)."""
+    manifest = folder / MANIFEST_FILE
+    if manifest.is_file():
+        return int(json.loads(manifest.read_text())["step"])
+    match = _NAME.match(folder.name)
+    if not match:
+        raise CheckpointError(f"{folder} is not a checkpoint folder (expected step_NNNNNNN)")
+    return int(match.group(1))
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's published checkpoints, newest first (temporary folders are not listed)."""
+    folder = run_dir / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    found = [path for path in folder.iterdir() if path.is_dir() and _NAME.match(path.name)]
+    return sorted(found, key=lambda path: int(_NAME.match(path.name).group(1)), reverse=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, step: int) -> None:
+    """Record every file's size and hash; written last, it marks the checkpoint complete."""
+    files = {
+        path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+    manifest = {"step": step, "gankit_version": __version__, "files": files}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def verify(folder: Path) -> dict[str, Any]:
+    """Check a checkpoint against its manifest; returns the manifest or raises CheckpointError."""
+    manifest_file = folder / MANIFEST_FILE
+    if not manifest_file.is_file():
+        raise CheckpointError(f"{folder} has no {MANIFEST_FILE}: it was never completed")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{manifest_file} is unreadable ({error})") from None
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: {name} is missing")
+        if path.stat().st_size != expected["bytes"]:
+            raise CheckpointError(
+                f"{folder}: {name} is truncated or altered "
+                f"({path.stat().st_size} bytes, expected {expected['bytes']})"
+            )
+        if _sha256(path) != expected["sha256"]:
+            raise CheckpointError(f"{folder}: {name} is corrupt (its SHA-256 does not match)")
+    return manifest
+
+
+def warn(message: str) -> None:
+    """A warning on stderr that does not stop the run."""
+    print(f"gankit: warning: {message}", file=sys.stderr, flush=True)
+
+
+class CheckpointManager:
+    """Saves, prunes and finds the checkpoints of one run; every process must call `save`."""
+
+    def __init__(self, accelerator: Accelerator, run_dir: Path, keep: int) -> None:
+        self.accelerator = accelerator
+        self.run_dir = run_dir
+        self.keep = keep
+
+    def save(self, step: int, recipe_text: str) -> Path:
+        """Write the checkpoint of `step` atomically, then keep only the newest `keep`."""
+        final = checkpoint_path(self.run_dir, step)
+        staging = final.with_name(f".{final.name}.tmp")
+        main = self.accelerator.is_main_process
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(staging), safe_serialization=True)
+        self.accelerator.wait_for_everyone()
+        if main:
+            (staging / RECIPE_FILE).write_text(recipe_text)
+            write_manifest(staging, step)
+            publish_folder(staging, final)
+            for old in list_checkpoints(self.run_dir)[self.keep :]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def remove_partial(self) -> None:
+        """Delete folders left by writes that were cut short (never published)."""
+        folder = self.run_dir / CHECKPOINTS_DIR
+        if folder.is_dir():
+            for leftover in folder.glob(".step_*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    def clear(self) -> None:
+        """Remove every checkpoint of the run (a fresh start)."""
+        shutil.rmtree(self.run_dir / CHECKPOINTS_DIR, ignore_errors=True)
+
+    def candidates(self, resume: str) -> list[Path]:
+        """Checkpoints to try for `train.resume`, in order: `never` gives none."""
+        if resume == "never":
+            return []
+        if resume == "auto":
+            return list_checkpoints(self.run_dir)
+        path = Path(resume).expanduser()
+        if not path.is_dir():
+            raise CheckpointError(
+                f"train.resume: checkpoint folder '{path}' not found; use auto, never or a "
+                f"folder such as {checkpoint_path(self.run_dir, 1000)}"
+            )
+        return [path]
+
+    def restore(self, folder: Path) -> int:
+        """Verify a checkpoint and load it into the accelerator's objects; returns its step."""
+        manifest = verify(folder)
+        try:
+            self.accelerator.load_state(str(folder))
+        except Exception as error:  # torch and safetensors raise many kinds for bad files
+            reason = " ".join(str(error).split())[:300]
+            raise CheckpointError(
+                f"{folder} could not be loaded ({type(error).__name__}: {reason})"
+            ) from None
+        return int(manifest["step"])
