@@ -50,6 +50,7 @@ class LoaderFields(Strict):
 
     batch_size: int = Field(100, gt=0, description="images per batch on each process")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    subset: int | None = Field(None, gt=0, description="use only the first N images (debugging)")
 
 
 class TrainSection(Strict):

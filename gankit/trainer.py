@@ -17,7 +17,7 @@ import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from gankit import outputs, tracking
@@ -109,6 +109,8 @@ class Trainer:
         seed = recipe.train.seed
         set_seed(seed)  # identical initial weights on every process
         dataset = DATASETS.build(recipe.data)
+        if recipe.data.subset is not None:
+            dataset = Subset(dataset, range(min(recipe.data.subset, len(dataset))))
         self.image_shape = image_shape(dataset)
         generator = GENERATORS.build(recipe.generator, image_shape=self.image_shape)
         discriminator = DISCRIMINATORS.build(recipe.discriminator, image_shape=self.image_shape)

@@ -1,0 +1,259 @@
+"""Exact resume and fault tolerance: stop anywhere, lose nothing, continue bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gankit import LOSSES
+from gankit.checkpoint import CheckpointError, list_checkpoints, verify
+from gankit.recipe import load_recipe
+from gankit.trainer import DivergenceError, Trainer
+
+from conftest import REFERENCE_RECIPE, TINY
+
+# 64 images in batches of 16: an epoch is 4 steps, so these runs cross several epochs.
+SMALL = [*TINY, "data.subset=64", "train.log_every=3", "train.sample_every=4"]
+LONG = ("train.steps=120", "train.checkpoint_every=10")  # a few seconds of training
+
+
+def command(run_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gankit.cli",
+        "train",
+        str(REFERENCE_RECIPE),
+        *SMALL,
+        f"output_dir={run_dir}",
+        *extra,
+    ]
+
+
+def run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run(
+        command(run_dir, *extra), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    """Weights of G and D and both optimizers' states in the newest checkpoint, by name."""
+    (newest, *_) = list_checkpoints(run_dir)
+    tensors = {}
+    for index, name in enumerate(("model.safetensors", "model_1.safetensors")):
+        tensors.update({f"model{index}.{k}": v for k, v in load_file(newest / name).items()})
+    for index, name in enumerate(("optimizer.bin", "optimizer_1.bin")):
+        state = torch.load(newest / name, weights_only=False)["state"]
+        tensors.update({f"opt{index}.{p}.{k}": v for p, s in state.items() for k, v in s.items()})
+    return tensors
+
+
+def losses(run_dir: Path) -> list[tuple]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["d_loss_real"], r["d_loss_fake"], r["g_loss"]) for r in records]
+
+
+def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, mnist_root) -> Path:
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    run(run_dir, *LONG)
+    return run_dir
+
+
+def test_resumed_run_equals_the_uninterrupted_one_bit_for_bit(straight, tmp_path):
+    run_dir = tmp_path / "run"
+    run(run_dir, "train.steps=60", "train.checkpoint_every=10")
+    result = run(run_dir, *LONG)  # a new process resumes
+    assert "resumed from" in result.stdout and "step 60 of 120" in result.stdout
+    assert_same_state(final_state(run_dir), final_state(straight))
+    assert losses(run_dir) == losses(straight)
+    # The grids continue where they stopped, identical; the GIF holds them all.
+    grids = sorted(p.name for p in (run_dir / "samples").glob("*.png"))
+    assert grids == sorted(p.name for p in (straight / "samples").glob("*.png"))
+    assert iio.improps(run_dir / "samples.gif").n_images == len(grids)
+    for name in grids:
+        if (straight / "samples" / name).exists():
+            assert (run_dir / "samples" / name).read_bytes() == (
+                straight / "samples" / name
+            ).read_bytes()
+
+
+def latest_logged_step(run_dir: Path) -> int:
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return json.loads(lines[-1])["step"] if lines else 0
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def test_sigkill_anywhere_then_resume_ends_where_an_uninterrupted_run_does(straight, tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    rng = random.Random(0)
+    # Alternate: kill while a checkpoint is being written, and kill at a random step.
+    targets = sorted(rng.sample(range(5, 110), 3))
+    kills = mid_write = 0
+    for attempt in range(6):
+        process = subprocess.Popen(
+            command(run_dir, *LONG), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if attempt % 2 == 0 and any((run_dir / "checkpoints").glob(".step_*.tmp")):
+                mid_write += 1
+                break
+            if attempt % 2 == 1 and latest_logged_step(run_dir) >= targets[attempt // 2]:
+                time.sleep(rng.uniform(0, 0.05))
+                break
+            time.sleep(0.0005)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        for checkpoint in list_checkpoints(run_dir):
+            verify(checkpoint)  # every published checkpoint is complete
+    assert kills >= 4 and mid_write >= 2, (kills, mid_write)
+    run(run_dir, *LONG)  # finish what the kills left
+    assert_same_state(final_state(run_dir), final_state(straight))
+    assert losses(run_dir) == losses(straight)
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    process = subprocess.Popen(
+        command(run_dir, "train.steps=100000", "train.checkpoint_every=1000"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-2000:]
+    assert "SIGTERM at step" in stdout
+    (checkpoint,) = list_checkpoints(run_dir)
+    step = verify(checkpoint)["step"]
+    assert 3 <= step < 1000  # written at the stop, not at a scheduled checkpoint
+    assert not (run_dir / "export").exists()  # the run is not finished
+    run(run_dir, f"train.steps={step + 2}", "train.checkpoint_every=1000")
+    assert verify(list_checkpoints(run_dir)[0])["step"] == step + 2
+
+
+def in_process(run_dir: Path, *extra: str) -> Trainer:
+    trainer = Trainer(load_recipe(REFERENCE_RECIPE, [*SMALL, f"output_dir={run_dir}", *extra]))
+    trainer.fit()
+    return trainer
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, mnist_root, capsys):
+    run_dir = tmp_path / "run"
+    in_process(run_dir, "train.steps=6", "train.checkpoint_every=2")
+    newest = list_checkpoints(run_dir)[0]
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    trainer = in_process(run_dir, "train.steps=8", "train.checkpoint_every=2")
+    err = capsys.readouterr().err
+    assert "step_0000006: model.safetensors is truncated" in err and "falling back" in err
+    assert trainer.step == 8
+    with pytest.raises(CheckpointError, match="corrupt"):
+        broken = list_checkpoints(run_dir)[0] / "optimizer.bin"
+        data = bytearray(broken.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        broken.write_bytes(bytes(data))
+        in_process(run_dir, "train.steps=9", f"train.resume={list_checkpoints(run_dir)[0]}")
+
+
+def test_a_run_whose_every_checkpoint_is_corrupt_is_not_silently_restarted(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    in_process(run_dir, "train.steps=2", "train.checkpoint_every=1", "train.keep_checkpoints=2")
+    for checkpoint in list_checkpoints(run_dir):
+        (checkpoint / "model_1.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"no usable checkpoint.*train\.resume=never"):
+        in_process(run_dir, "train.steps=3")
+    assert in_process(run_dir, "train.steps=3", "train.resume=never").step == 3
+
+
+def test_a_recipe_that_changes_training_is_refused_unless_allowed(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    in_process(run_dir, "train.steps=2")
+    with pytest.raises(
+        CheckpointError, match=r"keys that change training: data\.batch_size, optim\.generator\.lr"
+    ):
+        in_process(run_dir, "train.steps=4", "optim.generator.lr=1e-3", "data.batch_size=8")
+    assert in_process(run_dir, "train.steps=3", "train.log_every=1", "wandb.project=x").step == 3
+    allowed = in_process(
+        run_dir, "train.steps=4", "optim.generator.lr=1e-3", "train.allow_recipe_changes=true"
+    )
+    assert allowed.step == 4
+
+
+@pytest.fixture
+def nan_loss():
+    """A non-saturating loss whose D loss turns NaN at one step (the 5th D update)."""
+
+    @LOSSES.register("nan_at_fifth_d_update")
+    class NanLoss:
+        calls = 0
+
+        def discriminator(self, real_logits, fake_logits):
+            NanLoss.calls += 1
+            poison = float("nan") if NanLoss.calls == 5 else 0.0
+            return (
+                torch.nn.functional.softplus(-real_logits).mean() + poison,
+                torch.nn.functional.softplus(fake_logits).mean(),
+            )
+
+        def generator(self, fake_logits):
+            return torch.nn.functional.softplus(-fake_logits).mean()
+
+    yield NanLoss
+    LOSSES.unregister("nan_at_fifth_d_update")
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path, mnist_root, nan_loss
+):
+    run_dir = tmp_path / "run"
+    with pytest.raises(DivergenceError, match="NaN or infinite at step 5"):
+        in_process(
+            run_dir, "loss.name=nan_at_fifth_d_update", "train.steps=10", "train.checkpoint_every=2"
+        )
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_0000004", "step_0000002"]
+    assert not (run_dir / "export").exists()
+
+
+def test_on_nan_skip_skips_the_update_and_finishes(tmp_path, mnist_root, nan_loss):
+    trainer = in_process(
+        tmp_path / "run",
+        "loss.name=nan_at_fifth_d_update",
+        "train.steps=8",
+        "train.on_nan=skip",
+        "train.log_every=8",
+    )
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["skipped_updates"] == 1
+    assert all(torch.isfinite(p).all() for p in trainer.d_module.parameters())
