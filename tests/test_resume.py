@@ -85,6 +85,8 @@ def test_resumed_run_equals_the_uninterrupted_one_bit_for_bit(straight, tmp_path
     run(run_dir, "train.steps=60", "train.checkpoint_every=10")
     result = run(run_dir, *LONG)  # a new process resumes
     assert "resumed from" in result.stdout and "step 60 of 120" in result.stdout
+    kept = [p.name for p in list_checkpoints(run_dir)]
+    assert kept == ["step_0000120", "step_0000110", "step_0000100"]  # keep_checkpoints: 3
     assert_same_state(final_state(run_dir), final_state(straight))
     assert losses(run_dir) == losses(straight)
     # The grids continue where they stopped, identical; the GIF holds them all.
@@ -257,3 +259,21 @@ def test_on_nan_skip_skips_the_update_and_finishes(tmp_path, mnist_root, nan_los
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["skipped_updates"] == 1
     assert all(torch.isfinite(p).all() for p in trainer.d_module.parameters())
+
+
+def test_resume_from_an_explicit_checkpoint_folder(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    in_process(run_dir, "train.steps=6", "train.checkpoint_every=2")
+    older = list_checkpoints(run_dir)[1]  # step 4
+    trainer = Trainer(
+        load_recipe(
+            REFERENCE_RECIPE,
+            [*SMALL, f"output_dir={run_dir}", "train.steps=6", f"train.resume={older}"],
+        )
+    )
+    trainer.resume()
+    assert (
+        trainer.step == 4 and trainer.epoch * 4 + trainer.batch_in_epoch == 4
+    )  # 4 batches an epoch
+    with pytest.raises(CheckpointError, match="not found"):
+        in_process(run_dir, "train.steps=6", f"train.resume={tmp_path / 'nowhere'}")
