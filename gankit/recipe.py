@@ -48,7 +48,10 @@ class OptimSection(Strict):
 class LoaderFields(Strict):
     """How batches are drawn from any dataset (added to every `data` section)."""
 
-    batch_size: int = Field(100, gt=0, description="images per batch on each process")
+    batch_size: int = Field(100, gt=0, description="images per batch, per process by default")
+    global_batch: bool = Field(
+        False, description="batch_size is the global batch, split evenly across processes"
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     subset: int | None = Field(None, gt=0, description="use only the first N images (debugging)")
 
@@ -73,6 +76,14 @@ class TrainSection(Strict):
     )
     on_nan: Literal["stop", "skip"] = Field(
         "stop", description="on a non-finite loss: stop, or skip that update (costs a sync)"
+    )
+    grad_accumulation: int = Field(
+        1, gt=0, description="micro-batches of data.batch_size accumulated into each update"
+    )
+    batch_norm: Literal["broadcast", "sync", "local"] = Field(
+        "broadcast",
+        description="with several processes: BatchNorm statistics from process 0 (broadcast), "
+        "synchronised per batch (sync, CUDA only), or kept per process (local)",
     )
 
 
@@ -319,10 +330,13 @@ def _describe(
     kind, value = problem["type"], problem.get("input")
     section = loc[0] if loc and loc[0] in REGISTRIES else None
     registry = REGISTRIES.get(section) if section else None
-    if registry and kind in ("union_tag_invalid", "literal_error") and loc[1:] in ((), ("name",)):
+    names_component = registry is not None and loc[1:] in ((), ("name",))
+    if names_component and kind in ("union_tag_invalid", "literal_error"):
+        path = f"{section}.name"
         name = raw[section].get("name") if isinstance(raw.get(section), dict) else value
         message = registry.unknown_message(name)
-    elif registry and kind in ("union_tag_not_found", "missing") and loc[1:] in ((), ("name",)):
+    elif names_component and kind in ("union_tag_not_found", "missing"):
+        path = f"{section}.name"
         message = (
             f"{section}.name is missing; available {registry.plural}: {', '.join(registry.names())}"
         )
@@ -334,11 +348,12 @@ def _describe(
         message = f"{path} is required but missing"
     else:
         message = f"{path}: {problem['msg']} (got {value!r})"
-    for key, override in overrides.items():
-        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
-            message += f" [set by override '{override}']"
-            break
-    return message
+    blamed = (
+        [o for k, o in overrides.items() if k == path]
+        or [o for k, o in overrides.items() if path.startswith(k + ".")]
+        or [o for k, o in overrides.items() if k.startswith(path + ".")]
+    )
+    return message + (f" [set by override '{blamed[0]}']" if blamed else "")
 
 
 def _user_loc(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -6,21 +6,23 @@ runs the schedule's phases each iteration, and calls those modules at the right 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
+from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from gankit import outputs, tracking
+from gankit import outputs, parallel, tracking
 from gankit.checkpoint import RECIPE_FILE, CheckpointError, CheckpointManager, warn
 from gankit.data import image_shape
 from gankit.errors import GankitError
@@ -46,11 +48,6 @@ def make_adam(parameters: Any, params: AdamParams) -> torch.optim.Adam:
         eps=params.eps,
         weight_decay=params.weight_decay,
     )
-
-
-def noise_seed(seed: int, process: int, step: int) -> int:
-    """The seed of one process's training noise at one step: a resumed run draws the same."""
-    return ((seed * 1_000_003 + process) * 1_000_000_007 + step) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class Progress:
@@ -98,6 +95,7 @@ class Trainer:
         # notebook, a sweep) may change the precision, so start that state afresh. The process
         # group (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
+        self.batch_norm = parallel.batch_norm_mode(recipe, PartialState())
         self.accelerator = Accelerator(
             mixed_precision=recipe.mixed_precision,
             log_with="wandb" if self.wandb_mode != "disabled" else None,
@@ -105,7 +103,9 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(
                 use_seedable_sampler=True, data_seed=recipe.train.seed
             ),
+            kwargs_handlers=[parallel.ddp_kwargs(self.batch_norm)],
         )
+        self.batch_size = parallel.per_process_batch(recipe, self.accelerator.num_processes)
         seed = recipe.train.seed
         set_seed(seed)  # identical initial weights on every process
         dataset = DATASETS.build(recipe.data)
@@ -121,17 +121,19 @@ class Trainer:
             )
         self.loss = LOSSES.build(recipe.loss)
         self.schedule = SCHEDULES.build(recipe.schedule)
+        if self.batch_norm == "sync" and self.accelerator.num_processes > 1:
+            generator, discriminator = parallel.use_sync_batch_norm(generator, discriminator)
         loader = DataLoader(
             dataset,
-            batch_size=recipe.data.batch_size,
+            batch_size=self.batch_size * recipe.train.grad_accumulation,
             shuffle=True,
             drop_last=True,
             num_workers=recipe.data.num_workers,
         )
         if len(loader) == 0:
             raise GankitError(
-                f"data.batch_size {recipe.data.batch_size} is larger than the dataset "
-                f"({len(dataset)} images); lower it"
+                f"a batch of {loader.batch_size} images per process (data.batch_size x "
+                f"train.grad_accumulation) is more than the dataset's {len(dataset)}; lower it"
             )
         g_optimizer = make_adam(generator.parameters(), recipe.optim.generator)
         d_optimizer = make_adam(discriminator.parameters(), recipe.optim.discriminator)
@@ -155,6 +157,7 @@ class Trainer:
         self._counts = [0, 0]  # D and G updates since the last log
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self._skipped = 0
+        self._skipped_fp16 = [0, 0]  # D and G steps the fp16 loss scaler skipped (overflow)
         self.metrics = outputs.MetricsLog(self.run_dir / outputs.METRICS_FILE)
         self.checkpoints = CheckpointManager(
             self.accelerator, self.run_dir, recipe.train.keep_checkpoints
@@ -165,49 +168,81 @@ class Trainer:
     def train_step(self, real: torch.Tensor, z: torch.Tensor) -> None:
         """Run the schedule's phases for one iteration on device tensors.
 
-        No host sync unless `train.on_nan: skip` (which must look at each loss).
+        `real` and `z` hold `train.grad_accumulation` micro-batches; every phase averages its
+        loss over them into one update. No host sync unless `train.on_nan: skip`.
         """
+        accumulation = self.recipe.train.grad_accumulation
+        micro_batches = list(zip(real.chunk(accumulation), z.chunk(accumulation), strict=True))
         for phase in self.schedule.phases(self.step):
             if phase.network == "discriminator":
-                self._discriminator_step(real, z)
+                parts = self._update(
+                    self.D, self.d_optimizer, self._discriminator_loss, micro_batches
+                )
+                if parts is not None:
+                    self._sums[:2] += parts
+                    self._counts[0] += 1
             else:
-                self._generator_step(z)
+                self.d_module.requires_grad_(False)  # D collects no gradient in G's update
+                try:
+                    parts = self._update(
+                        self.G, self.g_optimizer, self._generator_loss, micro_batches
+                    )
+                finally:
+                    self.d_module.requires_grad_(True)
+                if parts is not None:
+                    self._sums[2:] += parts
+                    self._counts[1] += 1
         self.step += 1
 
-    def _discriminator_step(self, real: torch.Tensor, z: torch.Tensor) -> None:
+    def _discriminator_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with self.accelerator.autocast():
             with torch.no_grad():
                 fake = self.G(z)
             real_logits, fake_logits = self.D(real), self.D(fake)
-        loss_real, loss_fake = self.loss.discriminator(real_logits, fake_logits)
-        loss = loss_real + loss_fake
-        if self._watch(loss):
-            self.d_optimizer.zero_grad(set_to_none=True)
-            self.accelerator.backward(loss)
-            self.d_optimizer.step()
-            self._sums[:2] += torch.stack((loss_real.detach(), loss_fake.detach()))
-            self._counts[0] += 1
+        return self.loss.discriminator(real_logits, fake_logits)
 
-    def _generator_step(self, z: torch.Tensor) -> None:
-        # D is frozen and called unwrapped: its weights get no gradient and DDP syncs nothing.
-        self.d_module.requires_grad_(False)
+    def _generator_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # D is called unwrapped: its weights are frozen, so DDP has nothing to sync for it.
         with self.accelerator.autocast():
             fake_logits = self.d_module(self.G(z))
-        self.d_module.requires_grad_(True)
-        loss = self.loss.generator(fake_logits)
-        if self._watch(loss):
-            self.g_optimizer.zero_grad(set_to_none=True)
-            self.accelerator.backward(loss)
-            self.g_optimizer.step()
-            self._sums[2] += loss.detach()
-            self._counts[1] += 1
+        return (self.loss.generator(fake_logits),)
+
+    def _update(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_parts: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]],
+        micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor | None:
+        """One optimizer step on the mean loss over the micro-batches; gradients are synced
+        across processes on the last micro-batch only. Returns the mean loss parts, detached,
+        or None when the update was skipped (`on_nan: skip`)."""
+        count = len(micro_batches)
+        optimizer.zero_grad(set_to_none=True)
+        totals = None
+        for index, (real, z) in enumerate(micro_batches):
+            parts = loss_parts(real, z)
+            loss = sum(parts) / count
+            if not self._watch(loss):
+                optimizer.zero_grad(set_to_none=True)
+                return None
+            last = index == count - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+                self.accelerator.backward(loss)
+            detached = torch.stack([part.detach() for part in parts]) / count
+            totals = detached if totals is None else totals + detached
+        optimizer.step()
+        if self.recipe.mixed_precision == "fp16" and optimizer.step_was_skipped:
+            self._skipped_fp16[0 if optimizer is self.d_optimizer else 1] += 1
+        return totals
 
     def _watch(self, loss: torch.Tensor) -> bool:
         """Note the first step with a non-finite loss (on the device); with `on_nan: skip`,
-        return False for such a loss so its update is skipped."""
+        return False for such a loss (on every process) so the update is skipped."""
         bad = ~torch.isfinite(loss.detach())
         if self.recipe.train.on_nan == "skip":
-            if bool(bad):
+            anywhere = self.accelerator.reduce(bad.float(), reduction="sum")
+            if bool(anywhere > 0):
                 self._skipped += 1
                 return False
             return True
@@ -231,11 +266,16 @@ class Trainer:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
     def next_noise(self, n: int) -> torch.Tensor:
-        """This process's training noise for the coming step."""
-        self.noise_rng.manual_seed(
-            noise_seed(self.recipe.train.seed, self.accelerator.process_index, self.step)
-        )
-        return self.g_module.sample_noise(n, generator=self.noise_rng)
+        """This process's `n` rows of the coming step's global noise.
+
+        The global batch's noise depends only on the seed and the step, so a resumed run, or
+        one on another number of processes, draws the same noise for the same images.
+        """
+        self.noise_rng.manual_seed(parallel.noise_seed(self.recipe.train.seed, self.step))
+        rows = n * self.accelerator.num_processes
+        return self.g_module.sample_noise(rows, generator=self.noise_rng)[
+            parallel.noise_slice(self.accelerator, n)
+        ]
 
     def fit(self) -> int:
         """Train (or resume) to `train.steps`; returns the exit code: 0, or 130 after Ctrl-C."""
@@ -371,6 +411,7 @@ class Trainer:
             )
         # Counters are saved by the main process only: make every process's the same first.
         self._sums = self.accelerator.reduce(self._sums, reduction="mean")
+        self._share_batch_norm_statistics()
         self.checkpoints.save(self.step, dump_recipe(self.recipe))
 
     def log_metrics(self, steps_per_second: float) -> dict[str, Any]:
@@ -387,6 +428,8 @@ class Trainer:
         record["images_per_sec"] = round(steps_per_second * images, 2)
         if self._skipped:
             record["skipped_updates"] = self._skipped
+        if any(self._skipped_fp16):
+            record["fp16_skipped_d_steps"], record["fp16_skipped_g_steps"] = self._skipped_fp16
         if self.accelerator.is_main_process:
             self.metrics.write(record)
             tqdm.write(
@@ -411,8 +454,14 @@ class Trainer:
         outputs.save_image(grid, outputs.sample_path(self.run_dir, self.step))
         tracking.log_image(self.accelerator, "samples", grid, self.step)
 
+    def _share_batch_norm_statistics(self) -> None:
+        # D's statistics also move in G's updates, where D runs outside DDP: align them.
+        if self.batch_norm == "broadcast":
+            parallel.broadcast_buffers(self.accelerator, self.g_module, self.d_module)
+
     def finish(self) -> None:
         """Export the networks and write the GIF and loss plot; close the trackers."""
+        self._share_batch_norm_statistics()
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             info = {"step": self.step, "recipe": self.recipe.name}
@@ -441,6 +490,14 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _describe(self) -> None:
+        info = parallel.run_info(self.accelerator, self.recipe, self.batch_size, self.batch_norm)
+        print(
+            f"gankit: process {self.accelerator.process_index} of {info['processes']} on "
+            f"{info['device']}",
+            flush=True,
+        )
+        if self.accelerator.is_main_process:
+            (self.run_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
         count = (
             sum(p.numel() for p in self.g_module.parameters()),
             sum(p.numel() for p in self.d_module.parameters()),

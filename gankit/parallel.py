@@ -1,0 +1,100 @@
+"""What changes with several processes: batch split, BatchNorm statistics, noise, run facts.
+
+The recipe does not change with the launch command; these helpers turn it into per-process
+settings so that training does not depend on the number of processes where it need not.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs
+
+from gankit._version import __version__
+from gankit.checkpoint import warn
+from gankit.errors import GankitError
+from gankit.recipe import RecipeBase
+
+
+def per_process_batch(recipe: RecipeBase, processes: int) -> int:
+    """The batch each process draws per micro-batch, from `data.batch_size` and `global_batch`."""
+    batch = recipe.data.batch_size
+    if not recipe.data.global_batch:
+        return batch
+    if batch % processes:
+        raise GankitError(
+            f"data.batch_size {batch} is the global batch (data.global_batch: true) but does "
+            f"not split evenly over {processes} processes; use a multiple of {processes}"
+        )
+    return batch // processes
+
+
+def batch_norm_mode(recipe: RecipeBase, state: PartialState) -> str:
+    """`train.batch_norm`, checked against the device: sync needs CUDA (NCCL), else broadcast."""
+    mode = recipe.train.batch_norm
+    if mode == "sync" and state.device.type != "cuda":
+        if state.num_processes > 1:
+            warn(
+                f"train.batch_norm: sync needs CUDA GPUs, but this runs on {state.device.type}; "
+                "BatchNorm statistics are broadcast from process 0 instead"
+            )
+        return "broadcast"
+    return mode
+
+
+def ddp_kwargs(mode: str) -> DistributedDataParallelKwargs:
+    """DDP settings: buffers (BatchNorm statistics) broadcast from process 0 only in that mode."""
+    return DistributedDataParallelKwargs(broadcast_buffers=mode == "broadcast")
+
+
+def use_sync_batch_norm(*modules: torch.nn.Module) -> list[torch.nn.Module]:
+    """Swap every BatchNorm for SyncBatchNorm, in place where possible."""
+    return [torch.nn.SyncBatchNorm.convert_sync_batchnorm(module) for module in modules]
+
+
+def broadcast_buffers(accelerator: Accelerator, *modules: torch.nn.Module) -> None:
+    """Copy process 0's buffers (BatchNorm statistics) to every process."""
+    if accelerator.num_processes == 1:
+        return
+    for module in modules:
+        for buffer in module.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
+
+def noise_seed(seed: int, step: int) -> int:
+    """The seed of one step's global noise: a resumed run draws the same."""
+    return (seed * 1_000_000_007 + step) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def noise_slice(accelerator: Accelerator, per_process: int) -> slice:
+    """This process's rows of the global noise batch, in the order data batches are sharded."""
+    start = accelerator.process_index * per_process
+    return slice(start, start + per_process)
+
+
+def run_info(
+    accelerator: Accelerator, recipe: RecipeBase, per_process: int, mode: str
+) -> dict[str, Any]:
+    """Facts about how a run was launched, written to run_info.json."""
+    processes = accelerator.num_processes
+    accumulation = recipe.train.grad_accumulation
+    return {
+        "processes": processes,
+        "device": str(accelerator.device),
+        "device_name": torch.cuda.get_device_name()
+        if accelerator.device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "mixed_precision": recipe.mixed_precision,
+        "batch_per_process": per_process,
+        "grad_accumulation": accumulation,
+        "batch_per_update": per_process * processes * accumulation,
+        "batch_norm": mode,
+        "versions": {
+            "gankit": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    }
