@@ -32,8 +32,14 @@ def per_process_batch(recipe: RecipeBase, processes: int) -> int:
     return batch // processes
 
 
-def batch_norm_mode(recipe: RecipeBase, state: PartialState) -> str:
-    """`train.batch_norm`, checked against the device: sync needs CUDA (NCCL), else broadcast."""
+def check_device(recipe: RecipeBase, state: PartialState) -> str:
+    """Check the recipe's precision against the device and return the BatchNorm mode to use:
+    `train.batch_norm`, except that sync needs CUDA (NCCL) and falls back to broadcast."""
+    if recipe.mixed_precision == "fp16" and state.device.type != "cuda":
+        raise GankitError(
+            f"mixed_precision: fp16 needs a CUDA GPU, but this runs on {state.device.type} (where "
+            "autocast ignores fp16); use bf16 or no"
+        )
     mode = recipe.train.batch_norm
     if mode == "sync" and state.device.type != "cuda":
         if state.num_processes > 1:
@@ -98,3 +104,24 @@ def run_info(
             "python": platform.python_version(),
         },
     }
+
+
+def announce(
+    accelerator: Accelerator,
+    info: dict[str, Any],
+    generator: torch.nn.Module,
+    discriminator: torch.nn.Module,
+    wandb_mode: str,
+) -> None:
+    """Print one line per process (so a launch shows every rank) and the run's summary."""
+    print(
+        f"gankit: process {accelerator.process_index} of {info['processes']} on {info['device']}",
+        flush=True,
+    )
+    g_count = sum(p.numel() for p in generator.parameters())
+    d_count = sum(p.numel() for p in discriminator.parameters())
+    accelerator.print(
+        f"gankit: {info['processes']} process(es), batch {info['batch_per_process']} per process "
+        f"({info['batch_per_update']} per update) | precision {info['mixed_precision']} | "
+        f"G {g_count:,} params, D {d_count:,} params | W&B {wandb_mode}"
+    )

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DataLoaderConfiguration, set_seed
@@ -23,13 +20,14 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from gankit import outputs, parallel, tracking
-from gankit.checkpoint import RECIPE_FILE, CheckpointError, CheckpointManager, warn
+from gankit.checkpoint import CheckpointManager
 from gankit.data import image_shape
 from gankit.errors import GankitError
 from gankit.export import save_model
 from gankit.models.base import Generator, sample_noise
-from gankit.recipe import AdamParams, RecipeBase, dump_recipe, recipe_dict, training_changes
+from gankit.recipe import AdamParams, RecipeBase, dump_recipe, recipe_dict
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, SCHEDULES
+from gankit.resume import Progress, resume_run
 from gankit.stopping import StopRequest
 
 LOSS_NAMES = ("d_loss_real", "d_loss_fake", "g_loss")
@@ -50,52 +48,18 @@ def make_adam(parameters: Any, params: AdamParams) -> torch.optim.Adam:
     )
 
 
-class Progress:
-    """The counters a checkpoint must carry besides weights, optimizers and RNG states."""
-
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-
-    def state_dict(self) -> dict[str, Any]:
-        t = self.trainer
-        return {
-            "step": t.step,
-            "epoch": t.epoch,
-            "batch_in_epoch": t.batch_in_epoch,
-            "fixed_noise": t.fixed_noise.cpu(),
-            "loss_sums": t._sums.cpu(),
-            "loss_counts": t._counts,
-            "schedule": t.schedule.state_dict(),
-            "wandb_run_id": t.wandb_run_id,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        t = self.trainer
-        t.step, t.epoch, t.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        t.fixed_noise = state["fixed_noise"].to(t.accelerator.device)
-        t._sums = state["loss_sums"].to(t.accelerator.device)
-        t._counts = list(state["loss_counts"])
-        t.schedule.load_state_dict(state["schedule"])
-        t.wandb_run_id = state["wandb_run_id"]
-
-
 class Trainer:
     """Builds a recipe's components and trains them; `fit()` runs (or resumes) to `train.steps`."""
 
     def __init__(self, recipe: RecipeBase) -> None:
         self.recipe = recipe
         self.run_dir = recipe.run_dir
-        if recipe.mixed_precision == "fp16" and not torch.cuda.is_available():
-            raise GankitError(
-                "mixed_precision: fp16 needs a CUDA GPU (on CPU autocast ignores fp16); "
-                "use bf16 or no on this machine"
-            )
         self.wandb_mode = tracking.wandb_mode(recipe.wandb)
         # Accelerate keeps one global state per process; a second run in the same process (a
         # notebook, a sweep) may change the precision, so start that state afresh. The process
         # group (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
-        self.batch_norm = parallel.batch_norm_mode(recipe, PartialState())
+        self.batch_norm = parallel.check_device(recipe, PartialState())
         self.accelerator = Accelerator(
             mixed_precision=recipe.mixed_precision,
             log_with="wandb" if self.wandb_mode != "disabled" else None,
@@ -163,6 +127,10 @@ class Trainer:
             self.accelerator, self.run_dir, recipe.train.keep_checkpoints
         )
         self.accelerator.register_for_checkpointing(Progress(self))
+
+    def resume(self) -> None:
+        """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
+        resume_run(self)
 
     # ---- one iteration -------------------------------------------------------------------
     def train_step(self, real: torch.Tensor, z: torch.Tensor) -> None:
@@ -330,54 +298,6 @@ class Trainer:
         self.finish()
         return 0
 
-    def resume(self) -> None:
-        """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
-        train = self.recipe.train
-        main = self.accelerator.is_main_process
-        candidates = self.checkpoints.candidates(train.resume)
-        if main:
-            self.checkpoints.remove_partial()
-        self.accelerator.wait_for_everyone()
-        errors = []
-        for folder in candidates:
-            self._check_recipe(folder)
-            try:
-                step = self.checkpoints.restore(folder)
-            except CheckpointError as error:
-                if train.resume != "auto":
-                    raise
-                warn(f"{error}; falling back to the previous checkpoint")
-                errors.append(str(error))
-                continue
-            self.accelerator.print(f"gankit: resumed from {folder} (step {step} of {train.steps})")
-            if main:  # what was written after that checkpoint is written again
-                self.metrics.truncate_after(step)
-                outputs.remove_samples_after(self.run_dir, step)
-            break
-        else:
-            if errors:
-                raise CheckpointError(
-                    f"no usable checkpoint in {self.run_dir / 'checkpoints'} "
-                    f"({'; '.join(errors)}). Set train.resume=never to start over "
-                    "(this deletes them)."
-                )
-            if main:
-                self._start_fresh()
-        if main:
-            (self.run_dir / "recipe.yaml").write_text(dump_recipe(self.recipe))
-
-    def _check_recipe(self, folder: Path) -> None:
-        saved = folder / RECIPE_FILE
-        if self.recipe.train.allow_recipe_changes or not saved.is_file():
-            return
-        changes = training_changes(yaml.safe_load(saved.read_text()), recipe_dict(self.recipe))
-        if changes:
-            raise CheckpointError(
-                f"the recipe differs from the one {folder} was trained with, in keys that change "
-                f"training: {', '.join(changes)}. Restore them, start over with "
-                "train.resume=never, or resume anyway with train.allow_recipe_changes=true."
-            )
-
     def _stop_requested(self, stop: StopRequest) -> bool:
         if self.accelerator.num_processes == 1:
             return stop.signal_name is not None
@@ -473,40 +393,12 @@ class Trainer:
             tqdm.write(f"done: outputs in {self.run_dir}")
         self.accelerator.end_training()
 
-    def _start_fresh(self) -> None:
-        leftovers = [
-            self.metrics.path,
-            self.run_dir / outputs.SAMPLES_DIR,
-            self.run_dir / "checkpoints",
-        ]
-        if any(path.exists() for path in leftovers):
-            warn(
-                f"{self.run_dir} holds an earlier run; its samples, metrics and checkpoints "
-                "are replaced"
-            )
-            self.metrics.path.unlink(missing_ok=True)
-            shutil.rmtree(self.run_dir / outputs.SAMPLES_DIR, ignore_errors=True)
-            self.checkpoints.clear()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-
     def _describe(self) -> None:
         info = parallel.run_info(self.accelerator, self.recipe, self.batch_size, self.batch_norm)
-        print(
-            f"gankit: process {self.accelerator.process_index} of {info['processes']} on "
-            f"{info['device']}",
-            flush=True,
-        )
+        self.accelerator.print(f"gankit: {self.recipe.name} -> {self.run_dir}")
+        parallel.announce(self.accelerator, info, self.g_module, self.d_module, self.wandb_mode)
         if self.accelerator.is_main_process:
             (self.run_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        count = (
-            sum(p.numel() for p in self.g_module.parameters()),
-            sum(p.numel() for p in self.d_module.parameters()),
-        )
-        self.accelerator.print(
-            f"gankit: {self.recipe.name} -> {self.run_dir} | {self.accelerator.num_processes} "
-            f"process(es) on {self.accelerator.device} | precision {self.recipe.mixed_precision}"
-            f" | G {count[0]:,} params, D {count[1]:,} params | W&B {self.wandb_mode}"
-        )
 
 
 def train(recipe: RecipeBase) -> int:

@@ -1,0 +1,112 @@
+"""Continuing a run: what a checkpoint carries besides tensors, and which checkpoint to load.
+
+`resume_run` picks the checkpoint `train.resume` names, refuses one trained with a recipe that
+differs in ways that change training, falls back past corrupt ones (with `auto`), and tidies the
+run folder so nothing logged after the checkpoint appears twice.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from gankit import outputs
+from gankit.checkpoint import CHECKPOINTS_DIR, RECIPE_FILE, CheckpointError, warn
+from gankit.recipe import RecipeBase, dump_recipe, recipe_dict, training_changes
+
+if TYPE_CHECKING:
+    from gankit.trainer import Trainer
+
+
+class Progress:
+    """The trainer's counters a checkpoint must carry besides weights, optimizers and RNGs."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        t = self.trainer
+        return {
+            "step": t.step,
+            "epoch": t.epoch,
+            "batch_in_epoch": t.batch_in_epoch,
+            "fixed_noise": t.fixed_noise.cpu(),
+            "loss_sums": t._sums.cpu(),
+            "loss_counts": list(t._counts),
+            "schedule": t.schedule.state_dict(),
+            "wandb_run_id": t.wandb_run_id,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        t = self.trainer
+        t.step, t.epoch, t.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        t.fixed_noise = state["fixed_noise"].to(t.accelerator.device)
+        t._sums = state["loss_sums"].to(t.accelerator.device)
+        t._counts = list(state["loss_counts"])
+        t.schedule.load_state_dict(state["schedule"])
+        t.wandb_run_id = state["wandb_run_id"]
+
+
+def check_recipe(recipe: RecipeBase, folder: Path) -> None:
+    """Refuse a checkpoint trained with a recipe that differs in keys that change training."""
+    saved = folder / RECIPE_FILE
+    if recipe.train.allow_recipe_changes or not saved.is_file():
+        return
+    changes = training_changes(yaml.safe_load(saved.read_text()), recipe_dict(recipe))
+    if changes:
+        raise CheckpointError(
+            f"the recipe differs from the one {folder} was trained with, in keys that change "
+            f"training: {', '.join(changes)}. Restore them, start over with train.resume=never, "
+            "or resume anyway with train.allow_recipe_changes=true."
+        )
+
+
+def start_fresh(trainer: Trainer) -> None:
+    """Clear an earlier run's samples, metrics and checkpoints from the run folder."""
+    run_dir = trainer.run_dir
+    leftovers = (trainer.metrics.path, run_dir / outputs.SAMPLES_DIR, run_dir / CHECKPOINTS_DIR)
+    if any(path.exists() for path in leftovers):
+        warn(f"{run_dir} holds an earlier run; its samples, metrics and checkpoints are replaced")
+        trainer.metrics.path.unlink(missing_ok=True)
+        shutil.rmtree(run_dir / outputs.SAMPLES_DIR, ignore_errors=True)
+        trainer.checkpoints.clear()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def resume_run(trainer: Trainer) -> None:
+    """Load the checkpoint `train.resume` names (auto: the newest usable one), or start fresh."""
+    train, accelerator = trainer.recipe.train, trainer.accelerator
+    main = accelerator.is_main_process
+    candidates = trainer.checkpoints.candidates(train.resume)
+    if main:
+        trainer.checkpoints.remove_partial()
+    accelerator.wait_for_everyone()
+    errors = []
+    for folder in candidates:
+        check_recipe(trainer.recipe, folder)
+        try:
+            step = trainer.checkpoints.restore(folder)
+        except CheckpointError as error:
+            if train.resume != "auto":
+                raise
+            warn(f"{error}; falling back to the previous checkpoint")
+            errors.append(str(error))
+            continue
+        accelerator.print(f"gankit: resumed from {folder} (step {step} of {train.steps})")
+        if main:  # what was written after that checkpoint is written again
+            trainer.metrics.truncate_after(step)
+            outputs.remove_samples_after(trainer.run_dir, step)
+        break
+    else:
+        if errors:
+            raise CheckpointError(
+                f"no usable checkpoint in {trainer.run_dir / CHECKPOINTS_DIR} "
+                f"({'; '.join(errors)}). Set train.resume=never to start over (this deletes them)."
+            )
+        if main:
+            start_fresh(trainer)
+    if main:
+        (trainer.run_dir / "recipe.yaml").write_text(dump_recipe(trainer.recipe))
