@@ -10,8 +10,8 @@ import platform
 from typing import Any
 
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import DistributedDataParallelKwargs
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, parse_flag_from_env
 
 from gankit._version import __version__
 from gankit.checkpoint import warn
@@ -32,21 +32,25 @@ def per_process_batch(recipe: RecipeBase, processes: int) -> int:
     return batch // processes
 
 
-def check_device(recipe: RecipeBase, state: PartialState) -> str:
+def uses_cuda() -> bool:
+    """Whether Accelerate will put this process on a CUDA GPU (decided before it starts)."""
+    return torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")
+
+
+def check_device(recipe: RecipeBase) -> str:
     """Check the recipe's precision against the device and return the BatchNorm mode to use:
     `train.batch_norm`, except that sync needs CUDA (NCCL) and falls back to broadcast."""
-    if recipe.mixed_precision == "fp16" and state.device.type != "cuda":
+    if recipe.mixed_precision == "fp16" and not uses_cuda():
         raise GankitError(
-            f"mixed_precision: fp16 needs a CUDA GPU, but this runs on {state.device.type} (where "
-            "autocast ignores fp16); use bf16 or no"
+            "mixed_precision: fp16 needs a CUDA GPU, but this runs on the CPU (where autocast "
+            "ignores fp16); use bf16 or no"
         )
     mode = recipe.train.batch_norm
-    if mode == "sync" and state.device.type != "cuda":
-        if state.num_processes > 1:
-            warn(
-                f"train.batch_norm: sync needs CUDA GPUs, but this runs on {state.device.type}; "
-                "BatchNorm statistics are broadcast from process 0 instead"
-            )
+    if mode == "sync" and not uses_cuda():
+        warn(
+            "train.batch_norm: sync needs CUDA GPUs, but this runs on the CPU; with several "
+            "processes, BatchNorm statistics are broadcast from process 0 instead"
+        )
         return "broadcast"
     return mode
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
@@ -59,7 +59,7 @@ class Trainer:
         # notebook, a sweep) may change the precision, so start that state afresh. The process
         # group (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
-        self.batch_norm = parallel.check_device(recipe, PartialState())
+        self.batch_norm = parallel.check_device(recipe)
         self.accelerator = Accelerator(
             mixed_precision=recipe.mixed_precision,
             log_with="wandb" if self.wandb_mode != "disabled" else None,
