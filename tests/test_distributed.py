@@ -241,3 +241,24 @@ def test_a_global_batch_is_split_over_processes_or_refused(tmp_path, mnist_root)
     assert result.returncode != 0
     assert "does not split evenly over 2 processes" in result.stderr
     assert "gankit: error: data.batch_size 15" in result.stderr  # a message, not a crash
+
+
+def test_two_process_resume_equals_the_uninterrupted_run(tmp_path, mnist_root):
+    script = ROOT / "scripts" / "train.py"
+    common = [str(REFERENCE_RECIPE), *SMALL, "train.log_every=1", "train.checkpoint_every=1"]
+    launch(script, *common, "train.steps=6", f"output_dir={tmp_path / 'straight'}")
+    launch(script, *common, "train.steps=3", f"output_dir={tmp_path / 'resumed'}")
+    result = launch(script, *common, "train.steps=6", f"output_dir={tmp_path / 'resumed'}")
+    assert "resumed from" in result.stdout
+    straight, resumed = exported(tmp_path / "straight"), exported(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    metrics = [(tmp_path / run / "metrics.jsonl").read_text() for run in ("straight", "resumed")]
+    losses = [
+        [
+            {k: v for k, v in json.loads(line).items() if k != "images_per_sec"}
+            for line in text.splitlines()
+        ]
+        for text in metrics
+    ]
+    assert losses[0] == losses[1]
