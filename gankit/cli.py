@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gankit.errors import GankitError
 
@@ -63,6 +64,25 @@ def _sample(args: argparse.Namespace) -> None:
     print(save_image(image_grid(images), args.out))
 
 
+def _eval(args: argparse.Namespace) -> None:
+    from gankit.evaluation import evaluate_export
+
+    results = evaluate_export(
+        args.export,
+        data_root=args.data_root,
+        n=args.n,
+        split=args.split,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `gankit` command."""
     parser = argparse.ArgumentParser(prog="gankit", description="Train GANs from typed recipes.")
@@ -100,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
     sample.add_argument("--device", default="cpu", help="torch device (default cpu)")
     sample.set_defaults(run=_sample)
+
+    evaluate = commands.add_parser(
+        "eval", help="measure an exported MNIST generator: Frechet distance, score, coverage"
+    )
+    evaluate.add_argument("export", help="export folder, e.g. runs/mnist_dcgan/export/generator")
+    evaluate.add_argument("--data-root", default="data", help="folder holding MNIST/raw/")
+    evaluate.add_argument("--n", type=int, default=10_000, help="generated samples (10000)")
+    evaluate.add_argument("--split", choices=["test", "train"], default="test", help="reference")
+    evaluate.add_argument("--seed", type=int, default=0, help="noise seed (0)")
+    evaluate.add_argument("--batch-size", type=int, default=500, help="images per batch (500)")
+    evaluate.add_argument("--device", default="cpu", help="torch device (cpu)")
+    evaluate.add_argument("--out", help="also write the JSON to this file")
+    evaluate.set_defaults(run=_eval)
     return parser
 
 

@@ -87,6 +87,16 @@ class TrainSection(Strict):
     )
 
 
+class EvalSection(Strict):
+    """Sample-quality metrics during training (MNIST-shaped data; see `gankit eval`)."""
+
+    every: int = Field(0, ge=0, description="steps between evaluations; 0: off")
+    n: int = Field(2000, gt=1, description="generated samples per evaluation, over all processes")
+    split: Literal["test", "train"] = Field("test", description="MNIST reference split")
+    data_root: str | None = Field(None, description="MNIST folder; default: data.root")
+    batch_size: int = Field(500, gt=0, description="images per evaluation batch")
+
+
 class WandbSection(Strict):
     """Weights & Biases logging. Without `mode`, WANDB_MODE decides; without a key, offline."""
 
@@ -104,6 +114,7 @@ class RecipeBase(Strict):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     optim: OptimSection = OptimSection()
     train: TrainSection
+    eval: EvalSection = EvalSection()
     wandb: WandbSection = WandbSection()
 
     @model_validator(mode="after")
@@ -135,6 +146,7 @@ RESUME_SAFE_KEYS = (
     "train.resume",
     "train.allow_recipe_changes",
     "train.on_nan",
+    "eval",
     "wandb",
 )
 
@@ -310,7 +322,16 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RecipeBase:
 def recipe_dict(recipe: RecipeBase) -> dict[str, Any]:
     """The resolved recipe as plain data, every default filled in, `name` first in each section."""
     values = recipe.model_dump(mode="json")
-    order = ("name", "output_dir", "mixed_precision", *SECTION_ORDER, "optim", "train", "wandb")
+    order = (
+        "name",
+        "output_dir",
+        "mixed_precision",
+        *SECTION_ORDER,
+        "optim",
+        "train",
+        "eval",
+        "wandb",
+    )
     resolved = {key: values[key] for key in order if key in values}
     for section in SECTION_ORDER:
         resolved[section] = {"name": values[section]["name"], **values[section]}

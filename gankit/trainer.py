@@ -83,6 +83,11 @@ class Trainer:
                 f"generator '{recipe.generator.name}' must subclass gankit.Generator "
                 "(it provides z_dim, noise and sample)"
             )
+        self.evaluator = None
+        if recipe.eval.every:  # torchmetrics is imported only when evaluation is on
+            from gankit.evaluation import TrainingEvaluator
+
+            self.evaluator = TrainingEvaluator(recipe, self.image_shape, self.accelerator)
         self.loss = LOSSES.build(recipe.loss)
         self.schedule = SCHEDULES.build(recipe.schedule)
         if self.batch_norm == "sync" and self.accelerator.num_processes > 1:
@@ -282,6 +287,8 @@ class Trainer:
                     window_start, window_steps = time.perf_counter(), 0
                 if self.step % train.sample_every == 0 or last:
                     self.save_samples()
+                if self.evaluator and (self.step % self.recipe.eval.every == 0 or last):
+                    self.evaluate()
                 if self.step % train.checkpoint_every == 0 or last:
                     self.save_checkpoint()
                 if self._stop_requested(stop):
@@ -359,6 +366,20 @@ class Trainer:
             )
         self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.step)
         return record
+
+    def evaluate(self) -> dict[str, Any]:
+        """Measure sample quality (every process makes its share), then log it."""
+        results = self.evaluator(self.g_module)
+        scalars = {f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)}
+        if self.accelerator.is_main_process:
+            self.metrics.write({"step": self.step, **scalars})
+            tqdm.write(
+                f"step {self.step}  Frechet distance {results['frechet_distance']:.3f}  "
+                f"classifier score {results['classifier_score']:.3f}  "
+                f"classes covered {results['classes_covered']}/10"
+            )
+        self.accelerator.log(scalars, step=self.step)
+        return results
 
     @torch.no_grad()
     def save_samples(self) -> None:

@@ -1,0 +1,243 @@
+"""Sample quality on MNIST: Frechet distance, classifier score and class coverage.
+
+All three are computed on the shipped digit classifier (`gankit.classifier`): Frechet distance
+between its 128-d features of generated images and of real MNIST images (torchmetrics' FID with
+this extractor), the Inception-score formula on its logits, and the histogram of predicted
+classes against the uniform one (mode collapse shows there first). With several processes each
+evaluates its own share of samples and torchmetrics sums the statistics, so nothing is counted
+twice. Every result carries a `protocol` saying exactly how it was made.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torchmetrics
+from torchmetrics import Metric
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+
+from gankit import classifier
+from gankit.errors import GankitError
+
+SCORE_SPLITS = 10
+
+
+class ClassHistogram(Metric):
+    """Counts of the classifier's predicted classes (summed across processes)."""
+
+    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.predict = predict
+        self.add_state("counts", torch.zeros(10, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, images: torch.Tensor) -> None:
+        self.counts += torch.bincount(self.predict(images).argmax(1), minlength=10).double()
+
+    def compute(self) -> torch.Tensor:
+        return self.counts / self.counts.sum().clamp(min=1)
+
+
+class MNISTMetrics:
+    """Accumulates real and generated images, then computes every MNIST metric at once."""
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        model = classifier.load_classifier(device)
+        self.frechet = FrechetInceptionDistance(
+            feature=classifier.Features(model), reset_real_features=False
+        ).to(device)
+        logits = classifier.Logits(model)
+        with warnings.catch_warnings():  # it keeps every sample's 10 logits: small here
+            warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+            self.score = InceptionScore(feature=logits, splits=SCORE_SPLITS).to(device)
+        self.histogram = ClassHistogram(logits).to(device)
+        self.real_count = self.fake_count = 0
+
+    @torch.no_grad()
+    def update_real(self, images: torch.Tensor) -> None:
+        """Add reference images, (N, 1, 28, 28) in [-1, 1]."""
+        self.frechet.update(images, real=True)
+        self.real_count += images.shape[0]
+
+    @torch.no_grad()
+    def update_generated(self, images: torch.Tensor) -> None:
+        """Add generated images, (N, 1, 28, 28) in [-1, 1]."""
+        images = images.float()
+        self.frechet.update(images, real=False)
+        self.score.update(images)
+        self.histogram.update(images)
+        self.fake_count += images.shape[0]
+
+    def compute(self) -> dict[str, Any]:
+        """The metrics of everything added so far (across processes when distributed)."""
+        with torch.random.fork_rng(devices=[]):  # the score shuffles its splits: fix the order
+            torch.manual_seed(0)
+            score, score_std = self.score.compute()
+        histogram = self.histogram.compute()
+        uniform = torch.full_like(histogram, 0.1)
+        nonzero = histogram > 0
+        return {
+            "frechet_distance": float(self.frechet.compute()),
+            "classifier_score": float(score),
+            "classifier_score_std": float(score_std),
+            "class_histogram": [round(float(p), 5) for p in histogram],
+            "classes_covered": int((histogram >= 0.02).sum()),  # >= 1/5 of a fair share
+            "coverage_tv": float(0.5 * (histogram - uniform).abs().sum()),
+            "coverage_kl": float((histogram[nonzero] * (histogram[nonzero] * 10).log()).sum()),
+        }
+
+    def reset_generated(self) -> None:
+        """Forget the generated images (the reference statistics are kept)."""
+        self.frechet.reset()
+        self.score.reset()
+        self.histogram.reset()
+        self.fake_count = 0
+
+
+def check_mnist_shaped(image_shape: tuple[int, ...]) -> None:
+    """The MNIST metrics need 1x28x28 images."""
+    if tuple(image_shape) != (1, 28, 28):
+        raise GankitError(
+            f"the MNIST metrics need 1x28x28 images, but this generator makes {tuple(image_shape)}"
+        )
+
+
+def protocol(
+    *, generated: int, reference: int, split: str, seed: int, processes: int = 1
+) -> dict[str, Any]:
+    """How the numbers were made, for the record."""
+    card = classifier.card()
+    return {
+        "extractor": "gankit.classifier.MNISTClassifier: 128-d ReLU features (Frechet distance), "
+        "logits (classifier score, class histogram)",
+        "extractor_weights_sha256": classifier.weights_sha256(),
+        "extractor_test_accuracy": card["test_accuracy"],
+        "generated_samples": generated,
+        "reference_samples": reference,
+        "reference": f"MNIST {split} split, images scaled to [-1, 1]",
+        "seed": seed,
+        "processes": processes,
+        "score_splits": SCORE_SPLITS,
+        "classes_covered_threshold": 0.02,
+        "torchmetrics": torchmetrics.__version__,
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    generate: Callable[[int, torch.Generator], torch.Tensor],
+    reference: torch.Tensor,
+    *,
+    n: int,
+    split: str = "test",
+    seed: int = 0,
+    batch_size: int = 500,
+    device: str | torch.device = "cpu",
+    process: int = 0,
+    processes: int = 1,
+) -> dict[str, Any]:
+    """Evaluate `generate(count, rng) -> images` against `reference` images (from `split`).
+
+    With several processes each makes its own `n / processes` samples (from its own seed) and
+    adds its own slice of the reference; the metrics sum the statistics across processes.
+    """
+    metrics = MNISTMetrics(device)
+    for batch in reference[process::processes].split(batch_size):
+        metrics.update_real(batch.to(device))
+    share = n // processes + (1 if process < n % processes else 0)
+    rng = torch.Generator(device).manual_seed(seed * 1_000_003 + process)
+    for start in range(0, share, batch_size):
+        metrics.update_generated(generate(min(batch_size, share - start), rng))
+    results = metrics.compute()
+    results["protocol"] = protocol(
+        generated=n, reference=reference.shape[0], split=split, seed=seed, processes=processes
+    )
+    if not math.isfinite(results["frechet_distance"]):
+        raise GankitError("the Frechet distance is not finite; are the generated images finite?")
+    return results
+
+
+def reference_images(data_root: str, split: str = "test", download: bool = False) -> torch.Tensor:
+    """The MNIST images to compare against, (N, 1, 28, 28) in [-1, 1]."""
+    from gankit.data import mnist
+
+    return mnist(data_root, download=download, split=split).tensors[0]
+
+
+def evaluate_export(
+    path: str,
+    *,
+    data_root: str,
+    n: int = 10_000,
+    split: str = "test",
+    seed: int = 0,
+    batch_size: int = 500,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Evaluate an exported generator (`gankit eval`)."""
+    from gankit.export import load_generator, read_config
+
+    generator = load_generator(path, device=device)
+    check_mnist_shaped(generator(generator.sample_noise(1)).shape[1:])
+
+    def generate(count: int, rng: torch.Generator) -> torch.Tensor:
+        return generator(generator.sample_noise(count, generator=rng))
+
+    results = evaluate(
+        generate,
+        reference_images(data_root, split),
+        n=n,
+        split=split,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+    )
+    config = read_config(path)
+    results["protocol"]["generator"] = {
+        "export": str(path),
+        "name": config["name"],
+        "step": config.get("step"),
+        "ema": config.get("ema", False),
+    }
+    return results
+
+
+class TrainingEvaluator:
+    """Evaluates the generator during training, on every process, against a fixed reference."""
+
+    def __init__(self, recipe: Any, image_shape: tuple[int, ...], accelerator: Any) -> None:
+        check_mnist_shaped(image_shape)
+        settings = recipe.eval
+        root = settings.data_root or getattr(recipe.data, "root", None)
+        if root is None:
+            raise GankitError("eval.every is set but there is no MNIST folder: set eval.data_root")
+        self.settings, self.seed, self.accelerator = settings, recipe.train.seed, accelerator
+        self.reference = reference_images(root, settings.split)
+
+    @torch.no_grad()
+    def __call__(self, generator: torch.nn.Module) -> dict[str, Any]:
+        was_training = generator.training
+        generator.eval()
+
+        def generate(count: int, rng: torch.Generator) -> torch.Tensor:
+            with self.accelerator.autocast():
+                return generator(generator.sample_noise(count, generator=rng)).float()
+
+        try:
+            return evaluate(
+                generate,
+                self.reference,
+                n=self.settings.n,
+                split=self.settings.split,
+                seed=self.seed,
+                batch_size=self.settings.batch_size,
+                device=self.accelerator.device,
+                process=self.accelerator.process_index,
+                processes=self.accelerator.num_processes,
+            )
+        finally:
+            generator.train(was_training)

@@ -1,0 +1,130 @@
+"""MNIST metrics on real data: real vs real scores near perfect, noise and one digit far worse."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import gankit
+from gankit import classifier
+from gankit.evaluation import MNISTMetrics, evaluate, reference_images
+from gankit.recipe import load_recipe
+from gankit.trainer import Trainer
+
+from conftest import REFERENCE_RECIPE, TINY
+
+
+@pytest.fixture(scope="module")
+def test_images(mnist_root) -> torch.Tensor:
+    return reference_images(str(mnist_root), "test")
+
+
+@pytest.fixture(scope="module")
+def train_images(mnist_root) -> torch.Tensor:
+    return reference_images(str(mnist_root), "train")[:3000]
+
+
+def score(reference: torch.Tensor, generated: torch.Tensor) -> dict:
+    metrics = MNISTMetrics()
+    for batch in reference.split(1000):
+        metrics.update_real(batch)
+    for batch in generated.split(1000):
+        metrics.update_generated(batch)
+    return metrics.compute()
+
+
+def test_the_shipped_classifier_is_the_documented_one(test_images, mnist_root):
+    card = classifier.card()
+    assert card["sha256"] == classifier.weights_sha256()
+    labels = gankit.data.mnist(str(mnist_root), download=False, split="test").tensors[1]
+    model = classifier.load_classifier()
+    with torch.no_grad():
+        predicted = torch.cat([model(batch).argmax(1) for batch in test_images.split(2000)])
+    accuracy = (predicted == labels).float().mean().item()
+    assert accuracy >= 0.99 and accuracy == pytest.approx(card["test_accuracy"], abs=1e-4)
+
+
+def test_real_digits_score_near_perfect_and_noise_or_one_digit_far_worse(
+    test_images, train_images, mnist_root
+):
+    real = score(test_images, train_images)
+    assert real["classes_covered"] == 10 and real["coverage_tv"] < 0.05
+    assert real["classifier_score"] > 8.0  # near the maximum of 10 for confident, balanced classes
+
+    noise = score(
+        test_images, torch.rand(3000, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    )
+    labels = gankit.data.mnist(str(mnist_root), download=False, split="train").tensors[1][:3000]
+    sevens = train_images[labels == 7][:1].repeat(3000, 1, 1, 1)
+    one_digit = score(test_images, sevens)
+
+    for bad in (noise, one_digit):
+        assert bad["frechet_distance"] > 20 * max(real["frechet_distance"], 0.05)
+        assert bad["classifier_score"] < real["classifier_score"] / 3
+        assert bad["coverage_tv"] > 0.5
+    assert one_digit["classes_covered"] == 1 and one_digit["class_histogram"][7] == 1.0
+
+
+def test_evaluate_records_its_protocol(test_images, train_images):
+    pool = train_images
+
+    def generate(count: int, rng: torch.Generator) -> torch.Tensor:
+        return pool[torch.randint(len(pool), (count,), generator=rng)]
+
+    results = evaluate(generate, test_images, n=1200, seed=3, batch_size=500)
+    protocol = results["protocol"]
+    assert protocol["generated_samples"] == 1200 and protocol["reference_samples"] == 10_000
+    assert protocol["extractor_weights_sha256"] == classifier.weights_sha256()
+    assert protocol["reference"].startswith("MNIST test split") and protocol["seed"] == 3
+    assert results == evaluate(generate, test_images, n=1200, seed=3, batch_size=500)
+
+
+def test_eval_command_writes_json_for_an_export(tmp_path, mnist_root):
+    generator = gankit.GENERATORS.build({"name": "dcgan28", "width": 4}, image_shape=(1, 28, 28))
+    gankit.save_model(generator, tmp_path / "generator", step=0)
+    out = tmp_path / "eval.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gankit.cli",
+            "eval",
+            str(tmp_path / "generator"),
+            "--data-root",
+            str(mnist_root),
+            "--n",
+            "500",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads(out.read_text())
+    assert written == json.loads(result.stdout)
+    assert {
+        "frechet_distance",
+        "classifier_score",
+        "class_histogram",
+        "coverage_tv",
+    } <= written.keys()
+    assert written["protocol"]["generator"]["step"] == 0
+    assert written["protocol"]["generated_samples"] == 500
+
+
+def test_training_evaluates_every_n_steps(tmp_path, mnist_root):
+    recipe = load_recipe(
+        REFERENCE_RECIPE,
+        [*TINY, "train.steps=4", "eval.every=2", "eval.n=200", f"output_dir={tmp_path}"],
+    )
+    Trainer(recipe).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r for r in records if "eval/frechet_distance" in r]
+    assert [r["step"] for r in evaluated] == [2, 4]
+    assert all(r["eval/frechet_distance"] > 0 for r in evaluated)
