@@ -75,6 +75,7 @@ def _eval(args: argparse.Namespace) -> None:
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,
+        inception_weights=args.inception_weights,
     )
     text = json.dumps(results, indent=2)
     print(text)
@@ -132,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=500, help="images per batch (500)")
     evaluate.add_argument("--device", default="cpu", help="torch device (cpu)")
     evaluate.add_argument("--out", help="also write the JSON to this file")
+    evaluate.add_argument(
+        "--inception-weights",
+        help="also Inception FID/KID, from this local torch-fidelity weights file",
+    )
     evaluate.set_defaults(run=_eval)
     return parser
 

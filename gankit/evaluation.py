@@ -10,8 +10,10 @@ twice. Every result carries a `protocol` saying exactly how it was made.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -177,25 +179,35 @@ def evaluate_export(
     seed: int = 0,
     batch_size: int = 500,
     device: str = "cpu",
+    inception_weights: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate an exported generator (`gankit eval`)."""
+    """Evaluate an exported generator (`gankit eval`); Inception FID/KID too, given weights."""
     from gankit.export import load_generator, read_config
 
+    if inception_weights:
+        check_inception_weights(inception_weights)
     generator = load_generator(path, device=device)
     check_mnist_shaped(generator(generator.sample_noise(1)).shape[1:])
 
     def generate(count: int, rng: torch.Generator) -> torch.Tensor:
         return generator(generator.sample_noise(count, generator=rng))
 
+    reference = reference_images(data_root, split)
     results = evaluate(
         generate,
-        reference_images(data_root, split),
+        reference,
         n=n,
         split=split,
         seed=seed,
         batch_size=batch_size,
         device=device,
     )
+    if inception_weights:
+        inception = inception_metrics(
+            generate, reference, weights=inception_weights, n=n, seed=seed, device=device
+        )
+        results["protocol"]["inception_weights_sha256"] = inception.pop("inception_weights_sha256")
+        results.update(inception)
     config = read_config(path)
     results["protocol"]["generator"] = {
         "export": str(path),
@@ -241,3 +253,66 @@ class TrainingEvaluator:
             )
         finally:
             generator.train(was_training)
+
+
+def check_inception_weights(weights: str) -> None:
+    """Fail early, before any work, when the Inception weights file is not on disk."""
+    if not Path(weights).is_file():
+        raise GankitError(
+            f"Inception weights not found at '{weights}'; download "
+            "pt_inception-2015-12-05-6726825d.pth (torch-fidelity's FID Inception) where a "
+            "network is available and pass its path"
+        )
+
+
+def to_inception_input(images: torch.Tensor) -> torch.Tensor:
+    """Grey or RGB images in [-1, 1] as the uint8 RGB batches the Inception extractor takes."""
+    images = images.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+@torch.no_grad()
+def inception_metrics(
+    generate: Callable[[int, torch.Generator], torch.Tensor],
+    reference: torch.Tensor,
+    *,
+    weights: str,
+    n: int,
+    seed: int = 0,
+    batch_size: int = 250,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Inception-v3 FID and KID (torchmetrics / torch-fidelity), from weights on local disk.
+
+    `weights` is the torch-fidelity Inception file (pt_inception-2015-12-05-6726825d.pth); it is
+    never downloaded here.
+    """
+    check_inception_weights(weights)
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        extractor = NoTrainInceptionV3("inception-v3-compat", ["2048"], str(weights))
+    except ModuleNotFoundError as error:
+        raise GankitError(
+            f"Inception metrics need torch-fidelity ({error}); pip install torch-fidelity"
+        ) from None
+    extractor = extractor.to(device)
+    fid = FrechetInceptionDistance(feature=extractor).to(device)
+    kid = KernelInceptionDistance(feature=extractor, subset_size=min(1000, n)).to(device)
+    for batch in reference.split(batch_size):
+        batch = to_inception_input(batch.to(device))
+        fid.update(batch, real=True)
+        kid.update(batch, real=True)
+    rng = torch.Generator(device).manual_seed(seed)
+    for start in range(0, n, batch_size):
+        batch = to_inception_input(generate(min(batch_size, n - start), rng))
+        fid.update(batch, real=False)
+        kid.update(batch, real=False)
+    kid_mean, kid_std = kid.compute()
+    return {
+        "inception_fid": float(fid.compute()),
+        "inception_kid": float(kid_mean),
+        "inception_kid_std": float(kid_std),
+        "inception_weights_sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest(),
+    }

@@ -128,3 +128,30 @@ def test_training_evaluates_every_n_steps(tmp_path, mnist_root):
     evaluated = [r for r in records if "eval/frechet_distance" in r]
     assert [r["step"] for r in evaluated] == [2, 4]
     assert all(r["eval/frechet_distance"] > 0 for r in evaluated)
+
+
+def test_inception_metrics_say_what_is_missing(tmp_path, mnist_root):
+    generator = gankit.GENERATORS.build({"name": "dcgan28", "width": 4}, image_shape=(1, 28, 28))
+    gankit.save_model(generator, tmp_path / "generator")
+    missing = tmp_path / "pt_inception.pth"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gankit.cli",
+            "eval",
+            str(tmp_path / "generator"),
+            "--data-root",
+            str(mnist_root),
+            "--n",
+            "100",
+            "--inception-weights",
+            str(missing),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert f"Inception weights not found at '{missing}'" in result.stderr
+    assert "Traceback" not in result.stderr
