@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
