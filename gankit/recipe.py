@@ -97,6 +97,16 @@ class EvalSection(Strict):
     batch_size: int = Field(500, gt=0, description="images per evaluation batch")
 
 
+class PerfSection(Strict):
+    """Opt-in speed switches; none changes what is trained (see gankit/fastpath.py)."""
+
+    data_on_device: bool = Field(False, description="hold the dataset on the device")
+    fused_adam: bool = Field(False, description="fused Adam kernels")
+    channels_last: bool = Field(False, description="NHWC layout for convolutions")
+    tf32: bool = Field(False, description="TF32 matmuls and convolutions on NVIDIA GPUs")
+    compile: bool = Field(False, description="torch.compile both networks")
+
+
 class WandbSection(Strict):
     """Weights & Biases logging. Without `mode`, WANDB_MODE decides; without a key, offline."""
 
@@ -115,6 +125,7 @@ class RecipeBase(Strict):
     optim: OptimSection = OptimSection()
     train: TrainSection
     eval: EvalSection = EvalSection()
+    perf: PerfSection = PerfSection()
     wandb: WandbSection = WandbSection()
 
     @model_validator(mode="after")
@@ -147,6 +158,7 @@ RESUME_SAFE_KEYS = (
     "train.allow_recipe_changes",
     "train.on_nan",
     "eval",
+    "perf.tf32",
     "wandb",
 )
 
@@ -322,17 +334,8 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RecipeBase:
 def recipe_dict(recipe: RecipeBase) -> dict[str, Any]:
     """The resolved recipe as plain data, every default filled in, `name` first in each section."""
     values = recipe.model_dump(mode="json")
-    order = (
-        "name",
-        "output_dir",
-        "mixed_precision",
-        *SECTION_ORDER,
-        "optim",
-        "train",
-        "eval",
-        "wandb",
-    )
-    resolved = {key: values[key] for key in order if key in values}
+    order = ("name", "output_dir", "mixed_precision", *SECTION_ORDER)
+    resolved = {key: values[key] for key in order} | values  # the rest in declaration order
     for section in SECTION_ORDER:
         resolved[section] = {"name": values[section]["name"], **values[section]}
     return resolved

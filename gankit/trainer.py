@@ -19,9 +19,10 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from gankit import outputs, parallel, tracking
+from gankit import fastpath, outputs, parallel, tracking
 from gankit.checkpoint import CheckpointManager
 from gankit.data import image_shape
+from gankit.divergence import check_losses, check_weights
 from gankit.errors import GankitError
 from gankit.export import save_model
 from gankit.models.base import Generator, sample_noise
@@ -33,14 +34,11 @@ from gankit.stopping import StopRequest
 LOSS_NAMES = ("d_loss_real", "d_loss_fake", "g_loss")
 
 
-class DivergenceError(GankitError):
-    """A loss or weight became NaN or infinite."""
-
-
-def make_adam(parameters: Any, params: AdamParams) -> torch.optim.Adam:
-    """Adam from a recipe's optimizer section."""
+def make_adam(parameters: Any, params: AdamParams, fused: bool = False) -> torch.optim.Adam:
+    """Adam from a recipe's optimizer section (`fused`: one kernel for all parameters)."""
     return torch.optim.Adam(
         parameters,
+        fused=fused or None,
         lr=params.lr,
         betas=params.betas,
         eps=params.eps,
@@ -104,10 +102,19 @@ class Trainer:
                 f"a batch of {loader.batch_size} images per process (data.batch_size x "
                 f"train.grad_accumulation) is more than the dataset's {len(dataset)}; lower it"
             )
-        g_optimizer = make_adam(generator.parameters(), recipe.optim.generator)
-        d_optimizer = make_adam(discriminator.parameters(), recipe.optim.discriminator)
+        perf = recipe.perf
+        fastpath.apply(perf, generator, discriminator)
+        g_optimizer = make_adam(generator.parameters(), recipe.optim.generator, perf.fused_adam)
+        d_optimizer = make_adam(
+            discriminator.parameters(), recipe.optim.discriminator, perf.fused_adam
+        )
         self.G, self.D, self.g_optimizer, self.d_optimizer, self.loader = self.accelerator.prepare(
             generator, discriminator, g_optimizer, d_optimizer, loader
+        )
+        self.device_batches = (
+            fastpath.DeviceBatches(dataset, loader.batch_size, seed, self.accelerator)
+            if perf.data_on_device
+            else None
         )
         self.g_module: Generator = self.accelerator.unwrap_model(self.G)
         self.d_module: torch.nn.Module = self.accelerator.unwrap_model(self.D)
@@ -229,13 +236,17 @@ class Trainer:
         """Real images forever: each epoch's order is fixed by the seed and the epoch, and a
         resumed run skips the batches its epoch already used."""
         while True:
-            self.loader.set_epoch(self.epoch)
-            loader = self.loader
-            if self.batch_in_epoch:
-                loader = self.accelerator.skip_first_batches(self.loader, self.batch_in_epoch)
-            for batch in loader:
+            if self.device_batches is not None:
+                epoch = self.device_batches.epoch(self.epoch, start=self.batch_in_epoch)
+            else:
+                self.loader.set_epoch(self.epoch)
+                loader = self.loader
+                if self.batch_in_epoch:
+                    loader = self.accelerator.skip_first_batches(self.loader, self.batch_in_epoch)
+                epoch = (batch[0] if isinstance(batch, list | tuple) else batch for batch in loader)
+            for batch in epoch:
                 self.batch_in_epoch += 1
-                yield batch[0] if isinstance(batch, list | tuple) else batch
+                yield batch
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
     def next_noise(self, n: int) -> torch.Tensor:
@@ -315,27 +326,12 @@ class Trainer:
 
     def check_finite(self) -> None:
         """Stop with a clear error if a loss went non-finite since the start (one host sync)."""
-        bad_step = int(self._first_bad_step)
-        if bad_step >= 0:
-            values = ", ".join(
-                f"{name} {value:.4g}"
-                for name, value in zip(LOSS_NAMES, self._sums.tolist(), strict=True)
-            )
-            raise DivergenceError(
-                f"training diverged: a loss became NaN or infinite at step {bad_step} (sums since "
-                f"the last log: {values}). Checkpoints up to then are kept in {self.run_dir}; "
-                "lower the learning rates, or set train.on_nan=skip to skip such updates."
-            )
+        check_losses(self._first_bad_step, self._sums, LOSS_NAMES, self.run_dir)
 
     def save_checkpoint(self) -> None:
         """Check that training is still finite, then write a checkpoint (every process)."""
         self.check_finite()
-        weights = [p for m in (self.g_module, self.d_module) for p in m.parameters()]
-        if not bool(torch.stack([torch.isfinite(p).all() for p in weights]).all()):
-            raise DivergenceError(
-                f"training diverged: a weight is NaN or infinite at step {self.step}; "
-                f"the last good checkpoint in {self.run_dir} is kept"
-            )
+        check_weights((self.g_module, self.d_module), self.step, self.run_dir)
         # Counters are saved by the main process only: make every process's the same first.
         self._sums = self.accelerator.reduce(self._sums, reduction="mean")
         self._share_batch_norm_statistics()
@@ -351,7 +347,9 @@ class Trainer:
         self._counts = [0, 0]
         record: dict[str, Any] = {"step": self.step, **dict(zip(LOSS_NAMES, values, strict=True))}
         record["d_loss"] = record["d_loss_real"] + record["d_loss_fake"]
-        images = self.recipe.data.batch_size * self.accelerator.num_processes
+        images = (
+            self.batch_size * self.recipe.train.grad_accumulation * self.accelerator.num_processes
+        )
         record["images_per_sec"] = round(steps_per_second * images, 2)
         if self._skipped:
             record["skipped_updates"] = self._skipped

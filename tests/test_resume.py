@@ -18,8 +18,9 @@ from safetensors.torch import load_file
 
 from gankit import LOSSES
 from gankit.checkpoint import CheckpointError, list_checkpoints, verify
+from gankit.divergence import DivergenceError
 from gankit.recipe import load_recipe
-from gankit.trainer import DivergenceError, Trainer
+from gankit.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
 
