@@ -70,6 +70,8 @@ def test_two_processes_through_the_training_script(tmp_path, mnist_root):
         str(REFERENCE_RECIPE),
         *SMALL,
         "train.steps=4",
+        "eval.every=4",
+        "eval.n=101",
         f"output_dir={run_dir}",
         wandb="offline",
     )
@@ -80,10 +82,10 @@ def test_two_processes_through_the_training_script(tmp_path, mnist_root):
         and info["batch_per_process"] == 16
         and info["batch_per_update"] == 32
     )
-    steps = [
-        json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert steps == [2, 4]  # one writer: no line twice
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 4]  # one writer: no line twice
+    (evaluated,) = [r for r in records if "eval/frechet_distance" in r]  # both ranks' samples
+    assert evaluated["eval/classes_covered"] >= 1 and evaluated["eval/frechet_distance"] > 0
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
     assert result.stdout.count("done: outputs in") == 1
     assert (run_dir / "export" / "generator" / "model.safetensors").is_file()
