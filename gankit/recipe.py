@@ -97,6 +97,13 @@ class EvalSection(Strict):
     batch_size: int = Field(500, gt=0, description="images per evaluation batch")
 
 
+class EMASection(Strict):
+    """An exponential moving average of G's weights, used for samples, exports and metrics."""
+
+    decay: float = Field(0.0, ge=0, lt=1, description="e.g. 0.999; 0 turns the average off")
+    warmup: bool = Field(True, description="start with a lower decay: min(decay, (1+t)/(10+t))")
+
+
 class PerfSection(Strict):
     """Opt-in speed switches; none changes what is trained (see gankit/fastpath.py)."""
 
@@ -124,6 +131,7 @@ class RecipeBase(Strict):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     optim: OptimSection = OptimSection()
     train: TrainSection
+    ema: EMASection = EMASection()
     eval: EvalSection = EvalSection()
     perf: PerfSection = PerfSection()
     wandb: WandbSection = WandbSection()

@@ -23,6 +23,7 @@ from gankit import fastpath, outputs, parallel, tracking
 from gankit.checkpoint import CheckpointManager
 from gankit.data import image_shape
 from gankit.divergence import check_losses, check_weights
+from gankit.ema import EMA
 from gankit.errors import GankitError
 from gankit.export import save_model
 from gankit.models.base import Generator, sample_noise
@@ -118,6 +119,9 @@ class Trainer:
         )
         self.g_module: Generator = self.accelerator.unwrap_model(self.G)
         self.d_module: torch.nn.Module = self.accelerator.unwrap_model(self.D)
+        self.ema = (
+            EMA(self.g_module, recipe.ema.decay, recipe.ema.warmup) if recipe.ema.decay else None
+        )
         device = self.accelerator.device
         # Same fixed noise on every process, drawn apart from the training noise.
         self.fixed_noise = sample_noise(
@@ -139,10 +143,17 @@ class Trainer:
             self.accelerator, self.run_dir, recipe.train.keep_checkpoints
         )
         self.accelerator.register_for_checkpointing(Progress(self))
+        if self.ema is not None:
+            self.accelerator.register_for_checkpointing(self.ema)
 
     def resume(self) -> None:
         """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
         resume_run(self)
+
+    @property
+    def sampling_generator(self) -> Generator:
+        """The generator that samples, exports and metrics use: the EMA one if there is one."""
+        return self.ema.module if self.ema is not None else self.g_module
 
     # ---- one iteration -------------------------------------------------------------------
     def train_step(self, real: torch.Tensor, z: torch.Tensor) -> None:
@@ -172,6 +183,8 @@ class Trainer:
                 if parts is not None:
                     self._sums[2:] += parts
                     self._counts[1] += 1
+        if self.ema is not None:
+            self.ema.update(self.g_module, self.step)
         self.step += 1
 
     def _discriminator_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -367,7 +380,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Measure sample quality (every process makes its share), then log it."""
-        results = self.evaluator(self.g_module)
+        results = self.evaluator(self.sampling_generator)
         scalars = {f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)}
         if self.accelerator.is_main_process:
             self.metrics.write({"step": self.step, **scalars})
@@ -384,11 +397,12 @@ class Trainer:
         """Write the grid of the fixed noise's samples (eval mode) and log it."""
         if not self.accelerator.is_main_process:
             return
-        was_training = self.g_module.training
-        self.g_module.eval()
+        generator = self.sampling_generator
+        was_training = generator.training
+        generator.eval()
         with self.accelerator.autocast():
-            images = self.g_module(self.fixed_noise)
-        self.g_module.train(was_training)
+            images = generator(self.fixed_noise)
+        generator.train(was_training)
         grid = outputs.image_grid(images)
         outputs.save_image(grid, outputs.sample_path(self.run_dir, self.step))
         tracking.log_image(self.accelerator, "samples", grid, self.step)
@@ -404,7 +418,12 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             info = {"step": self.step, "recipe": self.recipe.name}
-            save_model(self.g_module, self.run_dir / "export" / "generator", **info)
+            save_model(
+                self.sampling_generator,
+                self.run_dir / "export" / "generator",
+                ema=self.ema is not None,
+                **info,
+            )
             if self.recipe.train.export_discriminator:
                 save_model(self.d_module, self.run_dir / "export" / "discriminator", **info)
             outputs.write_gif(self.run_dir)

@@ -58,3 +58,10 @@ class Generator(nn.Module):
     def _device(self) -> torch.device:
         first = next(self.parameters(), None)
         return first.device if first is not None else torch.device("cpu")
+
+
+def apply_spectral_norm(module: nn.Module) -> None:
+    """Spectrally normalise every conv and linear layer in place (Miyato et al. 2018)."""
+    for layer in list(module.modules()):
+        if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.utils.parametrizations.spectral_norm(layer)

@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from gankit.models.base import Generator, Noise
+from gankit.models.base import Generator, Noise, apply_spectral_norm
 from gankit.registry import DISCRIMINATORS, GENERATORS
 
 
@@ -39,9 +39,13 @@ class DCGAN28DiscriminatorParams(BatchNormParams):
     """Parameters of the 28x28 DCGAN discriminator."""
 
     width: int = Field(64, gt=0, description="channels of the first conv; 8x at the last")
+    batch_norm: bool = Field(True, description="BatchNorm after convs 2-4 (reference: yes)")
+    spectral_norm: bool = Field(False, description="spectral normalisation of every layer")
 
 
-def batch_norm(channels: int, bn_momentum: float, bn_eps: float, bn_scale: bool) -> nn.BatchNorm2d:
+def tf_batch_norm(
+    channels: int, bn_momentum: float, bn_eps: float, bn_scale: bool
+) -> nn.BatchNorm2d:
     """A BatchNorm2d with TF1 semantics: a learned shift and, only if `bn_scale`, a scale."""
     norm = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
     if not bn_scale:
@@ -117,10 +121,10 @@ class DCGAN28Generator(Generator):
         bn = {"bn_momentum": bn_momentum, "bn_eps": bn_eps, "bn_scale": bn_scale}
         self.z_dim, self.noise, self.width = z_dim, noise, width
         self.project = nn.Linear(z_dim, 3 * 3 * 8 * width)
-        self.project_norm = batch_norm(8 * width, **bn)
+        self.project_norm = tf_batch_norm(8 * width, **bn)
         blocks = []
         for in_ch, out_ch in ((8 * width, 4 * width), (4 * width, 2 * width), (2 * width, width)):
-            blocks += [ConvTranspose2dSame(in_ch, out_ch), batch_norm(out_ch, **bn), nn.ReLU()]
+            blocks += [ConvTranspose2dSame(in_ch, out_ch), tf_batch_norm(out_ch, **bn), nn.ReLU()]
         self.upsample = nn.Sequential(*blocks)  # 3 -> 6 -> 12 -> 24
         self.to_image = nn.ConvTranspose2d(width, channels, 5)  # 24 -> 28 ('valid')
         glorot_init(self)
@@ -141,6 +145,8 @@ class DCGAN28Discriminator(nn.Module):
         bn_momentum: float = 0.1,
         bn_eps: float = 1e-3,
         bn_scale: bool = False,
+        batch_norm: bool = True,
+        spectral_norm: bool = False,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()
@@ -149,15 +155,14 @@ class DCGAN28Discriminator(nn.Module):
         layers: list[nn.Module] = [conv2d_same(channels, width, 28), nn.LeakyReLU(0.2)]
         size, in_ch = 14, width
         for out_ch in (2 * width, 4 * width, 8 * width):  # 14 -> 7 -> 4 -> 2
-            layers += [
-                conv2d_same(in_ch, out_ch, size),
-                batch_norm(out_ch, **bn),
-                nn.LeakyReLU(0.2),
-            ]
+            norm = [tf_batch_norm(out_ch, **bn)] if batch_norm else []
+            layers += [conv2d_same(in_ch, out_ch, size), *norm, nn.LeakyReLU(0.2)]
             size, in_ch = -(-size // 2), out_ch
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.classify = nn.Linear(8 * width * size * size, 1)
         glorot_init(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(images))

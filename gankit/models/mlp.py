@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from gankit.models.base import Generator, Noise
+from gankit.models.base import Generator, Noise, apply_spectral_norm
 from gankit.registry import DISCRIMINATORS, GENERATORS
 
 
@@ -68,12 +68,22 @@ class MLPGenerator(Generator):
         return self.net(z).view(-1, *self.shape)
 
 
-@DISCRIMINATORS.register("mlp", params=MLPParams)
+class MLPDiscriminatorParams(MLPParams):
+    """Parameters of the MLP discriminator."""
+
+    spectral_norm: bool = Field(False, description="spectral normalisation of every layer")
+
+
+@DISCRIMINATORS.register("mlp", params=MLPDiscriminatorParams)
 class MLPDiscriminator(nn.Module):
     """MLP discriminator: a flattened sample through `depth` LeakyReLU layers to one logit."""
 
     def __init__(
-        self, hidden: int = 256, depth: int = 2, image_shape: Sequence[int] = (1, 28, 28)
+        self,
+        hidden: int = 256,
+        depth: int = 2,
+        spectral_norm: bool = False,
+        image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()
         self.net = nn.Sequential(
@@ -81,6 +91,8 @@ class MLPDiscriminator(nn.Module):
             *_stack(math.prod(image_shape), hidden, depth, nn.LeakyReLU(0.2)),
             nn.Linear(hidden, 1),
         )
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, samples: torch.Tensor) -> torch.Tensor:
         return self.net(samples)

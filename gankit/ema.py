@@ -1,0 +1,41 @@
+"""An exponential moving average of the generator's weights (for samples, exports, metrics)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """Keeps `module`, a frozen copy of a network whose weights trail the live ones.
+
+    After each iteration `update` moves every weight a fraction (1 - decay) toward the live
+    network's and copies the buffers (BatchNorm statistics) as they are. With `warmup`, the
+    decay starts low, min(decay, (1 + step) / (10 + step)), so early weights fade fast.
+    """
+
+    def __init__(self, source: nn.Module, decay: float, warmup: bool = True) -> None:
+        self.module = copy.deepcopy(source).eval().requires_grad_(False)
+        self.decay, self.warmup = decay, warmup
+
+    def decay_at(self, step: int) -> float:
+        """The decay used after `step` iterations."""
+        return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, source: nn.Module, step: int) -> None:
+        """Move the average toward `source` (device ops only; no host sync)."""
+        averaged = list(self.module.parameters())
+        live = [parameter.detach() for parameter in source.parameters()]
+        torch._foreach_lerp_(averaged, live, 1.0 - self.decay_at(step))
+        for kept, current in zip(self.module.buffers(), source.buffers(), strict=True):
+            kept.copy_(current)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state)
