@@ -193,7 +193,9 @@ def training_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> lis
 
 # Extra fields a section carries beside its component's own parameters.
 SECTION_FIELDS: dict[str, type[BaseModel]] = {"data": LoaderFields}
-SECTION_ORDER = ("data", "generator", "discriminator", "loss", "schedule")
+SECTION_ORDER = ("data", "generator", "discriminator", "loss", "schedule", "regularizer")
+# Sections a recipe may leave out, and what they then are.
+SECTION_DEFAULTS: dict[str, dict[str, Any]] = {"regularizer": {"name": "none"}}
 
 
 def section_model(registry: Registry, entry: Entry) -> type[BaseModel]:
@@ -224,7 +226,8 @@ def _recipe_model(names: tuple[tuple[str, ...], ...]) -> type[RecipeBase]:
             if len(members) == 1
             else Annotated[Union[members], Field(discriminator="name")]  # noqa: UP007
         )
-        fields[section] = (annotation, ...)
+        default = SECTION_DEFAULTS.get(section, ...)
+        fields[section] = (annotation, Field(default, validate_default=True))
     return create_model("Recipe", __base__=RecipeBase, **fields)
 
 

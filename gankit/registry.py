@@ -181,9 +181,10 @@ DISCRIMINATORS = Registry("discriminator", "discriminator")
 LOSSES = Registry("loss", "loss")
 SCHEDULES = Registry("schedule", "schedule")
 DATASETS = Registry("dataset", "data")
+REGULARIZERS = Registry("regularizer", "regularizer")
 REGISTRIES: dict[str, Registry] = {
     registry.section: registry
-    for registry in (GENERATORS, DISCRIMINATORS, LOSSES, SCHEDULES, DATASETS)
+    for registry in (GENERATORS, DISCRIMINATORS, LOSSES, SCHEDULES, DATASETS, REGULARIZERS)
 }
 
 _plugins_lock = threading.Lock()

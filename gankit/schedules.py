@@ -17,13 +17,15 @@ from gankit.registry import SCHEDULES
 
 @dataclass(frozen=True)
 class Phase:
-    """One optimiser update of one network."""
+    """One optimiser update of one network: on its adversarial loss, or on a regularizer."""
 
     network: Literal["discriminator", "generator"]
+    kind: Literal["loss", "regularize"] = "loss"
 
 
 D_STEP = Phase("discriminator")
 G_STEP = Phase("generator")
+D_REGULARIZE = Phase("discriminator", "regularize")
 
 
 class Schedule(Protocol):

@@ -28,11 +28,12 @@ from gankit.errors import GankitError
 from gankit.export import save_model
 from gankit.models.base import Generator, sample_noise
 from gankit.recipe import AdamParams, RecipeBase, dump_recipe, recipe_dict
-from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, SCHEDULES
+from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
 from gankit.resume import Progress, resume_run
+from gankit.schedules import D_REGULARIZE, Phase
 from gankit.stopping import StopRequest
 
-LOSS_NAMES = ("d_loss_real", "d_loss_fake", "g_loss")
+LOSS_NAMES = ("d_loss_real", "d_loss_fake", "g_loss", "d_penalty")
 
 
 def make_adam(parameters: Any, params: AdamParams, fused: bool = False) -> torch.optim.Adam:
@@ -89,6 +90,7 @@ class Trainer:
             self.evaluator = TrainingEvaluator(recipe, self.image_shape, self.accelerator)
         self.loss = LOSSES.build(recipe.loss)
         self.schedule = SCHEDULES.build(recipe.schedule)
+        self.regularizer = REGULARIZERS.build(recipe.regularizer)
         if self.batch_norm == "sync" and self.accelerator.num_processes > 1:
             generator, discriminator = parallel.use_sync_batch_norm(generator, discriminator)
         loader = DataLoader(
@@ -134,7 +136,7 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = 0
         self.wandb_run_id: str | None = None
         self._sums = torch.zeros(len(LOSS_NAMES), device=device)  # device-side, read at log steps
-        self._counts = [0, 0]  # D and G updates since the last log
+        self._counts = [0, 0, 0]  # D, G and penalty updates since the last log
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self._skipped = 0
         self._skipped_fp16 = [0, 0]  # D and G steps the fp16 loss scaler skipped (overflow)
@@ -164,15 +166,8 @@ class Trainer:
         """
         accumulation = self.recipe.train.grad_accumulation
         micro_batches = list(zip(real.chunk(accumulation), z.chunk(accumulation), strict=True))
-        for phase in self.schedule.phases(self.step):
-            if phase.network == "discriminator":
-                parts = self._update(
-                    self.D, self.d_optimizer, self._discriminator_loss, micro_batches
-                )
-                if parts is not None:
-                    self._sums[:2] += parts
-                    self._counts[0] += 1
-            else:
+        for phase in self.phases(self.step):
+            if phase.network == "generator":
                 self.d_module.requires_grad_(False)  # D collects no gradient in G's update
                 try:
                     parts = self._update(
@@ -180,12 +175,33 @@ class Trainer:
                     )
                 finally:
                     self.d_module.requires_grad_(True)
-                if parts is not None:
-                    self._sums[2:] += parts
-                    self._counts[1] += 1
+                first, counter = 2, 1
+            elif phase.kind == "regularize":
+                parts = self._update(self.D, self.d_optimizer, self._penalty_loss, micro_batches)
+                first, counter = 3, 2
+            else:
+                parts = self._update(
+                    self.D, self.d_optimizer, self._discriminator_loss, micro_batches
+                )
+                first, counter = 0, 0
+            if parts is not None:
+                self._sums[first : first + len(parts)] += parts
+                self._counts[counter] += 1
         if self.ema is not None:
             self.ema.update(self.g_module, self.step)
         self.step += 1
+
+    def phases(self, step: int) -> tuple[Phase, ...]:
+        """The schedule's phases, then the regularizer's update on its own interval."""
+        every = self.regularizer.every
+        regularize = (D_REGULARIZE,) if every and (step + 1) % every == 0 else ()
+        return (*self.schedule.phases(step), *regularize)
+
+    def _penalty_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with self.accelerator.autocast(), torch.no_grad():
+            fake = self.G(z)
+        # in fp32 and scaled by the interval, so a lazy penalty keeps its average strength
+        return (self.regularizer.penalty(self.D, real, fake) * self.regularizer.every,)
 
     def _discriminator_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with self.accelerator.autocast():
@@ -353,13 +369,18 @@ class Trainer:
     def log_metrics(self, steps_per_second: float) -> dict[str, Any]:
         """Average the losses since the last call across processes, then print and log them."""
         self.check_finite()
-        counts = torch.tensor([self._counts[0]] * 2 + [self._counts[1]], device=self._sums.device)
+        d_updates, g_updates, penalty_updates = self._counts
+        counts = torch.tensor(
+            [d_updates, d_updates, g_updates, penalty_updates], device=self._sums.device
+        )
         means = self._sums / counts.clamp(min=1)
         values = self.accelerator.reduce(means, reduction="mean").tolist()
         self._sums.zero_()
-        self._counts = [0, 0]
+        self._counts = [0, 0, 0]
         record: dict[str, Any] = {"step": self.step, **dict(zip(LOSS_NAMES, values, strict=True))}
         record["d_loss"] = record["d_loss_real"] + record["d_loss_fake"]
+        if not self.regularizer.every:
+            del record["d_penalty"]
         images = (
             self.batch_size * self.recipe.train.grad_accumulation * self.accelerator.num_processes
         )

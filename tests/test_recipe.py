@@ -13,6 +13,7 @@ import yaml
 from gankit.errors import GankitError, RecipeError
 from gankit.models.dcgan import DCGAN28DiscriminatorParams, DCGAN28GeneratorParams
 from gankit.recipe import (
+    SECTION_DEFAULTS,
     SECTION_ORDER,
     apply_overrides,
     dump_recipe,
@@ -236,7 +237,7 @@ def test_json_schema_has_the_component_sections() -> None:
     for section in (*SECTION_ORDER, "optim", "train", "wandb", "name", "output_dir"):
         assert section in properties
     for section in (*SECTION_ORDER, "train", "name"):
-        assert section in schema["required"]
+        assert (section in schema["required"]) == (section not in SECTION_DEFAULTS)
     definitions = schema["$defs"]
 
     def fields_of(section: str, name: str) -> set[str]:
@@ -277,7 +278,7 @@ def test_recipe_errors_are_gankit_errors() -> None:
         (
             "loss.name=non_saturate",
             "unknown loss 'non_saturate' at loss.name; did you mean 'non_saturating'? "
-            "available: non_saturating",
+            "available: hinge, least_squares, minimax, non_saturating",
         ),
         (
             "schedule.name=alternate",
@@ -363,7 +364,7 @@ def test_missing_loss_name_message_is_spelled_right() -> None:
     del raw["loss"]["name"]
     with pytest.raises(RecipeError, match=r"loss\.name is missing") as info:
         validate_recipe(raw)
-    assert "available losses: non_saturating" in str(info.value)
+    assert "available losses: hinge, least_squares, minimax, non_saturating" in str(info.value)
 
 
 def test_missing_recipe_file(tmp_path: Path) -> None:
