@@ -19,7 +19,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from gankit import fastpath, outputs, parallel, tracking
+from gankit import fastpath, parallel, tracking
 from gankit.checkpoint import CheckpointManager
 from gankit.data import image_shape
 from gankit.divergence import check_losses, check_weights
@@ -29,6 +29,7 @@ from gankit.export import save_model
 from gankit.models.base import Generator, sample_noise
 from gankit.recipe import AdamParams, RecipeBase, dump_recipe, recipe_dict
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
+from gankit.reporting import Reporter
 from gankit.resume import Progress, resume_run
 from gankit.schedules import D_REGULARIZE, Phase
 from gankit.stopping import StopRequest
@@ -140,7 +141,8 @@ class Trainer:
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self._skipped = 0
         self._skipped_fp16 = [0, 0]  # D and G steps the fp16 loss scaler skipped (overflow)
-        self.metrics = outputs.MetricsLog(self.run_dir / outputs.METRICS_FILE)
+        self.reporter = Reporter(self.accelerator, self.run_dir)
+        self.metrics = self.reporter.metrics
         self.checkpoints = CheckpointManager(
             self.accelerator, self.run_dir, recipe.train.keep_checkpoints
         )
@@ -377,7 +379,7 @@ class Trainer:
         values = self.accelerator.reduce(means, reduction="mean").tolist()
         self._sums.zero_()
         self._counts = [0, 0, 0]
-        record: dict[str, Any] = {"step": self.step, **dict(zip(LOSS_NAMES, values, strict=True))}
+        record: dict[str, Any] = dict(zip(LOSS_NAMES, values, strict=True))
         record["d_loss"] = record["d_loss_real"] + record["d_loss_fake"]
         if not self.regularizer.every:
             del record["d_penalty"]
@@ -389,44 +391,30 @@ class Trainer:
             record["skipped_updates"] = self._skipped
         if any(self._skipped_fp16):
             record["fp16_skipped_d_steps"], record["fp16_skipped_g_steps"] = self._skipped_fp16
-        if self.accelerator.is_main_process:
-            self.metrics.write(record)
-            tqdm.write(
-                f"step {self.step}/{self.recipe.train.steps}  d_loss {record['d_loss']:.4f} "
-                f"(real {record['d_loss_real']:.4f}, fake {record['d_loss_fake']:.4f})  "
-                f"g_loss {record['g_loss']:.4f}  {record['images_per_sec']:.1f} img/s"
-            )
-        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.step)
+        self.reporter.record(
+            self.step,
+            record,
+            f"step {self.step}/{self.recipe.train.steps}  d_loss {record['d_loss']:.4f} "
+            f"(real {record['d_loss_real']:.4f}, fake {record['d_loss_fake']:.4f})  "
+            f"g_loss {record['g_loss']:.4f}  {record['images_per_sec']:.1f} img/s",
+        )
         return record
 
     def evaluate(self) -> dict[str, Any]:
         """Measure sample quality (every process makes its share), then log it."""
         results = self.evaluator(self.sampling_generator)
-        scalars = {f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)}
-        if self.accelerator.is_main_process:
-            self.metrics.write({"step": self.step, **scalars})
-            tqdm.write(
-                f"step {self.step}  Frechet distance {results['frechet_distance']:.3f}  "
-                f"classifier score {results['classifier_score']:.3f}  "
-                f"classes covered {results['classes_covered']}/10"
-            )
-        self.accelerator.log(scalars, step=self.step)
+        self.reporter.record(
+            self.step,
+            {f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)},
+            f"step {self.step}  Frechet distance {results['frechet_distance']:.3f}  "
+            f"classifier score {results['classifier_score']:.3f}  "
+            f"classes covered {results['classes_covered']}/10",
+        )
         return results
 
-    @torch.no_grad()
     def save_samples(self) -> None:
         """Write the grid of the fixed noise's samples (eval mode) and log it."""
-        if not self.accelerator.is_main_process:
-            return
-        generator = self.sampling_generator
-        was_training = generator.training
-        generator.eval()
-        with self.accelerator.autocast():
-            images = generator(self.fixed_noise)
-        generator.train(was_training)
-        grid = outputs.image_grid(images)
-        outputs.save_image(grid, outputs.sample_path(self.run_dir, self.step))
-        tracking.log_image(self.accelerator, "samples", grid, self.step)
+        self.reporter.samples(self.sampling_generator, self.fixed_noise, self.step)
 
     def _share_batch_norm_statistics(self) -> None:
         # D's statistics also move in G's updates, where D runs outside DDP: align them.
@@ -447,9 +435,7 @@ class Trainer:
             )
             if self.recipe.train.export_discriminator:
                 save_model(self.d_module, self.run_dir / "export" / "discriminator", **info)
-            outputs.write_gif(self.run_dir)
-            outputs.plot_losses(self.metrics.read(), self.run_dir / outputs.LOSS_PLOT_FILE)
-            tqdm.write(f"done: outputs in {self.run_dir}")
+        self.reporter.close()
         self.accelerator.end_training()
 
     def _describe(self) -> None:

@@ -1,0 +1,48 @@
+"""Where a run reports to: metrics.jsonl and the terminal (main process), and the trackers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from gankit import outputs, tracking
+
+
+class Reporter:
+    """Writes metric records, sample grids, and at the end the GIF and the loss plot."""
+
+    def __init__(self, accelerator: Accelerator, run_dir: Path) -> None:
+        self.accelerator, self.run_dir = accelerator, run_dir
+        self.metrics = outputs.MetricsLog(run_dir / outputs.METRICS_FILE)
+
+    def record(self, step: int, values: dict[str, Any], line: str) -> None:
+        """Append `values` to metrics.jsonl and print `line` (main process); log to trackers."""
+        if self.accelerator.is_main_process:
+            self.metrics.write({"step": step, **values})
+            tqdm.write(line)
+        self.accelerator.log(values, step=step)
+
+    @torch.no_grad()
+    def samples(self, generator: torch.nn.Module, noise: torch.Tensor, step: int) -> None:
+        """Write the grid of `generator`'s samples of `noise` (in eval mode) and log it."""
+        if not self.accelerator.is_main_process:
+            return
+        was_training = generator.training
+        generator.eval()
+        with self.accelerator.autocast():
+            images = generator(noise)
+        generator.train(was_training)
+        grid = outputs.image_grid(images)
+        outputs.save_image(grid, outputs.sample_path(self.run_dir, step))
+        tracking.log_image(self.accelerator, "samples", grid, step)
+
+    def close(self) -> None:
+        """The GIF of every grid and the loss plot (main process)."""
+        if self.accelerator.is_main_process:
+            outputs.write_gif(self.run_dir)
+            outputs.plot_losses(self.metrics.read(), self.run_dir / outputs.LOSS_PLOT_FILE)
+            tqdm.write(f"done: outputs in {self.run_dir}")
