@@ -37,7 +37,7 @@ def test_recipe_validates_and_trains(path: Path, tmp_path, mnist_root):
     widths = [
         f"{s}.width=4"
         for s in ("generator", "discriminator")
-        if "width" in getattr(recipe, s).model_fields
+        if "width" in type(getattr(recipe, s)).model_fields
     ]
     Trainer(load_recipe(path, [*small, *widths])).fit()
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
