@@ -142,6 +142,12 @@ class CheckpointManager:
             for leftover in folder.glob(".step_*"):
                 shutil.rmtree(leftover, ignore_errors=True)
 
+    def discard_after(self, step: int) -> None:
+        """Delete checkpoints later than `step` (after resuming from an earlier one)."""
+        for folder in list_checkpoints(self.run_dir):
+            if checkpoint_step(folder) > step:
+                shutil.rmtree(folder, ignore_errors=True)
+
     def clear(self) -> None:
         """Remove every checkpoint of the run (a fresh start)."""
         shutil.rmtree(self.run_dir / CHECKPOINTS_DIR, ignore_errors=True)
@@ -162,12 +168,14 @@ class CheckpointManager:
 
     def restore(self, folder: Path) -> int:
         """Verify a checkpoint and load it into the accelerator's objects; returns its step."""
-        manifest = verify(folder)
+        manifest = verify(folder)  # a CheckpointError here: corrupt, try an older one
         try:
             self.accelerator.load_state(str(folder))
-        except Exception as error:  # torch and safetensors raise many kinds for bad files
+        except Exception as error:  # intact files that do not fit: no older one would either
             reason = " ".join(str(error).split())[:300]
-            raise CheckpointError(
-                f"{folder} could not be loaded ({type(error).__name__}: {reason})"
+            raise GankitError(
+                f"{folder} is intact but does not fit this run ({type(error).__name__}: "
+                f"{reason}); resume with the recipe and gankit version that wrote it, or start "
+                "over in another output_dir"
             ) from None
         return int(manifest["step"])

@@ -37,8 +37,11 @@ def _list(args: argparse.Namespace) -> None:
     from gankit.registry import REGISTRIES, load_plugins
 
     load_plugins()
+    names = {name for r in REGISTRIES.values() for name in (r.section, r.kind, r.plural)}
+    if args.kind and args.kind not in names:
+        raise GankitError(f"unknown kind {args.kind!r}; use one of {', '.join(REGISTRIES)}")
     for section, registry in REGISTRIES.items():
-        if args.kind and args.kind not in (section, registry.kind, registry.kind + "s"):
+        if args.kind and args.kind not in (section, registry.kind, registry.plural):
             continue
         print(f"{registry.plural} ({section}.name):")
         for entry in registry:

@@ -187,7 +187,7 @@ REGISTRIES: dict[str, Registry] = {
     for registry in (GENERATORS, DISCRIMINATORS, LOSSES, SCHEDULES, DATASETS, REGULARIZERS)
 }
 
-_plugins_lock = threading.Lock()
+_plugins_lock = threading.RLock()  # a plugin may look names up while it is being imported
 _plugins_loaded = False
 _plugin_failures: list[str] = []
 

@@ -25,12 +25,16 @@ class LazyParams(BaseModel):
     every: int = Field(1, gt=0, description="iterations between penalty updates (lazy: 16)")
 
 
-def _input_gradient_norms(discriminator: Discriminator, inputs: torch.Tensor) -> torch.Tensor:
+def _input_gradient_norms(
+    discriminator: Discriminator, inputs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample norms of dD/dx, and 0 * D's output (added to the penalty so that parameters
+    the input gradient does not depend on, like the last bias, still get a (zero) gradient:
+    DDP expects one for every parameter)."""
     inputs = inputs.detach().float().requires_grad_(True)
-    (gradient,) = torch.autograd.grad(
-        discriminator(inputs).float().sum(), inputs, create_graph=True
-    )
-    return gradient.flatten(1).norm(dim=1)
+    scores = discriminator(inputs).float()
+    (gradient,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True)
+    return gradient.flatten(1).norm(dim=1), 0.0 * scores.sum()
 
 
 @REGULARIZERS.register("none")
@@ -50,7 +54,8 @@ class R1Penalty:
     def penalty(
         self, discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor
     ) -> torch.Tensor:
-        return self.weight / 2 * _input_gradient_norms(discriminator, real).square().mean()
+        norms, zero = _input_gradient_norms(discriminator, real)
+        return self.weight / 2 * norms.square().mean() + zero
 
 
 @REGULARIZERS.register("gradient_penalty", params=LazyParams)
@@ -66,4 +71,5 @@ class GradientPenalty:
     ) -> torch.Tensor:
         mix = torch.rand(real.shape[0], *[1] * (real.dim() - 1), device=real.device)
         between = mix * real.detach() + (1 - mix) * fake.detach()
-        return self.weight * (_input_gradient_norms(discriminator, between) - 1).square().mean()
+        norms, zero = _input_gradient_norms(discriminator, between)
+        return self.weight * (norms - 1).square().mean() + zero

@@ -7,6 +7,7 @@ run folder so nothing logged after the checkpoint appears twice.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,8 @@ import yaml
 
 from gankit import outputs
 from gankit.checkpoint import CHECKPOINTS_DIR, RECIPE_FILE, CheckpointError, warn
-from gankit.recipe import RecipeBase, dump_recipe, recipe_dict, training_changes
+from gankit.errors import GankitError
+from gankit.recipe import RecipeBase, dump_recipe, recipe_dict, training_changes, validate_recipe
 
 if TYPE_CHECKING:
     from gankit.trainer import Trainer
@@ -38,6 +40,8 @@ class Progress:
             "loss_counts": list(t._counts),
             "schedule": t.schedule.state_dict(),
             "wandb_run_id": t.wandb_run_id,
+            "ema": t.ema.state_dict() if t.ema is not None else None,
+            "processes": t.accelerator.num_processes,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -48,6 +52,14 @@ class Progress:
         t._counts = list(state["loss_counts"])
         t.schedule.load_state_dict(state["schedule"])
         t.wandb_run_id = state["wandb_run_id"]
+        if t.ema is not None:  # a checkpoint from before the average was on starts it from G
+            t.ema.load_state_dict(state.get("ema") or t.g_module.state_dict())
+        if state.get("processes", t.accelerator.num_processes) != t.accelerator.num_processes:
+            warn(
+                f"this checkpoint was written by {state['processes']} processes and is resumed "
+                f"by {t.accelerator.num_processes}: the data order within the current epoch "
+                "changes (weights and optimizers continue as they were)"
+            )
 
 
 def check_recipe(recipe: RecipeBase, folder: Path) -> None:
@@ -55,7 +67,10 @@ def check_recipe(recipe: RecipeBase, folder: Path) -> None:
     saved = folder / RECIPE_FILE
     if recipe.train.allow_recipe_changes or not saved.is_file():
         return
-    changes = training_changes(yaml.safe_load(saved.read_text()), recipe_dict(recipe))
+    saved_values = yaml.safe_load(saved.read_text())
+    with contextlib.suppress(GankitError):  # fill in keys added since, with their defaults
+        saved_values = recipe_dict(validate_recipe(saved_values))
+    changes = training_changes(saved_values, recipe_dict(recipe))
     if changes:
         raise CheckpointError(
             f"the recipe differs from the one {folder} was trained with, in keys that change "
@@ -96,9 +111,10 @@ def resume_run(trainer: Trainer) -> None:
             errors.append(str(error))
             continue
         accelerator.print(f"gankit: resumed from {folder} (step {step} of {train.steps})")
-        if main:  # what was written after that checkpoint is written again
+        if main:  # what was written after that checkpoint belongs to an abandoned branch
             trainer.metrics.truncate_after(step)
             outputs.remove_samples_after(trainer.run_dir, step)
+            trainer.checkpoints.discard_after(step)
         break
     else:
         if errors:

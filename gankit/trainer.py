@@ -147,8 +147,6 @@ class Trainer:
             self.accelerator, self.run_dir, recipe.train.keep_checkpoints
         )
         self.accelerator.register_for_checkpointing(Progress(self))
-        if self.ema is not None:
-            self.accelerator.register_for_checkpointing(self.ema)
 
     def resume(self) -> None:
         """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
@@ -170,13 +168,16 @@ class Trainer:
         micro_batches = list(zip(real.chunk(accumulation), z.chunk(accumulation), strict=True))
         for phase in self.phases(self.step):
             if phase.network == "generator":
-                self.d_module.requires_grad_(False)  # D collects no gradient in G's update
+                trainable = [p for p in self.d_module.parameters() if p.requires_grad]
+                for parameter in trainable:  # D collects no gradient in G's update
+                    parameter.requires_grad_(False)
                 try:
                     parts = self._update(
                         self.G, self.g_optimizer, self._generator_loss, micro_batches
                     )
                 finally:
-                    self.d_module.requires_grad_(True)
+                    for parameter in trainable:
+                        parameter.requires_grad_(True)
                 first, counter = 2, 1
             elif phase.kind == "regularize":
                 parts = self._update(self.D, self.d_optimizer, self._penalty_loss, micro_batches)
@@ -202,7 +203,7 @@ class Trainer:
     def _penalty_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with self.accelerator.autocast(), torch.no_grad():
             fake = self.G(z)
-        # in fp32 and scaled by the interval, so a lazy penalty keeps its average strength
+        # scaled by the interval, so a lazy penalty keeps its average strength
         return (self.regularizer.penalty(self.D, real, fake) * self.regularizer.every,)
 
     def _discriminator_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -232,13 +233,14 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         totals = None
         for index, (real, z) in enumerate(micro_batches):
-            parts = loss_parts(real, z)
-            loss = sum(parts) / count
-            if not self._watch(loss):
-                optimizer.zero_grad(set_to_none=True)
-                return None
+            # DDP decides in the forward whether the backward all-reduces: both go in no_sync
             last = index == count - 1
             with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+                parts = loss_parts(real, z)
+                loss = sum(parts) / count
+                if not self._watch(loss):
+                    optimizer.zero_grad(set_to_none=True)
+                    return None
                 self.accelerator.backward(loss)
             detached = torch.stack([part.detach() for part in parts]) / count
             totals = detached if totals is None else totals + detached

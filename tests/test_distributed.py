@@ -264,3 +264,19 @@ def test_two_process_resume_equals_the_uninterrupted_run(tmp_path, mnist_root):
         for text in metrics
     ]
     assert losses[0] == losses[1]
+
+
+def test_two_processes_with_a_lazy_gradient_penalty(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    launch(
+        ROOT / "scripts" / "train.py",
+        str(REFERENCE_RECIPE),
+        *SMALL,
+        "train.steps=4",
+        "regularizer={name: r1, weight: 1.0, every: 2}",
+        "train.grad_accumulation=2",
+        "data.subset=128",
+        f"output_dir={run_dir}",
+    )
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["d_penalty"] > 0
