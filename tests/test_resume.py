@@ -276,5 +276,7 @@ def test_resume_from_an_explicit_checkpoint_folder(tmp_path, mnist_root):
     assert (
         trainer.step == 4 and trainer.epoch * 4 + trainer.batch_in_epoch == 4
     )  # 4 batches an epoch
+    # the abandoned step-6 checkpoint is gone, so `auto` cannot pick it up later
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_0000004", "step_0000002"]
     with pytest.raises(CheckpointError, match="not found"):
         in_process(run_dir, "train.steps=6", f"train.resume={tmp_path / 'nowhere'}")

@@ -186,3 +186,12 @@ def test_a_generator_step_leaves_the_discriminator_weights_and_grads_alone(tiny_
         assert parameter.grad is None, name
         assert parameter.requires_grad, name  # unfrozen again for the next D step
     assert any(not torch.equal(p, g_before[k]) for k, p in generator.named_parameters())
+
+
+def test_parameters_a_discriminator_froze_itself_stay_frozen(tiny_trainer):
+    bias = tiny_trainer.d_module.classify.bias
+    bias.requires_grad_(False)
+    before = bias.clone()
+    real = next(tiny_trainer.batches())
+    tiny_trainer.train_step(real, tiny_trainer.next_noise(real.shape[0]))
+    assert not bias.requires_grad and torch.equal(bias, before)
