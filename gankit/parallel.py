@@ -129,3 +129,34 @@ def announce(
         f"({info['batch_per_update']} per update) | precision {info['mixed_precision']} | "
         f"G {g_count:,} params, D {d_count:,} params | W&B {wandb_mode}"
     )
+
+
+class StopVote:
+    """Processes agree to stop (after SIGTERM reaches any of them) without stalling the device.
+
+    Each step every process casts its vote in a non-blocking all-reduce on a CPU (gloo) group
+    and reads the previous step's result, so all stop at the same step, one step after the
+    signal, with no GPU synchronisation.
+    """
+
+    def __init__(self) -> None:
+        self.group = torch.distributed.new_group(backend="gloo")
+        self.pending: tuple[Any, torch.Tensor] | None = None
+
+    def cast(self, stop: bool) -> bool:
+        """Vote for this step; return whether any process voted to stop on the previous one."""
+        agreed = False
+        if self.pending is not None:
+            work, votes = self.pending
+            work.wait()
+            agreed = bool(votes.item() > 0)
+        votes = torch.tensor([float(stop)])
+        work = torch.distributed.all_reduce(votes, group=self.group, async_op=True)
+        self.pending = (work, votes)
+        return agreed
+
+    def close(self) -> None:
+        """Wait for the last vote, so no collective is left running."""
+        if self.pending is not None:
+            self.pending[0].wait()
+            self.pending = None

@@ -147,6 +147,7 @@ class Trainer:
             self.accelerator, self.run_dir, recipe.train.keep_checkpoints
         )
         self.accelerator.register_for_checkpointing(Progress(self))
+        self.stop_vote = parallel.StopVote() if self.accelerator.num_processes > 1 else None
 
     def resume(self) -> None:
         """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
@@ -339,23 +340,26 @@ class Trainer:
                     progress.close()
                     if self.step % train.checkpoint_every and not last:
                         self.save_checkpoint()
+                    self._close_vote()
                     self.accelerator.print(
-                        f"gankit: {stop.signal_name} at step {self.step}: checkpoint written to "
-                        f"{self.run_dir}; run the same command again to resume"
+                        f"gankit: {stop.signal_name or 'a stop signal'} at step {self.step}: "
+                        f"checkpoint written to {self.run_dir}; run the same command to resume"
                     )
                     self.accelerator.end_training()
                     return stop.exit_code
         progress.close()
+        self._close_vote()
         self.finish()
         return 0
+
+    def _close_vote(self) -> None:
+        if self.stop_vote is not None:
+            self.stop_vote.close()
 
     def _stop_requested(self, stop: StopRequest) -> bool:
         if self.accelerator.num_processes == 1:
             return stop.signal_name is not None
-        if self.step % self.recipe.train.log_every:  # agree across processes at log steps only
-            return False
-        flag = torch.tensor(float(stop.signal_name is not None), device=self.accelerator.device)
-        return bool(self.accelerator.reduce(flag, reduction="sum") > 0)
+        return self.stop_vote.cast(stop.signal_name is not None)
 
     def check_finite(self) -> None:
         """Stop with a clear error if a loss went non-finite since the start (one host sync)."""

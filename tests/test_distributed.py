@@ -280,3 +280,48 @@ def test_two_processes_with_a_lazy_gradient_penalty(tmp_path, mnist_root):
     )
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["d_penalty"] > 0
+
+
+def test_sigterm_to_the_launcher_stops_every_process_at_the_same_step(tmp_path, mnist_root):
+    import signal
+    import time
+
+    from gankit.checkpoint import list_checkpoints, verify
+
+    run_dir = tmp_path / "run"
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(free_port()),
+        str(ROOT / "scripts" / "train.py"),
+        str(REFERENCE_RECIPE),
+        *TINY,
+        "train.steps=1000000",
+        "train.log_every=100000",
+        "train.checkpoint_every=100000",
+        f"output_dir={run_dir}",
+    ]
+    launcher = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "samples").is_dir() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)  # some steps, but far from any log or checkpoint step
+    launcher.send_signal(signal.SIGTERM)
+    stdout, stderr = launcher.communicate(timeout=120)
+    assert "SIGTERM at step" in stdout, stderr[-3000:]
+    (checkpoint,) = list_checkpoints(run_dir)
+    assert 0 < verify(checkpoint)["step"] < 100000
+    assert not (run_dir / "export").exists()
