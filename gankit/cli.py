@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gankit.errors import GankitError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -62,14 +64,21 @@ def _sample(args: argparse.Namespace) -> None:
     from gankit.export import load_generator
     from gankit.outputs import image_grid, save_image
 
+    out = Path(args.out)
+    if out.suffix.lower() not in IMAGE_SUFFIXES or out.is_dir():
+        raise GankitError(
+            f"--out {out}: give an image file name ending in {', '.join(IMAGE_SUFFIXES)}"
+        )
     generator = load_generator(args.export, device=args.device)
     images = generator.sample(args.n, seed=args.seed)
-    print(save_image(image_grid(images), args.out))
+    print(save_image(image_grid(images), out))
 
 
 def _eval(args: argparse.Namespace) -> None:
     from gankit.evaluation import evaluate_export
 
+    if args.out and Path(args.out).is_dir():
+        raise GankitError(f"--out {args.out} is a folder; give a file name such as eval.json")
     results = evaluate_export(
         args.export,
         data_root=args.data_root,
@@ -85,6 +94,21 @@ def _eval(args: argparse.Namespace) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
+
+
+def positive(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small; it must be >= {minimum}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sample", help="write a grid of samples from an exported generator"
     )
     sample.add_argument("export", help="export folder, e.g. runs/mnist_dcgan/export/generator")
-    sample.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    sample.add_argument("--n", type=positive(1), default=64, help="number of images (default 64)")
     sample.add_argument(
         "--out", default="samples.png", help="output image file (default samples.png)"
     )
@@ -130,10 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("export", help="export folder, e.g. runs/mnist_dcgan/export/generator")
     evaluate.add_argument("--data-root", default="data", help="folder holding MNIST/raw/")
-    evaluate.add_argument("--n", type=int, default=10_000, help="generated samples (10000)")
+    evaluate.add_argument("--n", type=positive(2), default=10_000, help="generated samples (10000)")
     evaluate.add_argument("--split", choices=["test", "train"], default="test", help="reference")
     evaluate.add_argument("--seed", type=int, default=0, help="noise seed (0)")
-    evaluate.add_argument("--batch-size", type=int, default=500, help="images per batch (500)")
+    evaluate.add_argument(
+        "--batch-size", type=positive(1), default=500, help="images per batch (500)"
+    )
     evaluate.add_argument("--device", default="cpu", help="torch device (cpu)")
     evaluate.add_argument("--out", help="also write the JSON to this file")
     evaluate.add_argument(

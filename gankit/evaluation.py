@@ -57,13 +57,11 @@ class MNISTMetrics:
             warnings.filterwarnings("ignore", message=".*save all extracted features.*")
             self.score = InceptionScore(feature=logits, splits=SCORE_SPLITS).to(device)
         self.histogram = ClassHistogram(logits).to(device)
-        self.real_count = self.fake_count = 0
 
     @torch.no_grad()
     def update_real(self, images: torch.Tensor) -> None:
         """Add reference images, (N, 1, 28, 28) in [-1, 1]."""
         self.frechet.update(images, real=True)
-        self.real_count += images.shape[0]
 
     @torch.no_grad()
     def update_generated(self, images: torch.Tensor) -> None:
@@ -72,7 +70,6 @@ class MNISTMetrics:
         self.frechet.update(images, real=False)
         self.score.update(images)
         self.histogram.update(images)
-        self.fake_count += images.shape[0]
 
     def compute(self) -> dict[str, Any]:
         """The metrics of everything added so far (across processes when distributed)."""
@@ -97,7 +94,6 @@ class MNISTMetrics:
         self.frechet.reset()
         self.score.reset()
         self.histogram.reset()
-        self.fake_count = 0
 
 
 def check_mnist_shaped(image_shape: tuple[int, ...]) -> None:
@@ -141,15 +137,21 @@ def evaluate(
     device: str | torch.device = "cpu",
     process: int = 0,
     processes: int = 1,
+    metrics: MNISTMetrics | None = None,
 ) -> dict[str, Any]:
     """Evaluate `generate(count, rng) -> images` against `reference` images (from `split`).
 
     With several processes each makes its own `n / processes` samples (from its own seed) and
     adds its own slice of the reference; the metrics sum the statistics across processes.
+    `metrics` that already hold this process's reference are reused (only the generated side
+    is reset), which saves re-reading the reference at every evaluation during training.
     """
-    metrics = MNISTMetrics(device)
-    for batch in reference[process::processes].split(batch_size):
-        metrics.update_real(batch.to(device))
+    if metrics is None:
+        metrics = MNISTMetrics(device)
+        for batch in reference[process::processes].split(batch_size):
+            metrics.update_real(batch.to(device))
+    else:
+        metrics.reset_generated()
     share = n // processes + (1 if process < n % processes else 0)
     rng = torch.Generator(device).manual_seed(seed * 1_000_003 + process)
     for start in range(0, share, batch_size):
@@ -229,6 +231,10 @@ class TrainingEvaluator:
             raise GankitError("eval.every is set but there is no MNIST folder: set eval.data_root")
         self.settings, self.seed, self.accelerator = settings, recipe.train.seed, accelerator
         self.reference = reference_images(root, settings.split)
+        self.metrics = MNISTMetrics(accelerator.device)
+        shard = self.reference[accelerator.process_index :: accelerator.num_processes]
+        for batch in shard.split(settings.batch_size):
+            self.metrics.update_real(batch.to(accelerator.device))
 
     @torch.no_grad()
     def __call__(self, generator: torch.nn.Module) -> dict[str, Any]:
@@ -250,6 +256,7 @@ class TrainingEvaluator:
                 device=self.accelerator.device,
                 process=self.accelerator.process_index,
                 processes=self.accelerator.num_processes,
+                metrics=self.metrics,
             )
         finally:
             generator.train(was_training)

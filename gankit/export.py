@@ -73,6 +73,14 @@ def read_config(path: str | Path) -> dict[str, Any]:
     missing = [key for key in ("format_version", "kind", "name", "params") if key not in config]
     if missing:
         raise ExportError(f"{config_file} lacks {', '.join(missing)}; re-export the model")
+    kinds = {"format_version": int, "kind": str, "name": str, "params": dict, "runtime": dict}
+    wrong = [
+        key for key, kind in kinds.items() if key in config and not isinstance(config[key], kind)
+    ]
+    if wrong:
+        raise ExportError(
+            f"{config_file}: {', '.join(wrong)} have the wrong type; re-export the model"
+        )
     if config["format_version"] > FORMAT_VERSION:
         raise ExportError(
             f"{config_file} has format version {config['format_version']}, newer than this gankit "
@@ -84,6 +92,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild an exported model (any kind) in eval mode, with its weights loaded strictly."""
     folder = Path(path)
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ExportError(f"device {str(device)!r}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ExportError("device cuda was asked for, but no CUDA GPU is available; use cpu")
     config = read_config(folder)
     registry = next((r for r in REGISTRIES.values() if r.kind == config["kind"]), None)
     if registry is None:

@@ -39,13 +39,8 @@ class NonSaturatingLoss:
 
 
 @LOSSES.register("minimax")
-class MinimaxLoss:
+class MinimaxLoss(NonSaturatingLoss):
     """The original minimax game: G minimises log(1 - D(G(z))) (saturates early in training)."""
-
-    def discriminator(
-        self, real_logits: torch.Tensor, fake_logits: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return F.softplus(-real_logits.float()).mean(), F.softplus(fake_logits.float()).mean()
 
     def generator(self, fake_logits: torch.Tensor) -> torch.Tensor:
         return -F.softplus(fake_logits.float()).mean()  # log(1 - sigmoid(x)) = -softplus(x)

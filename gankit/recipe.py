@@ -60,7 +60,7 @@ class TrainSection(Strict):
     """Length, seed and output cadence of a run."""
 
     steps: int = Field(gt=0, description="training iterations (each runs the schedule once)")
-    seed: int = Field(0, description="seeds weights, noise and data order")
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds weights, noise and data order")
     log_every: int = Field(100, gt=0, description="steps between metric lines")
     sample_every: int = Field(1000, gt=0, description="steps between sample grids")
     n_samples: int = Field(100, gt=0, description="images in each grid, from fixed noise")
@@ -166,7 +166,7 @@ RESUME_SAFE_KEYS = (
     "train.allow_recipe_changes",
     "train.on_nan",
     "eval",
-    "perf.tf32",
+    "perf",
     "wandb",
 )
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from accelerate import Accelerator
 
+from gankit.errors import GankitError
 from gankit.recipe import WandbSection
 
 
@@ -37,7 +38,9 @@ def wandb_mode(section: WandbSection) -> str:
     if mode in ("dryrun",):
         mode = "offline"
     if mode not in ("online", "offline", "disabled"):
-        raise ValueError(f"WANDB_MODE={mode!r}; use online, offline or disabled")
+        raise GankitError(
+            f"W&B mode {mode!r} (wandb.mode or WANDB_MODE): use online, offline or disabled"
+        )
     if mode == "online" and not _has_api_key():
         print(
             "gankit: no W&B API key found (WANDB_API_KEY or `wandb login`); logging offline. "

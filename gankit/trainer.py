@@ -381,7 +381,7 @@ class Trainer:
         counts = torch.tensor(
             [d_updates, d_updates, g_updates, penalty_updates], device=self._sums.device
         )
-        means = self._sums / counts.clamp(min=1)
+        means = self._sums / counts  # NaN where no update of that kind ran (nothing to report)
         values = self.accelerator.reduce(means, reduction="mean").tolist()
         self._sums.zero_()
         self._counts = [0, 0, 0]

@@ -4,10 +4,10 @@
 
 Both run in this process on the same device, alternating in rounds, with warm-up, device
 synchronisation and medians. The plain loop is what one would write by hand: the same networks
-(built from the recipe), Adam, sigmoid cross-entropy, the schedule's D and G updates with the
-same noise, batches from a DataLoader. It prints ms per iteration, images/s and the ratio
-gankit / plain (1.05 = 5% overhead), then the same for a run with logging, sample grids and
-checkpoints every `--outputs-every` steps, so their cost is visible.
+(built from the recipe), Adam, the recipe's loss function, the alternating schedule's D and G
+updates with the same noise, batches from a DataLoader. It prints ms per iteration, images/s
+and the ratio gankit / plain (1.05 = 5% overhead), then the same for a run with logging,
+sample grids and checkpoints every `--outputs-every` steps, so their cost is visible.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from gankit.recipe import load_recipe
-from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS
+from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES
 from gankit.trainer import Trainer
 
 
@@ -51,6 +50,9 @@ class PlainLoop:
         self.g_opt = torch.optim.Adam(self.G.parameters(), lr=g.lr, betas=g.betas)
         self.d_opt = torch.optim.Adam(self.D.parameters(), lr=d.lr, betas=d.betas)
         self.loader = DataLoader(dataset, recipe.data.batch_size, shuffle=True, drop_last=True)
+        if recipe.schedule.name != "alternating":
+            raise SystemExit("bench.py's plain loop implements the alternating schedule only")
+        self.loss = LOSSES.build(recipe.loss)
         self.d_steps, self.g_steps = recipe.schedule.d_steps, recipe.schedule.g_steps
         self.device, self.batches = device, iter(())
 
@@ -67,16 +69,12 @@ class PlainLoop:
         for _ in range(self.d_steps):
             with torch.no_grad():
                 fake = self.G(z)
-            real_logits, fake_logits = self.D(real), self.D(fake)
-            d_loss = F.binary_cross_entropy_with_logits(
-                real_logits, torch.ones_like(real_logits)
-            ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+            d_loss = sum(self.loss.discriminator(self.D(real), self.D(fake)))
             self.d_opt.zero_grad()
             d_loss.backward()
             self.d_opt.step()
         for _ in range(self.g_steps):
-            fake_logits = self.D(self.G(z))
-            g_loss = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+            g_loss = self.loss.generator(self.D(self.G(z)))
             self.g_opt.zero_grad()
             g_loss.backward()
             self.g_opt.step()

@@ -130,6 +130,7 @@ def test_global_registries_by_section() -> None:
         "loss": "loss",
         "schedule": "schedule",
         "data": "dataset",
+        "regularizer": "regularizer",
     }
     assert "dcgan28" in REGISTRIES["generator"]
     assert "non_saturating" in REGISTRIES["loss"]
