@@ -1,0 +1,130 @@
+"""One training iteration: the schedule's phases as optimizer updates on device tensors.
+
+`IterationSteps` is the part of the Trainer that runs an iteration; it uses the attributes the
+Trainer builds (networks, optimizers, loss, schedule, regularizer, EMA, loss accumulators).
+Everything here stays on the device: no host sync unless `train.on_nan: skip`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from gankit.schedules import D_REGULARIZE, Phase
+
+
+class IterationSteps:
+    """The iteration of the Trainer: phases, micro-batches, updates and the NaN watch."""
+
+    accelerator: Any
+    recipe: Any
+    step: int
+
+    def train_step(self, real: torch.Tensor, z: torch.Tensor) -> None:
+        """Run the schedule's phases for one iteration on device tensors.
+
+        `real` and `z` hold `train.grad_accumulation` micro-batches; every phase averages its
+        loss over them into one update. No host sync unless `train.on_nan: skip`.
+        """
+        accumulation = self.recipe.train.grad_accumulation
+        micro_batches = list(zip(real.chunk(accumulation), z.chunk(accumulation), strict=True))
+        for phase in self.phases(self.step):
+            if phase.network == "generator":
+                trainable = [p for p in self.d_module.parameters() if p.requires_grad]
+                for parameter in trainable:  # D collects no gradient in G's update
+                    parameter.requires_grad_(False)
+                try:
+                    parts = self._update(
+                        self.G, self.g_optimizer, self._generator_loss, micro_batches
+                    )
+                finally:
+                    for parameter in trainable:
+                        parameter.requires_grad_(True)
+                first, counter = 2, 1
+            elif phase.kind == "regularize":
+                parts = self._update(self.D, self.d_optimizer, self._penalty_loss, micro_batches)
+                first, counter = 3, 2
+            else:
+                parts = self._update(
+                    self.D, self.d_optimizer, self._discriminator_loss, micro_batches
+                )
+                first, counter = 0, 0
+            if parts is not None:
+                self._sums[first : first + len(parts)] += parts
+                self._counts[counter] += 1
+        if self.ema is not None:
+            self.ema.update(self.g_module, self.step)
+        self.step += 1
+
+    def phases(self, step: int) -> tuple[Phase, ...]:
+        """The schedule's phases, then the regularizer's update on its own interval."""
+        every = self.regularizer.every
+        regularize = (D_REGULARIZE,) if every and (step + 1) % every == 0 else ()
+        return (*self.schedule.phases(step), *regularize)
+
+    def _penalty_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with self.accelerator.autocast(), torch.no_grad():
+            fake = self.G(z)
+        # scaled by the interval, so a lazy penalty keeps its average strength
+        return (self.regularizer.penalty(self.D, real, fake) * self.regularizer.every,)
+
+    def _discriminator_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with self.accelerator.autocast():
+            with torch.no_grad():
+                fake = self.G(z)
+            real_logits, fake_logits = self.D(real), self.D(fake)
+        return self.loss.discriminator(real_logits, fake_logits)
+
+    def _generator_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # D is called unwrapped: its weights are frozen, so DDP has nothing to sync for it.
+        with self.accelerator.autocast():
+            fake_logits = self.d_module(self.G(z))
+        return (self.loss.generator(fake_logits),)
+
+    def _update(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_parts: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]],
+        micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor | None:
+        """One optimizer step on the mean loss over the micro-batches; gradients are synced
+        across processes on the last micro-batch only. Returns the mean loss parts, detached,
+        or None when the update was skipped (`on_nan: skip`)."""
+        count = len(micro_batches)
+        optimizer.zero_grad(set_to_none=True)
+        totals = None
+        for index, (real, z) in enumerate(micro_batches):
+            # DDP decides in the forward whether the backward all-reduces: both go in no_sync
+            last = index == count - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+                parts = loss_parts(real, z)
+                loss = sum(parts) / count
+                if not self._watch(loss):
+                    optimizer.zero_grad(set_to_none=True)
+                    return None
+                self.accelerator.backward(loss)
+            detached = torch.stack([part.detach() for part in parts]) / count
+            totals = detached if totals is None else totals + detached
+        optimizer.step()
+        if self.recipe.mixed_precision == "fp16" and optimizer.step_was_skipped:
+            self._skipped_fp16[0 if optimizer is self.d_optimizer else 1] += 1
+        return totals
+
+    def _watch(self, loss: torch.Tensor) -> bool:
+        """Note the first step with a non-finite loss (on the device); with `on_nan: skip`,
+        return False for such a loss (on every process) so the update is skipped."""
+        bad = ~torch.isfinite(loss.detach())
+        if self.recipe.train.on_nan == "skip":
+            anywhere = self.accelerator.reduce(bad.float(), reduction="sum")
+            if bool(anywhere > 0):
+                self._skipped += 1
+                return False
+            return True
+        self._first_bad_step.copy_(
+            torch.where(bad & (self._first_bad_step < 0), self.step + 1, self._first_bad_step)
+        )
+        return True
