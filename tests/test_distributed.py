@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from gankit.checkpoint import list_checkpoints, verify
 from gankit.recipe import load_recipe
 from gankit.trainer import Trainer
 
@@ -37,27 +40,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def launch_command(script: Path | str, *args: str, processes: int = 2) -> list[str]:
+    """`accelerate launch --multi_gpu` of `script` on `processes` CPU processes."""
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+        "--num_processes", str(processes), "--num_machines", "1",
+        "--main_process_port", str(free_port()), "--mixed_precision", "no",
+        "--dynamo_backend", "no", str(script), *args,
+    ]  # fmt: skip
+
+
+def launch_env(wandb: str = "disabled") -> dict[str, str]:
+    return {**os.environ, "ACCELERATE_USE_CPU": "1", "WANDB_MODE": wandb, "OMP_NUM_THREADS": "1"}
+
+
 def launch(script: Path | str, *args: str, processes: int = 2, wandb: str = "disabled"):
-    """`accelerate launch --multi_gpu` on CPU processes, as a user would on one machine."""
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "WANDB_MODE": wandb, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        str(processes),
-        "--num_machines",
-        "1",
-        "--main_process_port",
-        str(free_port()),
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(script),
-        *args,
-    ]
+    """Launch as a user would on one machine, and expect success."""
+    command, env = launch_command(script, *args, processes=processes), launch_env(wandb)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
@@ -213,29 +212,15 @@ def test_a_global_batch_is_split_over_processes_or_refused(tmp_path, mnist_root)
     )
     assert whole.batch_size == 16  # one process: the global batch is its batch
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--main_process_port",
-            str(free_port()),
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            str(ROOT / "scripts" / "train.py"),
+        launch_command(
+            ROOT / "scripts" / "train.py",
             str(REFERENCE_RECIPE),
             *SMALL,
             "data.global_batch=true",
             "data.batch_size=15",
             f"output_dir={tmp_path / 'run'}",
-        ],
-        env={**os.environ, "ACCELERATE_USE_CPU": "1", "WANDB_MODE": "disabled"},
+        ),
+        env=launch_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -283,35 +268,17 @@ def test_two_processes_with_a_lazy_gradient_penalty(tmp_path, mnist_root):
 
 
 def test_sigterm_to_the_launcher_stops_every_process_at_the_same_step(tmp_path, mnist_root):
-    import signal
-    import time
-
-    from gankit.checkpoint import list_checkpoints, verify
-
     run_dir = tmp_path / "run"
-    env = {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "1",
-        "WANDB_MODE": "disabled",
-        "OMP_NUM_THREADS": "1",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(free_port()),
-        str(ROOT / "scripts" / "train.py"),
+    env = launch_env()
+    command = launch_command(
+        ROOT / "scripts" / "train.py",
         str(REFERENCE_RECIPE),
         *TINY,
         "train.steps=1000000",
         "train.log_every=100000",
         "train.checkpoint_every=100000",
         f"output_dir={run_dir}",
-    ]
+    )
     launcher = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
