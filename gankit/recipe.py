@@ -36,6 +36,10 @@ class AdamParams(Strict):
     )
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="after warm-up: keep lr, or decay it to 0 at train.steps"
+    )
+    warmup_steps: int = Field(0, ge=0, description="iterations of linear warm-up from 0")
 
 
 class OptimSection(Strict):

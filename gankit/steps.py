@@ -57,6 +57,8 @@ class IterationSteps:
                 self._counts[counter] += 1
         if self.ema is not None:
             self.ema.update(self.g_module, self.step)
+        for schedule in self.lr_schedules:
+            schedule.step()
         self.step += 1
 
     def phases(self, step: int) -> tuple[Phase, ...]:

@@ -7,6 +7,7 @@ runs the schedule's phases each iteration, and calls those modules at the right 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +35,26 @@ from gankit.steps import IterationSteps
 from gankit.stopping import StopRequest
 
 LOSS_NAMES = ("d_loss_real", "d_loss_fake", "g_loss", "d_penalty")
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, params: AdamParams, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then constant, linear or cosine decay to 0 at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < params.warmup_steps:
+            return (step + 1) / params.warmup_steps
+        progress = min(
+            1.0, (step - params.warmup_steps) / max(1, total_steps - params.warmup_steps)
+        )
+        if params.lr_schedule == "linear":
+            return 1.0 - progress
+        if params.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def make_adam(parameters: Any, params: AdamParams, fused: bool = False) -> torch.optim.Adam:
@@ -114,6 +135,15 @@ class Trainer(IterationSteps):
         self.G, self.D, self.g_optimizer, self.d_optimizer, self.loader = self.accelerator.prepare(
             generator, discriminator, g_optimizer, d_optimizer, loader
         )
+        # Stepped once per iteration by us (Accelerate would step a prepared one per process).
+        self.lr_schedules = [
+            lr_schedule(optimizer, params, recipe.train.steps)
+            for optimizer, params in (
+                (g_optimizer, recipe.optim.generator),
+                (d_optimizer, recipe.optim.discriminator),
+            )
+            if params.lr_schedule != "constant" or params.warmup_steps
+        ]
         self.device_batches = (
             fastpath.DeviceBatches(dataset, loader.batch_size, seed, self.accelerator)
             if perf.data_on_device
@@ -145,7 +175,7 @@ class Trainer(IterationSteps):
         self.checkpoints = CheckpointManager(
             self.accelerator, self.run_dir, recipe.train.keep_checkpoints
         )
-        self.accelerator.register_for_checkpointing(Progress(self))
+        self.accelerator.register_for_checkpointing(Progress(self), *self.lr_schedules)
         self.stop_vote = parallel.StopVote() if self.accelerator.num_processes > 1 else None
 
     def resume(self) -> None:
