@@ -83,28 +83,26 @@ def test_evaluate_records_its_protocol(test_images, train_images):
     assert results == evaluate(generate, test_images, n=1200, seed=3, batch_size=500)
 
 
-def test_eval_command_writes_json_for_an_export(tmp_path, mnist_root):
+def run_eval(tmp_path, mnist_root, *options: str) -> subprocess.CompletedProcess:
+    """`gankit eval` of a freshly exported tiny generator."""
     generator = gankit.GENERATORS.build({"name": "dcgan28", "width": 4}, image_shape=(1, 28, 28))
     gankit.save_model(generator, tmp_path / "generator", step=0)
+    command = [
+        sys.executable,
+        "-m",
+        "gankit.cli",
+        "eval",
+        str(tmp_path / "generator"),
+        "--data-root",
+        str(mnist_root),
+        *options,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_eval_command_writes_json_for_an_export(tmp_path, mnist_root):
     out = tmp_path / "eval.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gankit.cli",
-            "eval",
-            str(tmp_path / "generator"),
-            "--data-root",
-            str(mnist_root),
-            "--n",
-            "500",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_eval(tmp_path, mnist_root, "--n", "500", "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     written = json.loads(out.read_text())
     assert written == json.loads(result.stdout)
@@ -131,27 +129,8 @@ def test_training_evaluates_every_n_steps(tmp_path, mnist_root):
 
 
 def test_inception_metrics_say_what_is_missing(tmp_path, mnist_root):
-    generator = gankit.GENERATORS.build({"name": "dcgan28", "width": 4}, image_shape=(1, 28, 28))
-    gankit.save_model(generator, tmp_path / "generator")
     missing = tmp_path / "pt_inception.pth"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gankit.cli",
-            "eval",
-            str(tmp_path / "generator"),
-            "--data-root",
-            str(mnist_root),
-            "--n",
-            "100",
-            "--inception-weights",
-            str(missing),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_eval(tmp_path, mnist_root, "--n", "100", "--inception-weights", str(missing))
     assert result.returncode == 2
     assert f"Inception weights not found at '{missing}'" in result.stderr
     assert "Traceback" not in result.stderr
