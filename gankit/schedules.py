@@ -17,10 +17,12 @@ from gankit.registry import SCHEDULES
 
 @dataclass(frozen=True)
 class Phase:
-    """One optimiser update of one network: on its adversarial loss, or on a regularizer."""
+    """One optimiser update of one network: on its adversarial loss, or on a regularizer, with
+    the iteration's `batch`-th batch of real images and noise (see `batches_per_step`)."""
 
     network: Literal["discriminator", "generator"]
     kind: Literal["loss", "regularize"] = "loss"
+    batch: int = 0
 
 
 D_STEP = Phase("discriminator")
@@ -29,7 +31,11 @@ D_REGULARIZE = Phase("discriminator", "regularize")
 
 
 class Schedule(Protocol):
-    """What the trainer needs from a schedule; `state_dict` lets stateful ones resume."""
+    """What the trainer needs from a schedule; `state_dict` lets stateful ones resume.
+
+    A schedule may set `batches_per_step` (default 1): how many fresh batches (and noise) the
+    trainer draws per iteration for its phases to use.
+    """
 
     def phases(self, step: int) -> tuple[Phase, ...]: ...
 
@@ -52,6 +58,34 @@ class AlternatingSchedule:
 
     def __init__(self, d_steps: int = 1, g_steps: int = 1) -> None:
         self._phases = (D_STEP,) * d_steps + (G_STEP,) * g_steps
+
+    def phases(self, step: int) -> tuple[Phase, ...]:
+        return self._phases
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class NCriticParams(BaseModel):
+    """Parameters of the n-critic schedule."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_critic: int = Field(5, ge=1, description="critic updates per generator update")
+
+
+@SCHEDULES.register("n_critic", params=NCriticParams)
+class NCriticSchedule:
+    """`n_critic` D updates, each on a fresh batch and fresh noise, then one G update (WGAN)."""
+
+    def __init__(self, n_critic: int = 5) -> None:
+        self.batches_per_step = n_critic
+        self._phases = (
+            *(Phase("discriminator", batch=index) for index in range(n_critic)),
+            Phase("generator", batch=n_critic - 1),
+        )
 
     def phases(self, step: int) -> tuple[Phase, ...]:
         return self._phases

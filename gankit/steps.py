@@ -22,16 +22,23 @@ class IterationSteps:
     accelerator: Any
     recipe: Any
     step: int
+    batches_per_step: int
 
     def train_step(self, real: torch.Tensor, z: torch.Tensor) -> None:
         """Run the schedule's phases for one iteration on device tensors.
 
-        `real` and `z` hold `train.grad_accumulation` micro-batches; every phase averages its
-        loss over them into one update. No host sync unless `train.on_nan: skip`.
+        `real` and `z` hold the schedule's `batches_per_step` batches, each of
+        `train.grad_accumulation` micro-batches; a phase uses its batch (`Phase.batch`) and
+        averages its loss over the micro-batches into one update. No host sync unless
+        `train.on_nan: skip`.
         """
         accumulation = self.recipe.train.grad_accumulation
-        micro_batches = list(zip(real.chunk(accumulation), z.chunk(accumulation), strict=True))
+        groups = zip(real.chunk(self.batches_per_step), z.chunk(self.batches_per_step), strict=True)
+        batches = [  # one entry per batch of the iteration, each split into micro-batches
+            list(zip(r.chunk(accumulation), n.chunk(accumulation), strict=True)) for r, n in groups
+        ]
         for phase in self.phases(self.step):
+            micro_batches = batches[phase.batch]
             if phase.network == "generator":
                 trainable = [p for p in self.d_module.parameters() if p.requires_grad]
                 for parameter in trainable:  # D collects no gradient in G's update

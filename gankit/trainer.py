@@ -112,6 +112,7 @@ class Trainer(IterationSteps):
         self.loss = LOSSES.build(recipe.loss)
         self.schedule = SCHEDULES.build(recipe.schedule)
         self.regularizer = REGULARIZERS.build(recipe.regularizer)
+        self.batches_per_step = getattr(self.schedule, "batches_per_step", 1)
         if self.batch_norm == "sync" and self.accelerator.num_processes > 1:
             generator, discriminator = parallel.use_sync_batch_norm(generator, discriminator)
         loader = DataLoader(
@@ -205,6 +206,12 @@ class Trainer(IterationSteps):
                 yield batch
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
+    def next_inputs(self, batches: Iterator[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real images and noise of the coming iteration (all the schedule's batches)."""
+        drawn = [next(batches) for _ in range(self.batches_per_step)]
+        real = drawn[0] if len(drawn) == 1 else torch.cat(drawn)
+        return real, self.next_noise(real.shape[0])
+
     def next_noise(self, n: int) -> torch.Tensor:
         """This process's `n` rows of the coming step's global noise.
 
@@ -241,8 +248,7 @@ class Trainer(IterationSteps):
         batches = self.batches()
         with StopRequest() as stop:
             while self.step < train.steps:
-                real = next(batches)
-                self.train_step(real, self.next_noise(real.shape[0]))
+                self.train_step(*self.next_inputs(batches))
                 window_steps += 1
                 progress.update(1)
                 last = self.step == train.steps

@@ -121,8 +121,7 @@ def main() -> None:
     batches = trainer.batches()
 
     def gankit_step() -> None:
-        real = next(batches)
-        trainer.train_step(real, trainer.next_noise(real.shape[0]))
+        trainer.train_step(*trainer.next_inputs(batches))
 
     time_steps(gankit_step, device, args.warmup)
     time_steps(plain.step, device, args.warmup)
