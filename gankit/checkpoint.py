@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +99,6 @@ def verify(folder: Path) -> dict[str, Any]:
         if _sha256(path) != expected["sha256"]:
             raise CheckpointError(f"{folder}: {name} is corrupt (its SHA-256 does not match)")
     return manifest
-
-
-def warn(message: str) -> None:
-    """A warning on stderr that does not stop the run."""
-    print(f"gankit: warning: {message}", file=sys.stderr, flush=True)
 
 
 class CheckpointManager:

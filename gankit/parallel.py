@@ -14,8 +14,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, parse_flag_from_env
 
 from gankit._version import __version__
-from gankit.checkpoint import warn
-from gankit.errors import GankitError
+from gankit.errors import GankitError, warn
 from gankit.recipe import RecipeBase
 
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from gankit import outputs
-from gankit.checkpoint import CHECKPOINTS_DIR, RECIPE_FILE, CheckpointError, warn
-from gankit.errors import GankitError
+from gankit.checkpoint import CHECKPOINTS_DIR, RECIPE_FILE, CheckpointError
+from gankit.errors import GankitError, warn
 from gankit.recipe import RecipeBase, dump_recipe, recipe_dict, training_changes, validate_recipe
 
 if TYPE_CHECKING:

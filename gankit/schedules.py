@@ -44,20 +44,10 @@ class Schedule(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class AlternatingParams(BaseModel):
-    """Parameters of the alternating schedule."""
+class FixedSchedule:
+    """A schedule whose phases are the same every iteration, so it has no state to save."""
 
-    model_config = ConfigDict(extra="forbid")
-    d_steps: int = Field(1, ge=1, description="discriminator updates per iteration")
-    g_steps: int = Field(1, ge=1, description="generator updates per iteration, after D's")
-
-
-@SCHEDULES.register("alternating", params=AlternatingParams)
-class AlternatingSchedule:
-    """`d_steps` D updates, then `g_steps` G updates, every iteration (reference: 1 and 2)."""
-
-    def __init__(self, d_steps: int = 1, g_steps: int = 1) -> None:
-        self._phases = (D_STEP,) * d_steps + (G_STEP,) * g_steps
+    _phases: tuple[Phase, ...]
 
     def phases(self, step: int) -> tuple[Phase, ...]:
         return self._phases
@@ -67,6 +57,22 @@ class AlternatingSchedule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+class AlternatingParams(BaseModel):
+    """Parameters of the alternating schedule."""
+
+    model_config = ConfigDict(extra="forbid")
+    d_steps: int = Field(1, ge=1, description="discriminator updates per iteration")
+    g_steps: int = Field(1, ge=1, description="generator updates per iteration, after D's")
+
+
+@SCHEDULES.register("alternating", params=AlternatingParams)
+class AlternatingSchedule(FixedSchedule):
+    """`d_steps` D updates, then `g_steps` G updates, every iteration (reference: 1 and 2)."""
+
+    def __init__(self, d_steps: int = 1, g_steps: int = 1) -> None:
+        self._phases = (D_STEP,) * d_steps + (G_STEP,) * g_steps
 
 
 class NCriticParams(BaseModel):
@@ -77,7 +83,7 @@ class NCriticParams(BaseModel):
 
 
 @SCHEDULES.register("n_critic", params=NCriticParams)
-class NCriticSchedule:
+class NCriticSchedule(FixedSchedule):
     """`n_critic` D updates, each on a fresh batch and fresh noise, then one G update (WGAN)."""
 
     def __init__(self, n_critic: int = 5) -> None:
@@ -86,12 +92,3 @@ class NCriticSchedule:
             *(Phase("discriminator", batch=index) for index in range(n_critic)),
             Phase("generator", batch=n_critic - 1),
         )
-
-    def phases(self, step: int) -> tuple[Phase, ...]:
-        return self._phases
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
