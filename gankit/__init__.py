@@ -1,6 +1,6 @@
 """gankit: train GANs from typed recipes, with pluggable components, on Accelerate."""
 
-from gankit import data, losses, models, regularizers, schedules  # noqa: F401  (built-ins)
+from gankit import data, losses, models, regularizers, schedules, toy  # noqa: F401 (built-ins)
 from gankit._version import __version__
 from gankit.errors import GankitError
 from gankit.export import load_generator, load_model, save_model

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from gankit.errors import GankitError
 
@@ -62,7 +63,7 @@ def _list(args: argparse.Namespace) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     from gankit.export import load_generator
-    from gankit.outputs import image_grid, save_image
+    from gankit.outputs import render_samples, save_image
 
     out = Path(args.out)
     if out.suffix.lower() not in IMAGE_SUFFIXES or out.is_dir():
@@ -70,8 +71,34 @@ def _sample(args: argparse.Namespace) -> None:
             f"--out {out}: give an image file name ending in {', '.join(IMAGE_SUFFIXES)}"
         )
     generator = load_generator(args.export, device=args.device)
-    images = generator.sample(args.n, seed=args.seed)
-    print(save_image(image_grid(images), out))
+    labels = _labels(args.labels, args.n, generator)
+    try:
+        images = generator.sample(args.n, seed=args.seed, labels=labels)
+    except ValueError as error:
+        raise GankitError(f"--labels {args.labels}: {error}") from None
+    print(save_image(render_samples(images, labels=labels), out))
+
+
+def _labels(text: str | None, n: int, generator: Any) -> list[int] | None:
+    """--labels as class indices: one for every image, or one per image; for a conditional
+    generator without --labels, one class per grid row."""
+    from gankit.models.base import grid_labels
+
+    if not generator.num_classes:
+        if text is not None:
+            raise GankitError("--labels: this generator is unconditional; leave --labels out")
+        return None
+    if text is None:
+        return grid_labels(n, generator.num_classes).tolist()
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise GankitError(
+            f"--labels {text}: give class indices separated by commas, e.g. 3 or 0,1,2"
+        ) from None
+    if len(values) not in (1, n):
+        raise GankitError(f"--labels: give one class, or {n} (one per image); got {len(values)}")
+    return values * n if len(values) == 1 else values
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -147,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
     sample.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    sample.add_argument(
+        "--labels",
+        help="conditional generators: a class for all images (3) or one per image (0,1,2,...); "
+        "default: one class per row",
+    )
     sample.set_defaults(run=_sample)
 
     evaluate = commands.add_parser(

@@ -1,13 +1,19 @@
-"""Datasets: each returns a torch Dataset of (image, label), images float (C, H, W) in [-1, 1]."""
+"""Datasets: each returns a torch Dataset of (image, label), images float (C, H, W) in [-1, 1].
+
+Every dataset built here carries `classes`, the list of its class names; `num_classes` reads it.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from gankit.errors import DatasetError
 from gankit.registry import DATASETS
@@ -18,51 +24,378 @@ MNIST_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+CIFAR10_FILES = (
+    "data_batch_1",
+    "data_batch_2",
+    "data_batch_3",
+    "data_batch_4",
+    "data_batch_5",
+    "test_batch",
+    "batches.meta",
+)
+CIFAR100_FILES = ("train", "test", "meta")
+RESIZE_CHUNK = 4096  # images resized at a time, to bound the extra memory of `size`
 
 
-class MNISTParams(BaseModel):
-    """Where MNIST lives and whether it may be downloaded."""
+@dataclass(frozen=True)
+class TorchvisionSource:
+    """Where a torchvision dataset keeps its files under `root`, and how to describe them."""
+
+    title: str  # the dataset's name in messages
+    class_name: str  # the torchvision.datasets class
+    folder: str  # the folder torchvision reads, relative to root
+    files: tuple[str, ...]  # the files torchvision checks for there
+    form: str  # what the files are, for the message that asks for them
+    mirrors: str  # where torchvision downloads them from, in words
+
+    def path(self, root: str) -> Path:
+        """The resolved folder torchvision reads for this `root`."""
+        return (Path(root).expanduser() / self.folder).resolve()
+
+
+MNIST_SOURCE = TorchvisionSource(
+    "MNIST", "MNIST", "MNIST/raw", MNIST_FILES, "uncompressed", "the MNIST mirrors"
+)
+FASHION_MNIST_SOURCE = TorchvisionSource(
+    "FashionMNIST",
+    "FashionMNIST",
+    "FashionMNIST/raw",
+    MNIST_FILES,
+    "uncompressed",
+    "the Fashion-MNIST mirror",
+)
+KMNIST_SOURCE = TorchvisionSource(
+    "KMNIST", "KMNIST", "KMNIST/raw", MNIST_FILES, "uncompressed", "the KMNIST mirror"
+)
+CIFAR10_SOURCE = TorchvisionSource(
+    "CIFAR-10",
+    "CIFAR10",
+    "cifar-10-batches-py",
+    CIFAR10_FILES,
+    "the Python version, as extracted from cifar-10-python.tar.gz",
+    "www.cs.toronto.edu",
+)
+CIFAR100_SOURCE = TorchvisionSource(
+    "CIFAR-100",
+    "CIFAR100",
+    "cifar-100-python",
+    CIFAR100_FILES,
+    "the Python version, as extracted from cifar-100-python.tar.gz",
+    "www.cs.toronto.edu",
+)
+
+
+class TorchvisionParams(BaseModel):
+    """Where a torchvision dataset lives, whether it may be downloaded, and the image size."""
 
     model_config = ConfigDict(extra="forbid")
-    root: str = Field("data", description="folder holding MNIST/raw/ (torchvision layout)")
+    root: str = Field("data", description="folder that holds the dataset's torchvision folder")
     download: bool = Field(True, description="download the files when they are missing")
+    split: Literal["train", "test"] = Field("train", description="train or test split")
+    size: int | None = Field(
+        None, gt=0, description="resize to size x size (bilinear, antialiased); none: native"
+    )
+
+
+class MNISTParams(TorchvisionParams):
+    """Where MNIST lives, whether it may be downloaded, and the image size."""
+
+    root: str = Field("data", description="folder holding MNIST/raw/ (torchvision layout)")
     split: Literal["train", "test"] = Field("train", description="train (60k) or test (10k)")
 
 
-@DATASETS.register("mnist", params=MNISTParams)
-def mnist(
-    root: str = "data", download: bool = True, split: Literal["train", "test"] = "train"
-) -> TensorDataset:
-    """MNIST digits, 1x28x28, scaled to [-1, 1] once and held in memory."""
-    from torchvision.datasets import MNIST
+class FashionMNISTParams(TorchvisionParams):
+    """Where Fashion-MNIST lives, whether it may be downloaded, and the image size."""
 
-    raw = Path(root).expanduser() / "MNIST" / "raw"
-    missing = [name for name in MNIST_FILES if not (raw / name).exists()]
+    root: str = Field("data", description="folder holding FashionMNIST/raw/ (torchvision layout)")
+    split: Literal["train", "test"] = Field("train", description="train (60k) or test (10k)")
+
+
+class KMNISTParams(TorchvisionParams):
+    """Where Kuzushiji-MNIST lives, whether it may be downloaded, and the image size."""
+
+    root: str = Field("data", description="folder holding KMNIST/raw/ (torchvision layout)")
+    split: Literal["train", "test"] = Field("train", description="train (60k) or test (10k)")
+
+
+class CIFAR10Params(TorchvisionParams):
+    """Where CIFAR-10 lives, whether it may be downloaded, and the image size."""
+
+    root: str = Field("data", description="folder holding cifar-10-batches-py/ (torchvision)")
+    split: Literal["train", "test"] = Field("train", description="train (50k) or test (10k)")
+
+
+class CIFAR100Params(TorchvisionParams):
+    """Where CIFAR-100 lives, whether it may be downloaded, and the image size."""
+
+    root: str = Field("data", description="folder holding cifar-100-python/ (torchvision)")
+    split: Literal["train", "test"] = Field("train", description="train (50k) or test (10k)")
+
+
+def _register_torchvision(
+    name: str,
+    source: TorchvisionSource,
+    params: type[BaseModel],
+    summary: str,
+    classes: Sequence[str] | None = None,
+) -> Any:
+    """Register a torchvision dataset under `name`, loaded whole into memory (see `_in_memory`)."""
+
+    def load(
+        root: str = "data",
+        download: bool = True,
+        split: Literal["train", "test"] = "train",
+        size: int | None = None,
+    ) -> TensorDataset:
+        dataset = _open_torchvision(source, root, download, split)
+        images = dataset.data
+        images = _nchw(images) if images.ndim == 4 else images.unsqueeze(1)  # CIFAR is NHWC
+        return _in_memory(images, dataset.targets, classes or dataset.classes, size)
+
+    load.__name__ = load.__qualname__ = name
+    load.__doc__ = summary
+    return DATASETS.register(name, params=params)(load)
+
+
+mnist = _register_torchvision(
+    "mnist",
+    MNIST_SOURCE,
+    MNISTParams,
+    "MNIST digits, 1x28x28, scaled to [-1, 1] once and held in memory.",
+    classes=[str(digit) for digit in range(10)],
+)
+fashion_mnist = _register_torchvision(
+    "fashion_mnist",
+    FASHION_MNIST_SOURCE,
+    FashionMNISTParams,
+    "Fashion-MNIST clothing, 1x28x28, scaled to [-1, 1] once and held in memory.",
+)
+kmnist = _register_torchvision(
+    "kmnist",
+    KMNIST_SOURCE,
+    KMNISTParams,
+    "Kuzushiji-MNIST characters, 1x28x28, scaled to [-1, 1] once and held in memory.",
+)
+cifar10 = _register_torchvision(
+    "cifar10",
+    CIFAR10_SOURCE,
+    CIFAR10Params,
+    "CIFAR-10 photos, 3x32x32 in 10 classes, scaled to [-1, 1] once and held in memory.",
+)
+cifar100 = _register_torchvision(
+    "cifar100",
+    CIFAR100_SOURCE,
+    CIFAR100Params,
+    "CIFAR-100 photos, 3x32x32 in 100 classes, scaled to [-1, 1] once and held in memory.",
+)
+
+
+def _open_torchvision(
+    source: TorchvisionSource, root: str, download: bool, split: Literal["train", "test"]
+) -> Any:
+    """The torchvision dataset, or a DatasetError saying what is missing, where, and the fix."""
+    import torchvision.datasets
+
+    folder = source.path(root)
+    missing = [name for name in source.files if not (folder / name).exists()]
     if missing and not download:
-        raise DatasetError(
-            _missing_message(raw, missing, "download is off", "or set data.download: true")
-        )
+        raise DatasetError(files_message(source, folder, missing, "download is off", download))
     try:
-        dataset = MNIST(str(Path(root).expanduser()), train=split == "train", download=download)
+        cls = getattr(torchvision.datasets, source.class_name)
+        return cls(str(Path(root).expanduser()), train=split == "train", download=download)
     except Exception as error:  # torchvision raises several types for offline and bad files
-        raise DatasetError(
-            _missing_message(
-                raw,
-                missing,
-                f"the download failed ({type(error).__name__}: {' '.join(str(error).split())})",
-                "or retry where the network reaches the MNIST mirrors",
-            )
-        ) from None
-    images = dataset.data.unsqueeze(1).float().div_(127.5).sub_(1.0)
-    return TensorDataset(images, dataset.targets.clone())
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        why = f"the download failed ({reason})" if missing else f"loading them failed ({reason})"
+        raise DatasetError(files_message(source, folder, missing, why, download)) from None
 
 
-def _missing_message(raw: Path, missing: list[str], why: str, remedy: str) -> str:
+def files_message(
+    source: TorchvisionSource, folder: Path, missing: Sequence[str], why: str, download: bool
+) -> str:
+    """The message for a torchvision dataset whose files are missing or unreadable."""
+    where = f"{source.title} files missing in {folder}: {', '.join(missing)}"
+    if not missing:
+        where = f"{source.title} files in {folder} are unreadable or fail torchvision's checks"
+    retry = "retry" if download else "set data.download: true"
+    layout = source.folder.split("/")[0] + ("/raw/" if source.folder.endswith("/raw") else "/")
     return (
-        f"MNIST files missing in {raw.resolve()}: {', '.join(missing) or 'none, but unreadable'}; "
-        f"{why}. Put the four files {', '.join(MNIST_FILES)} (uncompressed) in that folder, "
-        f"point data.root at the folder that holds MNIST/raw/, {remedy}."
+        f"{where}; {why}. Put the files {', '.join(source.files)} ({source.form}) in that "
+        f"folder, point data.root at the folder that holds {layout}, or {retry} where the "
+        f"network reaches {source.mirrors}."
     )
+
+
+def _nchw(images: Any) -> torch.Tensor:
+    """(N, H, W, C) uint8 numpy images as a contiguous (N, C, H, W) tensor."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
+def _in_memory(
+    images: torch.Tensor, labels: Any, classes: Sequence[str], size: int | None
+) -> TensorDataset:
+    """A TensorDataset of uint8 (N, C, H, W) images scaled to [-1, 1] (and resized to `size`)."""
+    if size is None or tuple(images.shape[-2:]) == (size, size):
+        scaled = images.float().div_(127.5).sub_(1.0)
+    else:
+        scaled = torch.empty((images.shape[0], images.shape[1], size, size))
+        for start in range(0, images.shape[0], RESIZE_CHUNK):
+            chunk = images[start : start + RESIZE_CHUNK].float().div_(127.5).sub_(1.0)
+            resized = torch.nn.functional.interpolate(
+                chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            )
+            scaled[start : start + RESIZE_CHUNK] = resized.clamp_(-1.0, 1.0)
+    targets = labels.clone() if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
+    dataset = TensorDataset(scaled, targets.long())
+    dataset.classes = list(classes)  # type: ignore[attr-defined]
+    return dataset
+
+
+class ImageFolderParams(BaseModel):
+    """A folder of image files, with class subfolders or without."""
+
+    model_config = ConfigDict(extra="forbid")
+    root: str = Field(
+        description="folder of images: one subfolder per class, or the images directly in it"
+    )
+    size: int = Field(gt=0, description="images come out size x size")
+    channels: Literal[1, 3] = Field(3, description="1: greyscale, 3: RGB")
+    crop: Literal["center", "stretch"] = Field(
+        "center",
+        description="center: short side to size, then the central square; stretch: to size x size",
+    )
+
+
+@DATASETS.register("image_folder", params=ImageFolderParams)
+def image_folder(
+    root: str,
+    size: int,
+    channels: Literal[1, 3] = 3,
+    crop: Literal["center", "stretch"] = "center",
+) -> ImageFolderDataset:
+    """Image files from a folder, decoded per item; subfolders are classes."""
+    return ImageFolderDataset(root, size, channels=channels, crop=crop)
+
+
+class ImageFolderDataset(Dataset):
+    """Image files under `root`, found recursively and decoded when an item is read.
+
+    Images in first-level subfolders are labelled by subfolder (class names sorted, like
+    torchvision's ImageFolder); images directly in `root` form one class named after `root`.
+    Names starting with '.' are skipped. Items are (float (channels, size, size) in [-1, 1],
+    int label). Picklable, so DataLoader workers can read it.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        size: int,
+        *,
+        channels: Literal[1, 3] = 3,
+        crop: Literal["center", "stretch"] = "center",
+    ) -> None:
+        from torchvision.datasets.folder import IMG_EXTENSIONS
+
+        if size <= 0:
+            raise ValueError(f"size must be positive, got {size}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if crop not in ("center", "stretch"):
+            raise ValueError(f"crop must be 'center' or 'stretch', got {crop!r}")
+        folder = Path(root).expanduser().resolve()
+        if not folder.is_dir():
+            state = "is not a folder" if folder.exists() else "does not exist"
+            raise DatasetError(
+                f"image folder {folder} {state}. Point data.root at a folder of images (one "
+                "subfolder per class, or the images directly in it)."
+            )
+        found = _find_images(folder, tuple(IMG_EXTENSIONS))
+        if not found:
+            raise DatasetError(
+                f"no images found in {folder} (searched it and its subfolders for "
+                f"{', '.join(IMG_EXTENSIONS)}, in any case; names starting with '.' are "
+                "skipped). Put images there or point data.root at the folder that holds them."
+            )
+        loose = [path for path in found if len(path.parts) == 1]
+        nested = sorted({path.parts[0] for path in found if len(path.parts) > 1})
+        if loose and nested:
+            shown = ", ".join(str(path) for path in loose[:3]) + (", ..." if len(loose) > 3 else "")
+            raise DatasetError(
+                f"image folder {folder} mixes {len(loose)} images directly in it ({shown}) with "
+                f"images in class subfolders ({', '.join(nested)}). Move the loose images into "
+                "a subfolder of their own, or point data.root at a folder with one layout."
+            )
+        self.root = str(folder)
+        self.size = size
+        self.channels = channels
+        self.crop = crop
+        self.classes: list[str] = nested or [folder.name]
+        index = {name: label for label, name in enumerate(self.classes)}
+        self.files = [str(folder / path) for path in found]
+        self.labels = [index[path.parts[0]] if nested else 0 for path in found]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path = self.files[index]
+        try:
+            pixels = _decode(path, self.channels)
+        except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files
+            reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
+            raise DatasetError(
+                f"cannot read image {path} ({reason}). Replace or delete that file, or move "
+                f"it out of {self.root}."
+            ) from None
+        return _fit(pixels, self.size, self.crop).float().div_(127.5).sub_(1.0), self.labels[index]
+
+
+def _find_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """Image files under `folder` (relative paths), sorted by path, hidden names skipped."""
+    suffixes = tuple(extension.lower() for extension in extensions)
+    found = []
+    for parent, subfolders, files in os.walk(folder, followlinks=True):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        relative = Path(parent).relative_to(folder)
+        found.extend(
+            relative / name
+            for name in files
+            if not name.startswith(".") and name.lower().endswith(suffixes)
+        )
+    return sorted(found, key=lambda path: path.parts)
+
+
+def _decode(path: str, channels: int) -> torch.Tensor:
+    """The image file as a uint8 (channels, H, W) tensor; 16-bit greyscale scaled to 8 bits."""
+    import numpy as np
+    from PIL import Image, ImageOps
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    with Image.open(path) as image:
+        ImageOps.exif_transpose(image, in_place=True)
+        if image.mode.startswith("I;16"):
+            deep = np.asarray(image, dtype=np.float64) / 257.0
+            image = Image.fromarray(np.clip(np.rint(deep), 0, 255).astype(np.uint8), mode="L")
+        return pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
+
+
+def _fit(pixels: torch.Tensor, size: int, crop: str) -> torch.Tensor:
+    """Resize (bilinear, antialiased) a (C, H, W) image to (C, size, size)."""
+    from torchvision.transforms.v2.functional import center_crop, resize
+
+    if crop == "center":
+        side = min(pixels.shape[-2:])
+        pixels = center_crop(pixels, [side, side])
+    if tuple(pixels.shape[-2:]) == (size, size):
+        return pixels
+    return resize(pixels, [size, size], antialias=True)
+
+
+def num_classes(dataset: Dataset) -> int:
+    """How many classes `dataset` has (its `classes`, seen through Subsets); 0 when unknown."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    classes = getattr(dataset, "classes", None)
+    return len(classes) if classes is not None else 0
 
 
 def image_shape(dataset: torch.utils.data.Dataset) -> tuple[int, int, int]:

@@ -10,6 +10,7 @@ twice. Every result carries a `protocol` saying exactly how it was made.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import warnings
@@ -44,6 +45,58 @@ class ClassHistogram(Metric):
         return self.counts / self.counts.sum().clamp(min=1)
 
 
+class LabelAgreement(Metric):
+    """How often the classifier names the class a conditional generator was asked for, per
+    class (summed across processes)."""
+
+    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.predict = predict
+        self.add_state("correct", torch.zeros(10, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros(10, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        labels = labels.long()
+        hits = (self.predict(images).argmax(1) == labels).double()
+        self.correct += torch.zeros_like(self.correct).index_add_(0, labels, hits)
+        self.total += torch.bincount(labels, minlength=10).double()
+
+    def compute(self) -> dict[str, Any]:
+        asked = self.total > 0
+        return {
+            "label_accuracy": float(self.correct.sum() / self.total.sum().clamp(min=1)),
+            "label_accuracy_per_class": [
+                round(float(c / t), 5) if t > 0 else None
+                for c, t in zip(self.correct, self.total, strict=True)
+            ],
+            "classes_asked": int(asked.sum()),
+        }
+
+
+GeneratedBatch = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
+
+
+def split_generated(batch: GeneratedBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images and their requested labels (None when unconditional) from what `generate` gave."""
+    return batch if isinstance(batch, tuple) else (batch, None)
+
+
+def conditional_generate(
+    generator: Any, autocast: Any = None
+) -> Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]:
+    """`generate(count, rng)` for the metrics: noise (and uniform labels when the generator is
+    class-conditional) from `rng`, images as float32 with the labels they were asked for."""
+
+    def generate(count: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = generator.sample_noise(count, generator=rng)
+        labels = generator.sample_labels(count, generator=rng)
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            images = generator.generate(z, labels)
+        return images.float(), labels
+
+    return generate
+
+
 class MNISTMetrics:
     """Accumulates real and generated images, then computes every MNIST metric at once."""
 
@@ -57,6 +110,7 @@ class MNISTMetrics:
             warnings.filterwarnings("ignore", message=".*save all extracted features.*")
             self.score = InceptionScore(feature=logits, splits=SCORE_SPLITS).to(device)
         self.histogram = ClassHistogram(logits).to(device)
+        self.agreement = LabelAgreement(logits).to(device)
 
     @torch.no_grad()
     def update_real(self, images: torch.Tensor) -> None:
@@ -64,12 +118,15 @@ class MNISTMetrics:
         self.frechet.update(images, real=True)
 
     @torch.no_grad()
-    def update_generated(self, images: torch.Tensor) -> None:
-        """Add generated images, (N, 1, 28, 28) in [-1, 1]."""
+    def update_generated(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Add generated images, (N, 1, 28, 28) in [-1, 1], and the class each was asked to
+        show when the generator is class-conditional."""
         images = images.float()
         self.frechet.update(images, real=False)
         self.score.update(images)
         self.histogram.update(images)
+        if labels is not None:
+            self.agreement.update(images, labels)
 
     def compute(self) -> dict[str, Any]:
         """The metrics of everything added so far (across processes when distributed)."""
@@ -79,7 +136,9 @@ class MNISTMetrics:
         histogram = self.histogram.compute()
         uniform = torch.full_like(histogram, 0.1)
         nonzero = histogram > 0
+        conditional = bool(self.agreement.update_count)
         return {
+            **(self.agreement.compute() if conditional else {}),
             "frechet_distance": float(self.frechet.compute()),
             "classifier_score": float(score),
             "classifier_score_std": float(score_std),
@@ -94,6 +153,7 @@ class MNISTMetrics:
         self.frechet.reset()
         self.score.reset()
         self.histogram.reset()
+        self.agreement.reset()
 
 
 def check_mnist_shaped(image_shape: tuple[int, ...]) -> None:
@@ -127,7 +187,7 @@ def protocol(
 
 @torch.no_grad()
 def evaluate(
-    generate: Callable[[int, torch.Generator], torch.Tensor],
+    generate: Callable[[int, torch.Generator], GeneratedBatch],
     reference: torch.Tensor,
     *,
     n: int,
@@ -139,7 +199,10 @@ def evaluate(
     processes: int = 1,
     metrics: MNISTMetrics | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `generate(count, rng) -> images` against `reference` images (from `split`).
+    """Evaluate `generate(count, rng)` against `reference` images (from `split`).
+
+    `generate` returns images, or (images, labels) for a class-conditional generator; the
+    labels add `label_accuracy` (how often the classifier agrees with the asked class).
 
     With several processes each makes its own `n / processes` samples (from its own seed) and
     adds its own slice of the reference; the metrics sum the statistics across processes.
@@ -155,7 +218,7 @@ def evaluate(
     share = n // processes + (1 if process < n % processes else 0)
     rng = torch.Generator(device).manual_seed(seed * 1_000_003 + process)
     for start in range(0, share, batch_size):
-        metrics.update_generated(generate(min(batch_size, share - start), rng))
+        metrics.update_generated(*split_generated(generate(min(batch_size, share - start), rng)))
     results = metrics.compute()
     results["protocol"] = protocol(
         generated=n, reference=reference.shape[0], split=split, seed=seed, processes=processes
@@ -189,10 +252,8 @@ def evaluate_export(
     if inception_weights:
         check_inception_weights(inception_weights)
     generator = load_generator(path, device=device)
-    check_mnist_shaped(generator(generator.sample_noise(1)).shape[1:])
-
-    def generate(count: int, rng: torch.Generator) -> torch.Tensor:
-        return generator(generator.sample_noise(count, generator=rng))
+    check_mnist_shaped(generator.sample(1, seed=0).shape[1:])
+    generate = conditional_generate(generator)
 
     reference = reference_images(data_root, split)
     results = evaluate(
@@ -216,6 +277,7 @@ def evaluate_export(
         "name": config["name"],
         "step": config.get("step"),
         "ema": config.get("ema", False),
+        "num_classes": generator.num_classes,
     }
     return results
 
@@ -236,15 +298,24 @@ class TrainingEvaluator:
         for batch in shard.split(settings.batch_size):
             self.metrics.update_real(batch.to(accelerator.device))
 
+    @staticmethod
+    def describe(results: dict[str, Any]) -> str:
+        """One line for the terminal."""
+        line = (
+            f"Frechet distance {results['frechet_distance']:.3f}  "
+            f"classifier score {results['classifier_score']:.3f}  "
+            f"classes covered {results['classes_covered']}/10"
+        )
+        if "label_accuracy" in results:
+            line += f"  label accuracy {results['label_accuracy']:.3f}"
+        return line
+
     @torch.no_grad()
     def __call__(self, generator: torch.nn.Module) -> dict[str, Any]:
         was_training = generator.training
         generator.eval()
 
-        def generate(count: int, rng: torch.Generator) -> torch.Tensor:
-            with self.accelerator.autocast():
-                return generator(generator.sample_noise(count, generator=rng)).float()
-
+        generate = conditional_generate(generator, self.accelerator.autocast)
         try:
             return evaluate(
                 generate,
@@ -280,7 +351,7 @@ def to_inception_input(images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def inception_metrics(
-    generate: Callable[[int, torch.Generator], torch.Tensor],
+    generate: Callable[[int, torch.Generator], GeneratedBatch],
     reference: torch.Tensor,
     *,
     weights: str,
@@ -313,7 +384,8 @@ def inception_metrics(
         kid.update(batch, real=True)
     rng = torch.Generator(device).manual_seed(seed)
     for start in range(0, n, batch_size):
-        batch = to_inception_input(generate(min(batch_size, n - start), rng))
+        images, _ = split_generated(generate(min(batch_size, n - start), rng))
+        batch = to_inception_input(images)
         fid.update(batch, real=False)
         kid.update(batch, real=False)
     kid_mean, kid_std = kid.compute()

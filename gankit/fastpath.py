@@ -29,13 +29,14 @@ def apply(perf: Any, *networks: torch.nn.Module) -> None:
             network.compile()
 
 
-def all_images(dataset: Dataset) -> torch.Tensor:
-    """Every image of a dataset as one tensor (fast for TensorDatasets and their subsets)."""
+def all_items(dataset: Dataset, field: int = 0) -> torch.Tensor:
+    """Field `field` (0: images, 1: labels) of every item as one tensor (fast for
+    TensorDatasets and their subsets)."""
     if isinstance(dataset, Subset) and isinstance(dataset.dataset, TensorDataset):
-        return dataset.dataset.tensors[0][torch.as_tensor(list(dataset.indices))]
+        return dataset.dataset.tensors[field][torch.as_tensor(list(dataset.indices))]
     if isinstance(dataset, TensorDataset):
-        return dataset.tensors[0]
-    return torch.stack([dataset[index][0] for index in range(len(dataset))])
+        return dataset.tensors[field]
+    return torch.stack([torch.as_tensor(dataset[index][field]) for index in range(len(dataset))])
 
 
 class DeviceBatches:
@@ -45,17 +46,25 @@ class DeviceBatches:
     with `seed + epoch`, cut into batches of `batch_size`, process r taking batches r, r + W, ...
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, accelerator: Any) -> None:
-        self.images = all_images(dataset).to(accelerator.device)
+    def __init__(
+        self, dataset: Dataset, batch_size: int, seed: int, accelerator: Any, labels: bool = False
+    ) -> None:
+        self.images = all_items(dataset).to(accelerator.device)
+        self.labels = all_items(dataset, 1).long().to(accelerator.device) if labels else None
         self.batch_size, self.seed = batch_size, seed
         self.process, self.processes = accelerator.process_index, accelerator.num_processes
         self.per_process = len(self.images) // batch_size // self.processes
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
-        """This process's batches of `epoch`, from its `start`-th."""
+    def epoch(
+        self, epoch: int, start: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """This process's batches of `epoch`, from its `start`-th: images, and labels when
+        asked for (else None)."""
         order = torch.randperm(
             len(self.images), generator=torch.Generator().manual_seed(self.seed + epoch)
         ).to(self.images.device)
         for index in range(start, self.per_process):
             first = (index * self.processes + self.process) * self.batch_size
-            yield self.images.index_select(0, order[first : first + self.batch_size])
+            rows = order[first : first + self.batch_size]
+            labels = None if self.labels is None else self.labels.index_select(0, rows)
+            yield self.images.index_select(0, rows), labels

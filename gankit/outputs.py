@@ -39,6 +39,51 @@ def image_grid(images: torch.Tensor, padding: int = 1) -> np.ndarray:
     return grid[0].numpy() if channels == 1 else grid.permute(1, 2, 0).numpy()
 
 
+def scatter_plot(
+    points: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    reference: torch.Tensor | None = None,
+    size: int = 480,
+) -> np.ndarray:
+    """Draw (N, 2) points as a uint8 RGB scatter plot (coloured by `labels` when given), over
+    faint `reference` points (for example the real data) when given."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = points.detach().float().cpu().reshape(len(points), -1)
+    figure = Figure(figsize=(size / 100, size / 100), dpi=100)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    if reference is not None:
+        ref = reference.detach().float().cpu().reshape(len(reference), -1)
+        axes.scatter(ref[:, 0], ref[:, 1], s=4, c="lightgrey", linewidths=0)
+    colours = None if labels is None else labels.detach().cpu().numpy()
+    axes.scatter(points[:, 0], points[:, 1], s=6, c=colours, cmap="tab10", linewidths=0)
+    axes.set_aspect("equal", adjustable="datalim")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def render_samples(
+    samples: torch.Tensor,
+    labels: torch.Tensor | list[int] | None = None,
+    reference: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Samples as one uint8 picture: a grid for (N, C, H, W) images, a scatter plot for 2-D
+    points (N, 2)."""
+    if samples.dim() == 4:
+        return image_grid(samples)
+    if samples.dim() == 2 and samples.shape[1] == 2:
+        tags = None if labels is None else torch.as_tensor(labels)
+        return scatter_plot(samples, tags, reference)
+    raise ValueError(
+        f"cannot draw samples of shape {tuple(samples.shape[1:])}: sample grids take "
+        "(C, H, W) images and scatter plots 2-D points"
+    )
+
+
 def save_image(image: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 image (PNG by the file's suffix)."""
     import imageio.v3 as iio

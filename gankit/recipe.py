@@ -92,7 +92,8 @@ class TrainSection(Strict):
 
 
 class EvalSection(Strict):
-    """Sample-quality metrics during training (MNIST-shaped data; see `gankit eval`)."""
+    """Sample-quality metrics during training: MNIST metrics (see `gankit eval`) for 1x28x28
+    images, mode coverage for ring data."""
 
     every: int = Field(0, ge=0, description="steps between evaluations; 0: off")
     n: int = Field(2000, gt=1, description="generated samples per evaluation, over all processes")

@@ -18,6 +18,7 @@ class Reporter:
     def __init__(self, accelerator: Accelerator, run_dir: Path) -> None:
         self.accelerator, self.run_dir = accelerator, run_dir
         self.metrics = outputs.MetricsLog(run_dir / outputs.METRICS_FILE)
+        self.reference: torch.Tensor | None = None  # real points drawn under 2-D scatter plots
 
     def record(self, step: int, values: dict[str, Any], line: str) -> None:
         """Append `values` to metrics.jsonl and print `line` (main process); log to trackers."""
@@ -27,16 +28,23 @@ class Reporter:
         self.accelerator.log(values, step=step)
 
     @torch.no_grad()
-    def samples(self, generator: torch.nn.Module, noise: torch.Tensor, step: int) -> None:
-        """Write the grid of `generator`'s samples of `noise` (in eval mode) and log it."""
+    def samples(
+        self,
+        generator: torch.nn.Module,
+        noise: torch.Tensor,
+        step: int,
+        labels: torch.Tensor | None = None,
+    ) -> None:
+        """Write the grid of `generator`'s samples of `noise` (and `labels`, for a conditional
+        generator: a class per row) in eval mode, and log it."""
         if not self.accelerator.is_main_process:
             return
         was_training = generator.training
         generator.eval()
         with self.accelerator.autocast():
-            images = generator(noise)
+            images = generator(noise) if labels is None else generator(noise, labels)
         generator.train(was_training)
-        grid = outputs.image_grid(images)
+        grid = outputs.render_samples(images, labels, self.reference)
         outputs.save_image(grid, outputs.sample_path(self.run_dir, step))
         tracking.log_image(self.accelerator, "samples", grid, step)
 

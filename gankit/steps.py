@@ -9,11 +9,27 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from gankit.schedules import D_REGULARIZE, Phase
+
+
+class Inputs(NamedTuple):
+    """The tensors of an iteration (or of one of its batches or micro-batches): real images,
+    noise and, for class-conditional models, the real images' labels and the labels to
+    generate (None otherwise)."""
+
+    real: torch.Tensor
+    z: torch.Tensor
+    real_labels: torch.Tensor | None = None
+    fake_labels: torch.Tensor | None = None
+
+    def chunk(self, parts: int) -> list[Inputs]:
+        """Split every tensor into `parts` equal pieces along the batch."""
+        pieces = [(None,) * parts if t is None else t.chunk(parts) for t in self]
+        return [Inputs(*piece) for piece in zip(*pieces, strict=True)]
 
 
 class IterationSteps:
@@ -24,18 +40,24 @@ class IterationSteps:
     step: int
     batches_per_step: int
 
-    def train_step(self, real: torch.Tensor, z: torch.Tensor) -> None:
+    def train_step(
+        self,
+        real: torch.Tensor,
+        z: torch.Tensor,
+        real_labels: torch.Tensor | None = None,
+        fake_labels: torch.Tensor | None = None,
+    ) -> None:
         """Run the schedule's phases for one iteration on device tensors.
 
-        `real` and `z` hold the schedule's `batches_per_step` batches, each of
-        `train.grad_accumulation` micro-batches; a phase uses its batch (`Phase.batch`) and
-        averages its loss over the micro-batches into one update. No host sync unless
-        `train.on_nan: skip`.
+        `real` and `z` (and, for class-conditional models, `real_labels` and `fake_labels`)
+        hold the schedule's `batches_per_step` batches, each of `train.grad_accumulation`
+        micro-batches; a phase uses its batch (`Phase.batch`) and averages its loss over the
+        micro-batches into one update. No host sync unless `train.on_nan: skip`.
         """
         accumulation = self.recipe.train.grad_accumulation
-        groups = zip(real.chunk(self.batches_per_step), z.chunk(self.batches_per_step), strict=True)
+        inputs = Inputs(real, z, real_labels, fake_labels)
         batches = [  # one entry per batch of the iteration, each split into micro-batches
-            list(zip(r.chunk(accumulation), n.chunk(accumulation), strict=True)) for r, n in groups
+            group.chunk(accumulation) for group in inputs.chunk(self.batches_per_step)
         ]
         for phase in self.phases(self.step):
             micro_batches = batches[phase.batch]
@@ -74,31 +96,40 @@ class IterationSteps:
         regularize = (D_REGULARIZE,) if every and (step + 1) % every == 0 else ()
         return (*self.schedule.phases(step), *regularize)
 
-    def _penalty_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _penalty_loss(self, batch: Inputs) -> tuple[torch.Tensor, ...]:
+        labels = batch.real_labels
         with self.accelerator.autocast(), torch.no_grad():
-            fake = self.G(z)
-        # scaled by the interval, so a lazy penalty keeps its average strength
-        return (self.regularizer.penalty(self.D, real, fake) * self.regularizer.every,)
+            # conditional: fakes of the real images' classes, so points between them are too
+            fake = _call(self.G, batch.z, labels)
 
-    def _discriminator_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def discriminator(images: torch.Tensor) -> torch.Tensor:
+            return _call(self.D, images, labels)
+
+        # scaled by the interval, so a lazy penalty keeps its average strength
+        penalty = self.regularizer.penalty(discriminator, batch.real, fake)
+        return (penalty * self.regularizer.every,)
+
+    def _discriminator_loss(self, batch: Inputs) -> tuple[torch.Tensor, ...]:
         with self.accelerator.autocast():
             with torch.no_grad():
-                fake = self.G(z)
-            real_logits, fake_logits = self.D(real), self.D(fake)
+                fake = _call(self.G, batch.z, batch.fake_labels)
+            real_logits = _call(self.D, batch.real, batch.real_labels)
+            fake_logits = _call(self.D, fake, batch.fake_labels)
         return self.loss.discriminator(real_logits, fake_logits)
 
-    def _generator_loss(self, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _generator_loss(self, batch: Inputs) -> tuple[torch.Tensor, ...]:
         # D is called unwrapped: its weights are frozen, so DDP has nothing to sync for it.
         with self.accelerator.autocast():
-            fake_logits = self.d_module(self.G(z))
+            fake = _call(self.G, batch.z, batch.fake_labels)
+            fake_logits = _call(self.d_module, fake, batch.fake_labels)
         return (self.loss.generator(fake_logits),)
 
     def _update(
         self,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        loss_parts: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]],
-        micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+        loss_parts: Callable[[Inputs], tuple[torch.Tensor, ...]],
+        micro_batches: list[Inputs],
     ) -> torch.Tensor | None:
         """One optimizer step on the mean loss over the micro-batches; gradients are synced
         across processes on the last micro-batch only. Returns the mean loss parts, detached,
@@ -106,11 +137,11 @@ class IterationSteps:
         count = len(micro_batches)
         optimizer.zero_grad(set_to_none=True)
         totals = None
-        for index, (real, z) in enumerate(micro_batches):
+        for index, batch in enumerate(micro_batches):
             # DDP decides in the forward whether the backward all-reduces: both go in no_sync
             last = index == count - 1
             with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
-                parts = loss_parts(real, z)
+                parts = loss_parts(batch)
                 loss = sum(parts) / count
                 if not self._watch(loss):
                     optimizer.zero_grad(set_to_none=True)
@@ -137,3 +168,8 @@ class IterationSteps:
             torch.where(bad & (self._first_bad_step < 0), self.step + 1, self._first_bad_step)
         )
         return True
+
+
+def _call(network: Any, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """A network on `inputs`, with `labels` when the models are class-conditional."""
+    return network(inputs) if labels is None else network(inputs, labels)

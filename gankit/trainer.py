@@ -19,19 +19,20 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from gankit import fastpath, parallel, tracking
+from gankit import fastpath, parallel, toy, tracking
 from gankit.checkpoint import CheckpointManager
 from gankit.data import image_shape
+from gankit.data import num_classes as dataset_classes
 from gankit.divergence import check_losses, check_weights
 from gankit.ema import EMA
 from gankit.errors import GankitError
 from gankit.export import save_model
-from gankit.models.base import Generator, sample_noise
+from gankit.models.base import Generator, check_conditioning, grid_labels, sample_noise
 from gankit.recipe import AdamParams, RecipeBase, dump_recipe, recipe_dict
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
 from gankit.reporting import Reporter
 from gankit.resume import Progress, resume_run
-from gankit.steps import IterationSteps
+from gankit.steps import Inputs, IterationSteps
 from gankit.stopping import StopRequest
 
 LOSS_NAMES = ("d_loss_real", "d_loss_fake", "g_loss", "d_penalty")
@@ -104,8 +105,12 @@ class Trainer(IterationSteps):
                 f"generator '{recipe.generator.name}' must subclass gankit.Generator "
                 "(it provides z_dim, noise and sample)"
             )
-        self.evaluator = None
-        if recipe.eval.every:  # torchmetrics is imported only when evaluation is on
+        self.num_classes = check_conditioning(generator, discriminator, dataset_classes(dataset))
+        self.evaluator: Any = None
+        toy_data = toy.toy_source(dataset)
+        if recipe.eval.every and toy_data is not None:
+            self.evaluator = toy.ToyEvaluator(toy_data, recipe.eval.n, seed, self.accelerator)
+        elif recipe.eval.every:  # torchmetrics is imported only when evaluation is on
             from gankit.evaluation import TrainingEvaluator
 
             self.evaluator = TrainingEvaluator(recipe, self.image_shape, self.accelerator)
@@ -146,7 +151,9 @@ class Trainer(IterationSteps):
             if params.lr_schedule != "constant" or params.warmup_steps
         ]
         self.device_batches = (
-            fastpath.DeviceBatches(dataset, loader.batch_size, seed, self.accelerator)
+            fastpath.DeviceBatches(
+                dataset, loader.batch_size, seed, self.accelerator, labels=bool(self.num_classes)
+            )
             if perf.data_on_device
             else None
         )
@@ -163,6 +170,12 @@ class Trainer(IterationSteps):
             generator.z_dim,
             generator=torch.Generator().manual_seed(seed),
         ).to(device)
+        # Conditional models: each grid row shows one class.
+        self.fixed_labels = (
+            grid_labels(recipe.train.n_samples, self.num_classes).to(device)
+            if self.num_classes
+            else None
+        )
         self.noise_rng = torch.Generator(device)
         self.step = self.epoch = self.batch_in_epoch = 0
         self.wandb_run_id: str | None = None
@@ -172,6 +185,8 @@ class Trainer(IterationSteps):
         self._skipped = 0
         self._skipped_fp16 = [0, 0]  # D and G steps the fp16 loss scaler skipped (overflow)
         self.reporter = Reporter(self.accelerator, self.run_dir)
+        if toy_data is not None:  # 2-D samples are drawn over the real points
+            self.reporter.reference = toy_data.tensors[0][:2000]
         self.metrics = self.reporter.metrics
         self.checkpoints = CheckpointManager(
             self.accelerator, self.run_dir, recipe.train.keep_checkpoints
@@ -189,9 +204,10 @@ class Trainer(IterationSteps):
         return self.ema.module if self.ema is not None else self.g_module
 
     # ---- the loop ------------------------------------------------------------------------
-    def batches(self) -> Iterator[torch.Tensor]:
-        """Real images forever: each epoch's order is fixed by the seed and the epoch, and a
-        resumed run skips the batches its epoch already used."""
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Real images and their labels (None unless the models are class-conditional)
+        forever: each epoch's order is fixed by the seed and the epoch, and a resumed run skips
+        the batches its epoch already used."""
         while True:
             if self.device_batches is not None:
                 epoch = self.device_batches.epoch(self.epoch, start=self.batch_in_epoch)
@@ -200,29 +216,46 @@ class Trainer(IterationSteps):
                 loader = self.loader
                 if self.batch_in_epoch:
                     loader = self.accelerator.skip_first_batches(self.loader, self.batch_in_epoch)
-                epoch = (batch[0] if isinstance(batch, list | tuple) else batch for batch in loader)
+                epoch = (self._split_batch(batch) for batch in loader)
             for batch in epoch:
                 self.batch_in_epoch += 1
                 yield batch
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
-    def next_inputs(self, batches: Iterator[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The real images and noise of the coming iteration (all the schedule's batches)."""
+    def _split_batch(
+        self, batch: torch.Tensor | list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not isinstance(batch, list | tuple):
+            return batch, None
+        return batch[0], batch[1].long() if self.num_classes else None
+
+    def next_inputs(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor | None]]) -> Inputs:
+        """The real images (and labels), noise (and labels to generate) of the coming
+        iteration: all the schedule's batches."""
         drawn = [next(batches) for _ in range(self.batches_per_step)]
-        real = drawn[0] if len(drawn) == 1 else torch.cat(drawn)
-        return real, self.next_noise(real.shape[0])
+        images, labels = zip(*drawn, strict=True)
+        real = images[0] if len(images) == 1 else torch.cat(images)
+        real_labels = None if labels[0] is None else torch.cat(labels)
+        z, fake_labels = self.next_latents(real.shape[0])
+        return Inputs(real, z, real_labels, fake_labels)
 
     def next_noise(self, n: int) -> torch.Tensor:
-        """This process's `n` rows of the coming step's global noise.
+        """This process's `n` rows of the coming step's global noise (see `next_latents`)."""
+        return self.next_latents(n)[0]
 
-        The global batch's noise depends only on the seed and the step, so a resumed run, or
-        one on another number of processes, draws the same noise for the same images.
+    def next_latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This process's `n` rows of the coming step's global noise, and of the labels to
+        generate (None for unconditional models).
+
+        Both depend only on the seed and the step, so a resumed run, or one on another number
+        of processes, draws the same noise for the same images.
         """
         self.noise_rng.manual_seed(parallel.noise_seed(self.recipe.train.seed, self.step))
         rows = n * self.accelerator.num_processes
-        return self.g_module.sample_noise(rows, generator=self.noise_rng)[
-            parallel.noise_slice(self.accelerator, n)
-        ]
+        mine = parallel.noise_slice(self.accelerator, n)
+        z = self.g_module.sample_noise(rows, generator=self.noise_rng)[mine]
+        labels = self.g_module.sample_labels(rows, generator=self.noise_rng)
+        return z, None if labels is None else labels[mine]
 
     def fit(self) -> int:
         """Train (or resume) to `train.steps`; returns the exit code: 0, or 130 after Ctrl-C."""
@@ -340,15 +373,15 @@ class Trainer(IterationSteps):
         self.reporter.record(
             self.step,
             {f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)},
-            f"step {self.step}  Frechet distance {results['frechet_distance']:.3f}  "
-            f"classifier score {results['classifier_score']:.3f}  "
-            f"classes covered {results['classes_covered']}/10",
+            f"step {self.step}  {self.evaluator.describe(results)}",
         )
         return results
 
     def save_samples(self) -> None:
         """Write the grid of the fixed noise's samples (eval mode) and log it."""
-        self.reporter.samples(self.sampling_generator, self.fixed_noise, self.step)
+        self.reporter.samples(
+            self.sampling_generator, self.fixed_noise, self.step, labels=self.fixed_labels
+        )
 
     def _share_batch_norm_statistics(self) -> None:
         # D's statistics also move in G's updates, where D runs outside DDP: align them.

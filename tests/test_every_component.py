@@ -10,28 +10,50 @@ from gankit import DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
 from gankit.models.base import Generator
 
 SHAPE = (1, 28, 28)
-SMALL = {"dcgan28": {"width": 4}, "mlp": {"hidden": 16}}
+SMALL = {"dcgan28": {"width": 4}, "dcgan": {"width": 4}, "mlp": {"hidden": 16}}
+SHAPES = {"dcgan": (3, 32, 32)}  # models for other sizes than 28x28
+CLASSES = 3
 
 
-@pytest.mark.parametrize("name", GENERATORS.names())
-def test_generator_builds_samples_and_backpropagates(name):
-    generator = GENERATORS.build({"name": name, **SMALL.get(name, {})}, image_shape=SHAPE)
-    assert isinstance(generator, Generator)
-    images = generator(generator.sample_noise(4))
-    assert images.shape == (4, *SHAPE) and torch.isfinite(images).all()
+def conditional(registry, name) -> list[int]:
+    """The class counts to test a model with: 0, and CLASSES when it can be conditional."""
+    return [0, CLASSES] if "num_classes" in registry.get(name).params.model_fields else [0]
+
+
+@pytest.mark.parametrize(
+    ("name", "classes"),
+    [(n, k) for n in GENERATORS.names() for k in conditional(GENERATORS, n)],
+)
+def test_generator_builds_samples_and_backpropagates(name, classes):
+    shape = SHAPES.get(name, SHAPE)
+    extra = {"num_classes": classes} if classes else {}
+    generator = GENERATORS.build({"name": name, **SMALL.get(name, {}), **extra}, image_shape=shape)
+    assert isinstance(generator, Generator) and generator.num_classes == classes
+    labels = generator.sample_labels(4)
+    images = generator.generate(generator.sample_noise(4), labels)
+    assert images.shape == (4, *shape) and torch.isfinite(images).all()
     images.square().mean().backward()
     assert all(p.grad is not None for p in generator.parameters())
-    assert generator.sample(3, seed=0).shape == (3, *SHAPE)
+    assert generator.sample(3, seed=0).shape == (3, *shape)
+    if classes:
+        assert generator.sample(3, seed=0, labels=[0, 1, 2]).shape == (3, *shape)
 
 
-@pytest.mark.parametrize("name", DISCRIMINATORS.names())
+@pytest.mark.parametrize(
+    ("name", "classes"),
+    [(n, k) for n in DISCRIMINATORS.names() for k in conditional(DISCRIMINATORS, n)],
+)
 @pytest.mark.parametrize("spectral_norm", [False, True])
-def test_discriminator_builds_scores_and_backpropagates(name, spectral_norm):
+def test_discriminator_builds_scores_and_backpropagates(name, classes, spectral_norm):
+    shape = SHAPES.get(name, SHAPE)
     params = {"name": name, **SMALL.get(name, {})}
     if spectral_norm:
         params["spectral_norm"] = True
-    discriminator = DISCRIMINATORS.build(params, image_shape=SHAPE)
-    logits = discriminator(torch.rand(4, *SHAPE) * 2 - 1)
+    if classes:
+        params["num_classes"] = classes
+    discriminator = DISCRIMINATORS.build(params, image_shape=shape)
+    images = torch.rand(4, *shape) * 2 - 1
+    logits = discriminator(images, torch.arange(4) % classes) if classes else discriminator(images)
     assert logits.shape == (4, 1) and torch.isfinite(logits).all()
     logits.sum().backward()
     assert all(p.grad is not None for p in discriminator.parameters() if p.requires_grad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -31,9 +32,20 @@ def trained(run_dir, *extra: str) -> dict[str, torch.Tensor]:
     }
 
 
-def test_device_batches_follow_the_dataloader_order(tmp_path, mnist_root):
+CONDITIONAL = ("generator.num_classes=10", "discriminator.num_classes=10")
+
+
+def assert_same_batch(expected, got) -> None:
+    (images, labels), (device_images, device_labels) = expected, got
+    assert torch.equal(images, device_images)
+    assert (labels is None and device_labels is None) or torch.equal(labels, device_labels)
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["images", "images+labels"])
+def test_device_batches_follow_the_dataloader_order(tmp_path, mnist_root, conditional):
+    models = CONDITIONAL if conditional else ()
     recipes = [
-        [*SMALL, f"output_dir={tmp_path / name}", *extra]
+        [*SMALL, *models, f"output_dir={tmp_path / name}", *extra]
         for name, extra in (("loader", ()), ("device", ("perf.data_on_device=true",)))
     ]
     loader, device = (Trainer(load_recipe(REFERENCE_RECIPE, recipe)) for recipe in recipes)
@@ -41,10 +53,11 @@ def test_device_batches_follow_the_dataloader_order(tmp_path, mnist_root):
     streams = [loader.batches(), device.batches()]
     for _ in range(9):  # two epochs of 4 batches, and into the third
         expected, got = (next(stream) for stream in streams)
-        assert torch.equal(expected, got)
+        assert_same_batch(expected, got)
+        assert (expected[1] is not None) == conditional
     device.epoch, device.batch_in_epoch = 1, 2  # as a resumed run would be
     loader.epoch, loader.batch_in_epoch = 1, 2
-    assert torch.equal(next(loader.batches()), next(device.batches()))
+    assert_same_batch(next(loader.batches()), next(device.batches()))
 
 
 def test_data_on_device_trains_the_same_weights(tmp_path, mnist_root):

@@ -143,8 +143,8 @@ def test_errors_under_several_components_name_the_users_path() -> None:
     assert "unknown key generator.widht; did you mean 'width'?" in message
     assert "generator.z_dim:" in message
     assert "dcgan28.z_dim" not in message and "dcgan28.widht" not in message
-    unknown = recipe_error(["generator.name=dcgan"])
-    assert "unknown generator 'dcgan' at generator.name; did you mean 'dcgan28'?" in unknown
+    unknown = recipe_error(["generator.name=dcgan_28"])
+    assert "unknown generator 'dcgan_28' at generator.name; did you mean 'dcgan28'?" in unknown
     available = unknown.split("available: ")[1].split(".")[0].split(", ")
     assert {"dcgan28", "toy"} <= set(available) and available == sorted(available)
 
@@ -266,14 +266,14 @@ def test_recipe_errors_are_gankit_errors() -> None:
     ("override", "expected"),
     [
         (
-            "generator.name=dcgan",
-            "unknown generator 'dcgan' at generator.name; did you mean 'dcgan28'? "
-            "available: dcgan28",
+            "generator.name=dcgan_28",
+            "unknown generator 'dcgan_28' at generator.name; did you mean 'dcgan28'? "
+            "available: dcgan, dcgan28",
         ),
         (
-            "discriminator.name=dcgan",
-            "unknown discriminator 'dcgan' at discriminator.name; did you mean 'dcgan28'? "
-            "available: dcgan28",
+            "discriminator.name=dcgan_28",
+            "unknown discriminator 'dcgan_28' at discriminator.name; did you mean 'dcgan28'? "
+            "available: dcgan, dcgan28",
         ),
         (
             "loss.name=non_saturate",
@@ -356,7 +356,7 @@ def test_missing_sections_and_names(tmp_path: Path) -> None:
     del raw["generator"]["name"]
     message = recipe_error([], write_recipe(tmp_path, raw))
     assert "train is required but missing" in message
-    assert "generator.name is missing; available generators: dcgan28" in message
+    assert "generator.name is missing; available generators: dcgan, dcgan28" in message
 
 
 def test_missing_loss_name_message_is_spelled_right() -> None:

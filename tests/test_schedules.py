@@ -30,12 +30,12 @@ def test_an_n_critic_iteration_draws_fresh_batches_for_the_critic(tmp_path, mnis
     seen: list[torch.Tensor] = []
     critic_loss = trainer._discriminator_loss
 
-    def recording(real: torch.Tensor, z: torch.Tensor):
-        seen.append(real.clone())
-        return critic_loss(real, z)
+    def recording(batch):
+        seen.append(batch.real.clone())
+        return critic_loss(batch)
 
     trainer._discriminator_loss = recording
-    real, z = trainer.next_inputs(trainer.batches())
+    real, z, *_ = trainer.next_inputs(trainer.batches())
     assert real.shape[0] == 3 * 16 and z.shape[0] == 3 * 16
     trainer.train_step(real, z)
     assert len(seen) == 3 and all(batch.shape[0] == 16 for batch in seen)

@@ -159,7 +159,7 @@ def adam_steps(optimizer: torch.optim.Optimizer) -> set[float]:
 
 
 def test_one_iteration_is_one_d_update_then_two_g_updates(tiny_trainer):
-    real = next(tiny_trainer.batches())
+    real, _ = next(tiny_trainer.batches())
     z = tiny_trainer.g_module.sample_noise(real.shape[0])
     tiny_trainer.train_step(real, z)
     assert adam_steps(tiny_trainer.d_optimizer) == {1.0}
@@ -179,7 +179,7 @@ def test_a_generator_step_leaves_the_discriminator_weights_and_grads_alone(tiny_
     d_before = {k: v.clone() for k, v in discriminator.named_parameters()}
     g_before = {k: v.clone() for k, v in generator.named_parameters()}
     tiny_trainer.schedule = GeneratorOnly()
-    real = next(tiny_trainer.batches())
+    real, _ = next(tiny_trainer.batches())
     tiny_trainer.train_step(real, generator.sample_noise(real.shape[0]))
     for name, parameter in discriminator.named_parameters():
         assert torch.equal(parameter, d_before[name]), name
@@ -192,6 +192,6 @@ def test_parameters_a_discriminator_froze_itself_stay_frozen(tiny_trainer):
     bias = tiny_trainer.d_module.classify.bias
     bias.requires_grad_(False)
     before = bias.clone()
-    real = next(tiny_trainer.batches())
+    real, _ = next(tiny_trainer.batches())
     tiny_trainer.train_step(real, tiny_trainer.next_noise(real.shape[0]))
     assert not bias.requires_grad and torch.equal(bias, before)

@@ -14,7 +14,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from gankit.models.base import Generator, Noise, apply_spectral_norm
+from gankit.models.base import (
+    Generator,
+    Noise,
+    Projection,
+    apply_spectral_norm,
+    check_labels,
+)
 from gankit.registry import DISCRIMINATORS, GENERATORS
 
 
@@ -33,6 +39,8 @@ class DCGAN28GeneratorParams(BatchNormParams):
     z_dim: int = Field(100, gt=0, description="latent size")
     width: int = Field(64, gt=0, description="channels of the last hidden layer; 8x at the first")
     noise: Noise = Field("uniform", description="uniform in [-1, 1] or standard normal")
+    num_classes: int = Field(0, ge=0, description="classes to condition on; 0: unconditional")
+    embed_dim: int = Field(50, gt=0, description="label embedding concatenated to z (classes)")
 
 
 class DCGAN28DiscriminatorParams(BatchNormParams):
@@ -41,6 +49,7 @@ class DCGAN28DiscriminatorParams(BatchNormParams):
     width: int = Field(64, gt=0, description="channels of the first conv; 8x at the last")
     batch_norm: bool = Field(True, description="BatchNorm after convs 2-4 (reference: yes)")
     spectral_norm: bool = Field(False, description="spectral normalisation of every layer")
+    num_classes: int = Field(0, ge=0, description="classes (projection head); 0: unconditional")
 
 
 def tf_batch_norm(
@@ -104,7 +113,10 @@ def check_image_shape(image_shape: Sequence[int], who: str) -> int:
 
 @GENERATORS.register("dcgan28", params=DCGAN28GeneratorParams)
 class DCGAN28Generator(Generator):
-    """DCGAN generator for 28x28 images: dense to 3x3, three stride-2 upsamplings, 5x5 'valid'."""
+    """DCGAN generator for 28x28 images: dense to 3x3, three stride-2 upsamplings, 5x5 'valid'.
+
+    With `num_classes`, a learned label embedding is concatenated to z (class-conditional).
+    """
 
     def __init__(
         self,
@@ -114,13 +126,18 @@ class DCGAN28Generator(Generator):
         bn_momentum: float = 0.1,
         bn_eps: float = 1e-3,
         bn_scale: bool = False,
+        num_classes: int = 0,
+        embed_dim: int = 50,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()
         channels = check_image_shape(image_shape, "generator 'dcgan28'")
         bn = {"bn_momentum": bn_momentum, "bn_eps": bn_eps, "bn_scale": bn_scale}
         self.z_dim, self.noise, self.width = z_dim, noise, width
-        self.project = nn.Linear(z_dim, 3 * 3 * 8 * width)
+        self.num_classes = num_classes
+        if num_classes:
+            self.embed = nn.Embedding(num_classes, embed_dim)
+        self.project = nn.Linear(z_dim + (embed_dim if num_classes else 0), 3 * 3 * 8 * width)
         self.project_norm = tf_batch_norm(8 * width, **bn)
         blocks = []
         for in_ch, out_ch in ((8 * width, 4 * width), (4 * width, 2 * width), (2 * width, width)):
@@ -129,7 +146,10 @@ class DCGAN28Generator(Generator):
         self.to_image = nn.ConvTranspose2d(width, channels, 5)  # 24 -> 28 ('valid')
         glorot_init(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(self, labels)
+        if labels is not None:
+            z = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
         h = self.project(z).view(-1, 8 * self.width, 3, 3)
         h = torch.relu(self.project_norm(h))
         return torch.tanh(self.to_image(self.upsample(h)))
@@ -137,7 +157,10 @@ class DCGAN28Generator(Generator):
 
 @DISCRIMINATORS.register("dcgan28", params=DCGAN28DiscriminatorParams)
 class DCGAN28Discriminator(nn.Module):
-    """DCGAN discriminator for 28x28 images: four stride-2 convs, then one logit per image."""
+    """DCGAN discriminator for 28x28 images: four stride-2 convs, then one logit per image.
+
+    With `num_classes`, a projection term <embed(y), features> is added to the logit.
+    """
 
     def __init__(
         self,
@@ -147,10 +170,12 @@ class DCGAN28Discriminator(nn.Module):
         bn_scale: bool = False,
         batch_norm: bool = True,
         spectral_norm: bool = False,
+        num_classes: int = 0,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()
         channels = check_image_shape(image_shape, "discriminator 'dcgan28'")
+        self.num_classes = num_classes
         bn = {"bn_momentum": bn_momentum, "bn_eps": bn_eps, "bn_scale": bn_scale}
         layers: list[nn.Module] = [conv2d_same(channels, width, 28), nn.LeakyReLU(0.2)]
         size, in_ch = 14, width
@@ -161,8 +186,13 @@ class DCGAN28Discriminator(nn.Module):
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.classify = nn.Linear(8 * width * size * size, 1)
         glorot_init(self)
+        if num_classes:
+            self.project = Projection(num_classes, 8 * width * size * size)
         if spectral_norm:
             apply_spectral_norm(self)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.features(images))
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(self, labels)
+        features = self.features(images)
+        logits = self.classify(features)
+        return logits if labels is None else logits + self.project(features, labels)

@@ -14,7 +14,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from gankit.models.base import Generator, Noise, apply_spectral_norm
+from gankit.models.base import (
+    Generator,
+    Noise,
+    Projection,
+    apply_spectral_norm,
+    check_labels,
+)
 from gankit.registry import DISCRIMINATORS, GENERATORS
 
 
@@ -24,6 +30,7 @@ class MLPParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hidden: int = Field(256, gt=0, description="units per hidden layer")
     depth: int = Field(2, ge=1, description="hidden layers")
+    num_classes: int = Field(0, ge=0, description="classes to condition on; 0: unconditional")
 
 
 class MLPGeneratorParams(MLPParams):
@@ -34,6 +41,7 @@ class MLPGeneratorParams(MLPParams):
     output: Literal["tanh", "linear"] = Field(
         "tanh", description="tanh for images in [-1, 1], linear for unbounded data"
     )
+    embed_dim: int = Field(16, gt=0, description="label embedding concatenated to z (classes)")
 
 
 def _stack(in_features: int, hidden: int, depth: int, activation: nn.Module) -> list[nn.Module]:
@@ -45,7 +53,8 @@ def _stack(in_features: int, hidden: int, depth: int, activation: nn.Module) -> 
 
 @GENERATORS.register("mlp", params=MLPGeneratorParams)
 class MLPGenerator(Generator):
-    """MLP generator: noise through `depth` ReLU layers to a sample of the data's shape."""
+    """MLP generator: noise (and a label embedding, when conditional) through `depth` ReLU
+    layers to a sample of the data's shape."""
 
     def __init__(
         self,
@@ -54,17 +63,26 @@ class MLPGenerator(Generator):
         depth: int = 2,
         noise: Noise = "normal",
         output: Literal["tanh", "linear"] = "tanh",
+        num_classes: int = 0,
+        embed_dim: int = 16,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()
         self.z_dim, self.noise, self.shape = z_dim, noise, tuple(image_shape)
+        self.num_classes = num_classes
+        if num_classes:
+            self.embed = nn.Embedding(num_classes, embed_dim)
+        inputs = z_dim + (embed_dim if num_classes else 0)
         self.net = nn.Sequential(
-            *_stack(z_dim, hidden, depth, nn.ReLU()),
+            *_stack(inputs, hidden, depth, nn.ReLU()),
             nn.Linear(hidden, math.prod(self.shape)),
             nn.Tanh() if output == "tanh" else nn.Identity(),
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(self, labels)
+        if labels is not None:
+            z = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
         return self.net(z).view(-1, *self.shape)
 
 
@@ -76,23 +94,30 @@ class MLPDiscriminatorParams(MLPParams):
 
 @DISCRIMINATORS.register("mlp", params=MLPDiscriminatorParams)
 class MLPDiscriminator(nn.Module):
-    """MLP discriminator: a flattened sample through `depth` LeakyReLU layers to one logit."""
+    """MLP discriminator: a flattened sample through `depth` LeakyReLU layers to one logit
+    (plus a projection class term when `num_classes` is set)."""
 
     def __init__(
         self,
         hidden: int = 256,
         depth: int = 2,
         spectral_norm: bool = False,
+        num_classes: int = 0,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Flatten(),
-            *_stack(math.prod(image_shape), hidden, depth, nn.LeakyReLU(0.2)),
-            nn.Linear(hidden, 1),
+        self.num_classes = num_classes
+        self.features = nn.Sequential(
+            nn.Flatten(), *_stack(math.prod(image_shape), hidden, depth, nn.LeakyReLU(0.2))
         )
+        self.classify = nn.Linear(hidden, 1)
+        if num_classes:
+            self.project = Projection(num_classes, hidden)
         if spectral_norm:
             apply_spectral_norm(self)
 
-    def forward(self, samples: torch.Tensor) -> torch.Tensor:
-        return self.net(samples)
+    def forward(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(self, labels)
+        features = self.features(samples)
+        logits = self.classify(features)
+        return logits if labels is None else logits + self.project(features, labels)

@@ -31,10 +31,10 @@ def main() -> None:
     noise: list[list[float]] = []
     train_step = trainer.train_step
 
-    def recording_step(real: torch.Tensor, z: torch.Tensor) -> None:
+    def recording_step(real: torch.Tensor, z: torch.Tensor, *labels: torch.Tensor | None) -> None:
         seen.append(fingerprint(real, weights))
         noise.append(z[:, 0].tolist())
-        train_step(real, z)
+        train_step(real, z, *labels)
 
     trainer.train_step = recording_step
     trainer.fit()
