@@ -58,7 +58,8 @@ def scatter_plot(
         ref = reference.detach().float().cpu().reshape(len(reference), -1)
         axes.scatter(ref[:, 0], ref[:, 1], s=4, c="lightgrey", linewidths=0)
     colours = None if labels is None else labels.detach().cpu().numpy()
-    axes.scatter(points[:, 0], points[:, 1], s=6, c=colours, cmap="tab10", linewidths=0)
+    colour = {"c": colours, "cmap": "tab10"} if colours is not None else {}
+    axes.scatter(points[:, 0], points[:, 1], s=6, linewidths=0, **colour)
     axes.set_aspect("equal", adjustable="datalim")
     axes.grid(alpha=0.3)
     figure.tight_layout()
