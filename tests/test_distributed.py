@@ -128,8 +128,10 @@ def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_two_processes_at_b_equal_one_process_at_2b(tmp_path, mnist_root):
-    steps = ["train.steps=3", "train.log_every=3", "train.sample_every=3"]
+@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
+def test_two_processes_at_b_equal_one_process_at_2b(tmp_path, mnist_root, conditional):
+    classes = ["generator.num_classes=10", "discriminator.num_classes=10"] if conditional else []
+    steps = ["train.steps=3", "train.log_every=3", "train.sample_every=3", *classes]
     launch(
         ROOT / "scripts" / "train.py",
         str(REFERENCE_RECIPE),
@@ -149,7 +151,13 @@ def test_two_processes_at_b_equal_one_process_at_2b(tmp_path, mnist_root):
     initial = Trainer(
         load_recipe(
             REFERENCE_RECIPE,
-            [*MLP, "data.batch_size=16", "train.steps=1", f"output_dir={tmp_path / 'init'}"],
+            [
+                *MLP,
+                *classes,
+                "data.batch_size=16",
+                "train.steps=1",
+                f"output_dir={tmp_path / 'init'}",
+            ],
         )
     )
     start = {f"generator.{k}": v for k, v in initial.g_module.state_dict().items()}

@@ -61,7 +61,7 @@ def test_points_are_drawn_as_a_scatter_plot_and_other_shapes_are_refused():
 
 
 def test_the_ring_recipe_covers_most_modes_in_seconds_on_cpu(tmp_path):
-    steps = 2500
+    steps = 1500
     trainer = Trainer(
         load_recipe(
             RECIPE,
