@@ -69,11 +69,11 @@ def broken_yaml(tmp_path: Path) -> list[str]:
 
 CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     "unknown-component": (
-        lambda tmp: train_args(tmp, "generator.name=dcgan"),
+        lambda tmp: train_args(tmp, "generator.name=dcgan_28"),
         [
-            "unknown generator 'dcgan' at generator.name; did you mean 'dcgan28'?",
-            "available: dcgan28",
-            "[set by override 'generator.name=dcgan']",
+            "unknown generator 'dcgan_28' at generator.name; did you mean 'dcgan28'?",
+            "available: dcgan, dcgan28, mlp",
+            "[set by override 'generator.name=dcgan_28']",
         ],
     ),
     "unknown-key": (
