@@ -89,7 +89,10 @@ class TorchvisionParams(BaseModel):
     """Where a torchvision dataset lives, whether it may be downloaded, and the image size."""
 
     model_config = ConfigDict(extra="forbid")
-    root: str = Field("data", description="folder that holds the dataset's torchvision folder")
+    root: str = Field(
+        "data",
+        description="folder holding the torchvision folder (MNIST/raw/, cifar-10-batches-py/...)",
+    )
     download: bool = Field(True, description="download the files when they are missing")
     split: Literal["train", "test"] = Field("train", description="train or test split")
     size: int | None = Field(
@@ -97,45 +100,9 @@ class TorchvisionParams(BaseModel):
     )
 
 
-class MNISTParams(TorchvisionParams):
-    """Where MNIST lives, whether it may be downloaded, and the image size."""
-
-    root: str = Field("data", description="folder holding MNIST/raw/ (torchvision layout)")
-    split: Literal["train", "test"] = Field("train", description="train (60k) or test (10k)")
-
-
-class FashionMNISTParams(TorchvisionParams):
-    """Where Fashion-MNIST lives, whether it may be downloaded, and the image size."""
-
-    root: str = Field("data", description="folder holding FashionMNIST/raw/ (torchvision layout)")
-    split: Literal["train", "test"] = Field("train", description="train (60k) or test (10k)")
-
-
-class KMNISTParams(TorchvisionParams):
-    """Where Kuzushiji-MNIST lives, whether it may be downloaded, and the image size."""
-
-    root: str = Field("data", description="folder holding KMNIST/raw/ (torchvision layout)")
-    split: Literal["train", "test"] = Field("train", description="train (60k) or test (10k)")
-
-
-class CIFAR10Params(TorchvisionParams):
-    """Where CIFAR-10 lives, whether it may be downloaded, and the image size."""
-
-    root: str = Field("data", description="folder holding cifar-10-batches-py/ (torchvision)")
-    split: Literal["train", "test"] = Field("train", description="train (50k) or test (10k)")
-
-
-class CIFAR100Params(TorchvisionParams):
-    """Where CIFAR-100 lives, whether it may be downloaded, and the image size."""
-
-    root: str = Field("data", description="folder holding cifar-100-python/ (torchvision)")
-    split: Literal["train", "test"] = Field("train", description="train (50k) or test (10k)")
-
-
 def _register_torchvision(
     name: str,
     source: TorchvisionSource,
-    params: type[BaseModel],
     summary: str,
     classes: Sequence[str] | None = None,
 ) -> Any:
@@ -154,38 +121,33 @@ def _register_torchvision(
 
     load.__name__ = load.__qualname__ = name
     load.__doc__ = summary
-    return DATASETS.register(name, params=params)(load)
+    return DATASETS.register(name, params=TorchvisionParams)(load)
 
 
 mnist = _register_torchvision(
     "mnist",
     MNIST_SOURCE,
-    MNISTParams,
     "MNIST digits, 1x28x28, scaled to [-1, 1] once and held in memory.",
     classes=[str(digit) for digit in range(10)],
 )
 fashion_mnist = _register_torchvision(
     "fashion_mnist",
     FASHION_MNIST_SOURCE,
-    FashionMNISTParams,
     "Fashion-MNIST clothing, 1x28x28, scaled to [-1, 1] once and held in memory.",
 )
 kmnist = _register_torchvision(
     "kmnist",
     KMNIST_SOURCE,
-    KMNISTParams,
     "Kuzushiji-MNIST characters, 1x28x28, scaled to [-1, 1] once and held in memory.",
 )
 cifar10 = _register_torchvision(
     "cifar10",
     CIFAR10_SOURCE,
-    CIFAR10Params,
     "CIFAR-10 photos, 3x32x32 in 10 classes, scaled to [-1, 1] once and held in memory.",
 )
 cifar100 = _register_torchvision(
     "cifar100",
     CIFAR100_SOURCE,
-    CIFAR100Params,
     "CIFAR-100 photos, 3x32x32 in 100 classes, scaled to [-1, 1] once and held in memory.",
 )
 
