@@ -13,24 +13,32 @@ class EMA:
     """Keeps `module`, a frozen copy of a network whose weights trail the live ones.
 
     After each iteration `update` moves every weight a fraction (1 - decay) toward the live
-    network's and copies the buffers (BatchNorm statistics) as they are. With `warmup`, the
+    network's and copies the buffers (BatchNorm statistics) as they are; `set_step` picks the
+    decay of the coming iteration. With `warmup`, the
     decay starts low, min(decay, (1 + step) / (10 + step)), so early weights fade fast.
     """
 
     def __init__(self, source: nn.Module, decay: float, warmup: bool = True) -> None:
         self.module = copy.deepcopy(source).eval().requires_grad_(False)
         self.decay, self.warmup = decay, warmup
+        device = next(source.parameters()).device
+        # 1 - decay of the coming update, on the device so that a CUDA graph reads it at replay
+        self.weight = torch.full((), 1.0 - self.decay_at(0), device=device)
 
     def decay_at(self, step: int) -> float:
         """The decay used after `step` iterations."""
         return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
 
+    def set_step(self, step: int) -> None:
+        """Use the decay of iteration `step` in the next `update` (no host sync)."""
+        self.weight.fill_(1.0 - self.decay_at(step))
+
     @torch.no_grad()
-    def update(self, source: nn.Module, step: int) -> None:
+    def update(self, source: nn.Module) -> None:
         """Move the average toward `source` (device ops only; no host sync)."""
         averaged = list(self.module.parameters())
         live = [parameter.detach() for parameter in source.parameters()]
-        torch._foreach_lerp_(averaged, live, 1.0 - self.decay_at(step))
+        torch._foreach_lerp_(averaged, live, [self.weight] * len(averaged))
         for kept, current in zip(self.module.buffers(), source.buffers(), strict=True):
             kept.copy_(current)
 

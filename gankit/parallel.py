@@ -44,6 +44,11 @@ def check_device(recipe: RecipeBase) -> str:
             "mixed_precision: fp16 needs a CUDA GPU, but this runs on the CPU (where autocast "
             "ignores fp16); use bf16 or no"
         )
+    if recipe.perf.cuda_graph and not uses_cuda():
+        raise GankitError(
+            "perf.cuda_graph needs a CUDA GPU, but this runs on the CPU; turn it off here "
+            "(perf.cuda_graph=false)"
+        )
     mode = recipe.train.batch_norm
     if mode == "sync" and not uses_cuda():
         warn(
@@ -52,6 +57,15 @@ def check_device(recipe: RecipeBase) -> str:
         )
         return "broadcast"
     return mode
+
+
+def check_processes(recipe: RecipeBase, processes: int) -> None:
+    """Refuse what one process can do but several cannot (checked before any training)."""
+    if recipe.perf.cuda_graph and processes > 1:
+        raise GankitError(
+            f"perf.cuda_graph runs on one GPU, but this launch has {processes} processes; "
+            "launch one process, or turn perf.cuda_graph off to train with several"
+        )
 
 
 def ddp_kwargs(mode: str) -> DistributedDataParallelKwargs:
@@ -155,7 +169,11 @@ class StopVote:
         return agreed
 
     def close(self) -> None:
-        """Wait for the last vote, so no collective is left running."""
+        """Wait for the last vote and free the group, so no collective or gloo thread is left
+        for the interpreter's shutdown (where tearing one down can abort the process)."""
         if self.pending is not None:
             self.pending[0].wait()
             self.pending = None
+        if self.group is not None:
+            torch.distributed.destroy_process_group(self.group)
+            self.group = None

@@ -14,143 +14,41 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from gankit.errors import RecipeError, did_you_mean
 from gankit.registry import REGISTRIES, Entry, Registry, load_plugins
+from gankit.sections import (
+    AdamParams,
+    EMASection,
+    EvalSection,
+    LoaderFields,
+    OptimSection,
+    PerfSection,
+    RecipeBase,
+    Strict,
+    TrainSection,
+    WandbSection,
+)
 
-
-class Strict(BaseModel):
-    """A recipe section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class AdamParams(Strict):
-    """Adam for one network (reference: lr 2e-4, betas (0.5, 0.999))."""
-
-    lr: float = Field(2e-4, gt=0, description="learning rate")
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
-        0.5,
-        0.999,
-    )
-    eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
-        "constant", description="after warm-up: keep lr, or decay it to 0 at train.steps"
-    )
-    warmup_steps: int = Field(0, ge=0, description="iterations of linear warm-up from 0")
-
-
-class OptimSection(Strict):
-    """One optimizer per network."""
-
-    generator: AdamParams = AdamParams()
-    discriminator: AdamParams = AdamParams()
-
-
-class LoaderFields(Strict):
-    """How batches are drawn from any dataset (added to every `data` section)."""
-
-    batch_size: int = Field(100, gt=0, description="images per batch, per process by default")
-    global_batch: bool = Field(
-        False, description="batch_size is the global batch, split evenly across processes"
-    )
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    subset: int | None = Field(None, gt=0, description="use only the first N images (debugging)")
-
-
-class TrainSection(Strict):
-    """Length, seed and output cadence of a run."""
-
-    steps: int = Field(gt=0, description="training iterations (each runs the schedule once)")
-    seed: int = Field(0, ge=0, lt=2**32, description="seeds weights, noise and data order")
-    log_every: int = Field(100, gt=0, description="steps between metric lines")
-    sample_every: int = Field(1000, gt=0, description="steps between sample grids")
-    n_samples: int = Field(100, gt=0, description="images in each grid, from fixed noise")
-    export_discriminator: bool = Field(True, description="also export D next to G")
-    progress: bool = Field(True, description="show a progress bar")
-    checkpoint_every: int = Field(1000, gt=0, description="steps between resumable checkpoints")
-    keep_checkpoints: int = Field(3, gt=0, description="how many of the newest to keep")
-    resume: str = Field(
-        "auto", min_length=1, description="auto (newest checkpoint, if any), never, or a folder"
-    )
-    allow_recipe_changes: bool = Field(
-        False, description="resume even if the recipe changed in a way that changes training"
-    )
-    on_nan: Literal["stop", "skip"] = Field(
-        "stop", description="on a non-finite loss: stop, or skip that update (costs a sync)"
-    )
-    grad_accumulation: int = Field(
-        1, gt=0, description="micro-batches of data.batch_size accumulated into each update"
-    )
-    batch_norm: Literal["broadcast", "sync", "local"] = Field(
-        "broadcast",
-        description="with several processes: BatchNorm statistics from process 0 (broadcast), "
-        "synchronised per batch (sync, CUDA only), or kept per process (local)",
-    )
-
-
-class EvalSection(Strict):
-    """Sample-quality metrics during training: MNIST metrics (see `gankit eval`) for 1x28x28
-    images, mode coverage for ring data."""
-
-    every: int = Field(0, ge=0, description="steps between evaluations; 0: off")
-    n: int = Field(2000, gt=1, description="generated samples per evaluation, over all processes")
-    split: Literal["test", "train"] = Field("test", description="MNIST reference split")
-    data_root: str | None = Field(None, description="MNIST folder; default: data.root")
-    batch_size: int = Field(500, gt=0, description="images per evaluation batch")
-
-
-class EMASection(Strict):
-    """An exponential moving average of G's weights, used for samples, exports and metrics."""
-
-    decay: float = Field(0.0, ge=0, lt=1, description="e.g. 0.999; 0 turns the average off")
-    warmup: bool = Field(True, description="start with a lower decay: min(decay, (1+t)/(10+t))")
-
-
-class PerfSection(Strict):
-    """Opt-in speed switches; none changes what is trained (see gankit/fastpath.py)."""
-
-    data_on_device: bool = Field(False, description="hold the dataset on the device")
-    fused_adam: bool = Field(False, description="fused Adam kernels")
-    channels_last: bool = Field(False, description="NHWC layout for convolutions")
-    tf32: bool = Field(False, description="TF32 matmuls and convolutions on NVIDIA GPUs")
-    compile: bool = Field(False, description="torch.compile both networks")
-
-
-class WandbSection(Strict):
-    """Weights & Biases logging. Without `mode`, WANDB_MODE decides; without a key, offline."""
-
-    project: str = "gankit"
-    entity: str | None = None
-    mode: Literal["online", "offline", "disabled"] | None = None
-    tags: list[str] = []
-
-
-class RecipeBase(Strict):
-    """Fields of a recipe besides its component sections."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name")
-    output_dir: str | None = Field(None, description="run folder; default runs/<name>")
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    optim: OptimSection = OptimSection()
-    train: TrainSection
-    ema: EMASection = EMASection()
-    eval: EvalSection = EvalSection()
-    perf: PerfSection = PerfSection()
-    wandb: WandbSection = WandbSection()
-
-    @model_validator(mode="after")
-    def _default_output_dir(self) -> RecipeBase:
-        if self.output_dir is None:
-            self.output_dir = f"runs/{self.name}"
-        return self
-
-    @property
-    def run_dir(self) -> Path:
-        """The run folder (outputs, exports, resolved recipe)."""
-        return Path(self.output_dir or f"runs/{self.name}")
+__all__ = [  # the section models live in gankit.sections and are importable from here too
+    "AdamParams",
+    "EMASection",
+    "EvalSection",
+    "LoaderFields",
+    "OptimSection",
+    "PerfSection",
+    "RecipeBase",
+    "Strict",
+    "TrainSection",
+    "WandbSection",
+    "dump_recipe",
+    "load_recipe",
+    "recipe_dict",
+    "recipe_model",
+    "training_changes",
+    "validate_recipe",
+]
 
 
 # Keys that may change between a checkpoint and its resumption without changing the training.
@@ -386,6 +284,8 @@ def _describe(
         message = f"unknown key {path}{hint} valid keys here: {', '.join(valid)}"
     elif kind == "missing":
         message = f"{path} is required but missing"
+    elif kind == "value_error":  # a validator's own sentence, without pydantic's prefix
+        message = f"{path}: {problem['ctx']['error']}"
     else:
         message = f"{path}: {problem['msg']} (got {value!r})"
     blamed = (

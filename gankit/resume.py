@@ -48,7 +48,8 @@ class Progress:
         t = self.trainer
         t.step, t.epoch, t.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         t.fixed_noise = state["fixed_noise"].to(t.accelerator.device)
-        t._sums = state["loss_sums"].to(t.accelerator.device)
+        t._sums.copy_(state["loss_sums"])  # in place: a CUDA graph holds these tensors
+        t._device_step.fill_(t.step)
         t._counts = list(state["loss_counts"])
         t.schedule.load_state_dict(state["schedule"])
         t.wandb_run_id = state["wandb_run_id"]

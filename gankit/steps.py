@@ -8,7 +8,7 @@ Everything here stays on the device: no host sync unless `train.on_nan: skip`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -39,6 +39,7 @@ class IterationSteps:
     recipe: Any
     step: int
     batches_per_step: int
+    graphs: Any = None  # a graphs.IterationGraphs with perf.cuda_graph
 
     def train_step(
         self,
@@ -52,14 +53,34 @@ class IterationSteps:
         `real` and `z` (and, for class-conditional models, `real_labels` and `fake_labels`)
         hold the schedule's `batches_per_step` batches, each of `train.grad_accumulation`
         micro-batches; a phase uses its batch (`Phase.batch`) and averages its loss over the
-        micro-batches into one update. No host sync unless `train.on_nan: skip`.
+        micro-batches into one update. The device work is `run_phases` (replayed from a CUDA
+        graph with `perf.cuda_graph`); the host keeps the counts. No host sync unless
+        `train.on_nan: skip`.
         """
-        accumulation = self.recipe.train.grad_accumulation
         inputs = Inputs(real, z, real_labels, fake_labels)
+        phases = self.phases(self.step)
+        if self.ema is not None:
+            self.ema.set_step(self.step)
+        if self.graphs is not None:
+            self.graphs.run(inputs, phases)
+            updated: Sequence[Phase] = phases  # graphs refuse on_nan: skip, so every update ran
+        else:
+            updated = self.run_phases(inputs, phases)
+        for phase in updated:
+            self._counts[_slots(phase)[1]] += 1
+        for schedule in self.lr_schedules:
+            schedule.step()
+        self.step += 1
+
+    def run_phases(self, inputs: Inputs, phases: Sequence[Phase]) -> list[Phase]:
+        """The device work of one iteration: the phases' updates, the loss sums, the EMA and
+        the device's step count. Returns the phases whose update ran (all, unless skipped)."""
+        accumulation = self.recipe.train.grad_accumulation
         batches = [  # one entry per batch of the iteration, each split into micro-batches
             group.chunk(accumulation) for group in inputs.chunk(self.batches_per_step)
         ]
-        for phase in self.phases(self.step):
+        ran = []
+        for phase in phases:
             micro_batches = batches[phase.batch]
             if phase.network == "generator":
                 trainable = [p for p in self.d_module.parameters() if p.requires_grad]
@@ -72,23 +93,20 @@ class IterationSteps:
                 finally:
                     for parameter in trainable:
                         parameter.requires_grad_(True)
-                first, counter = 2, 1
             elif phase.kind == "regularize":
                 parts = self._update(self.D, self.d_optimizer, self._penalty_loss, micro_batches)
-                first, counter = 3, 2
             else:
                 parts = self._update(
                     self.D, self.d_optimizer, self._discriminator_loss, micro_batches
                 )
-                first, counter = 0, 0
             if parts is not None:
+                first = _slots(phase)[0]
                 self._sums[first : first + len(parts)] += parts
-                self._counts[counter] += 1
+                ran.append(phase)
         if self.ema is not None:
-            self.ema.update(self.g_module, self.step)
-        for schedule in self.lr_schedules:
-            schedule.step()
-        self.step += 1
+            self.ema.update(self.g_module)
+        self._device_step += 1
+        return ran
 
     def phases(self, step: int) -> tuple[Phase, ...]:
         """The schedule's phases, then the regularizer's update on its own interval."""
@@ -164,10 +182,18 @@ class IterationSteps:
                 self._skipped += 1
                 return False
             return True
+        step = self._device_step + 1  # the device's count: the host's is not in a CUDA graph
         self._first_bad_step.copy_(
-            torch.where(bad & (self._first_bad_step < 0), self.step + 1, self._first_bad_step)
+            torch.where(bad & (self._first_bad_step < 0), step, self._first_bad_step)
         )
         return True
+
+
+def _slots(phase: Phase) -> tuple[int, int]:
+    """Where a phase's losses go: its first entry in the loss sums, and its update counter."""
+    if phase.network == "generator":
+        return 2, 1
+    return (3, 2) if phase.kind == "regularize" else (0, 0)
 
 
 def _call(network: Any, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

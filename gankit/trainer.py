@@ -6,6 +6,7 @@ runs the schedule's phases each iteration, and calls those modules at the right 
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import AutocastKwargs, DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
@@ -27,6 +28,7 @@ from gankit.divergence import check_losses, check_weights
 from gankit.ema import EMA
 from gankit.errors import GankitError
 from gankit.export import save_model
+from gankit.graphs import IterationGraphs
 from gankit.models.base import Generator, check_conditioning, grid_labels, sample_noise
 from gankit.recipe import AdamParams, RecipeBase, dump_recipe, recipe_dict
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
@@ -89,8 +91,13 @@ class Trainer(IterationSteps):
             dataloader_config=DataLoaderConfiguration(
                 use_seedable_sampler=True, data_seed=recipe.train.seed
             ),
-            kwargs_handlers=[parallel.ddp_kwargs(self.batch_norm)],
+            kwargs_handlers=[
+                parallel.ddp_kwargs(self.batch_norm),
+                # autocast's cast cache would hold tensors freed between graph replays
+                AutocastKwargs(cache_enabled=not recipe.perf.cuda_graph),
+            ],
         )
+        parallel.check_processes(recipe, self.accelerator.num_processes)
         self.batch_size = parallel.per_process_batch(recipe, self.accelerator.num_processes)
         seed = recipe.train.seed
         set_seed(seed)  # identical initial weights on every process
@@ -141,6 +148,10 @@ class Trainer(IterationSteps):
         self.G, self.D, self.g_optimizer, self.d_optimizer, self.loader = self.accelerator.prepare(
             generator, discriminator, g_optimizer, d_optimizer, loader
         )
+        for optimizer in (g_optimizer, d_optimizer):
+            if perf.cuda_graph:
+                fastpath.make_capturable(optimizer, self.accelerator.device)
+            fastpath.keep_implementation(optimizer)
         # Stepped once per iteration by us (Accelerate would step a prepared one per process).
         self.lr_schedules = [
             lr_schedule(optimizer, params, recipe.train.steps)
@@ -182,6 +193,7 @@ class Trainer(IterationSteps):
         self._sums = torch.zeros(len(LOSS_NAMES), device=device)  # device-side, read at log steps
         self._counts = [0, 0, 0]  # D, G and penalty updates since the last log
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self._device_step = torch.zeros((), dtype=torch.long, device=device)  # = self.step
         self._skipped = 0
         self._skipped_fp16 = [0, 0]  # D and G steps the fp16 loss scaler skipped (overflow)
         self.reporter = Reporter(self.accelerator, self.run_dir)
@@ -193,6 +205,7 @@ class Trainer(IterationSteps):
         )
         self.accelerator.register_for_checkpointing(Progress(self), *self.lr_schedules)
         self.stop_vote = parallel.StopVote() if self.accelerator.num_processes > 1 else None
+        self.graphs = IterationGraphs(self.run_phases) if perf.cuda_graph else None
 
     def resume(self) -> None:
         """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
@@ -331,7 +344,7 @@ class Trainer(IterationSteps):
         self.check_finite()
         check_weights((self.g_module, self.d_module), self.step, self.run_dir)
         # Counters are saved by the main process only: make every process's the same first.
-        self._sums = self.accelerator.reduce(self._sums, reduction="mean")
+        self._sums.copy_(self.accelerator.reduce(self._sums, reduction="mean"))
         self._share_batch_norm_statistics()
         self.checkpoints.save(self.step, dump_recipe(self.recipe))
 
@@ -415,4 +428,12 @@ class Trainer(IterationSteps):
 
 def train(recipe: RecipeBase) -> int:
     """Train a validated recipe; returns the exit code (0 when done or stopped by SIGTERM)."""
-    return Trainer(recipe).fit()
+    trainer = Trainer(recipe)
+    try:
+        return trainer.fit()
+    finally:
+        # The trainer sits in reference cycles (checkpoint hooks) with DDP's wrappers, which
+        # hold the process group; free them now, not during interpreter shutdown, where gloo's
+        # worker threads abort the process when their last tensors go.
+        del trainer
+        gc.collect()

@@ -25,7 +25,8 @@ def test_update_moves_weights_by_one_minus_decay_and_copies_buffers():
     with torch.no_grad():
         live[0].weight.add_(1.0)
         live[1].running_mean.fill_(5.0)
-    ema.update(live, step=100)
+    ema.set_step(100)
+    ema.update(live)
     torch.testing.assert_close(ema.module[0].weight, 0.75 * before + 0.25 * live[0].weight)
     assert torch.equal(ema.module[1].running_mean, live[1].running_mean)
     assert not any(p.requires_grad for p in ema.module.parameters())
@@ -34,6 +35,13 @@ def test_update_moves_weights_by_one_minus_decay_and_copies_buffers():
 def test_warmup_starts_with_a_low_decay():
     ema = EMA(torch.nn.Linear(1, 1), decay=0.999, warmup=True)
     assert ema.decay_at(0) == 0.1 and ema.decay_at(90) == 0.91 and ema.decay_at(10**6) == 0.999
+    live = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        live.weight.fill_(1.0)
+        ema.module.weight.fill_(0.0)
+    ema.set_step(90)  # the device-side weight follows the step: 1 - 0.91
+    ema.update(live)
+    torch.testing.assert_close(ema.module.weight, torch.full((1, 1), 0.09))
 
 
 def test_samples_and_export_use_the_average(tmp_path, mnist_root):

@@ -1,0 +1,156 @@
+"""`perf.cuda_graph`: what a CPU can check of it. The captured replays themselves are checked in
+test_cuda.py; here the same iterations run eagerly through the graphs' static buffers, and
+the recipe and device rules are enforced before any work starts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gankit import fastpath
+from gankit.errors import GankitError, RecipeError
+from gankit.graphs import IterationGraphs
+from gankit.parallel import check_processes
+from gankit.recipe import load_recipe
+from gankit.schedules import D_REGULARIZE, D_STEP, G_STEP
+from gankit.steps import Inputs
+from gankit.trainer import Trainer
+
+from conftest import REFERENCE_RECIPE, TINY
+
+# EMA, a cosine learning rate and R1 every 2 steps: device-side weights and rates, two patterns
+EVERYTHING = [
+    *TINY,
+    "data.subset=64",
+    "train.log_every=3",
+    "train.sample_every=100",
+    "ema.decay=0.9",
+    "optim.generator.lr_schedule=cosine",
+    "regularizer={name: r1, weight: 1.0, every: 2}",
+]
+
+
+def run(tmp_path, name: str, steps: int, staged: bool) -> Trainer:
+    recipe = load_recipe(REFERENCE_RECIPE, [*EVERYTHING, f"output_dir={tmp_path / name}"])
+    trainer = Trainer(recipe)
+    if staged:
+        trainer.graphs = IterationGraphs(trainer.run_phases, capture=False)
+    batches = trainer.batches()
+    for _ in range(steps):
+        trainer.train_step(*trainer.next_inputs(batches))
+    return trainer
+
+
+def state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    networks = {"G": trainer.g_module, "D": trainer.d_module, "EMA": trainer.ema.module}
+    return {
+        f"{name}.{key}": value
+        for name, network in networks.items()
+        for key, value in network.state_dict().items()
+    }
+
+
+def test_iterations_through_the_static_buffers_train_exactly_like_eager(tmp_path, mnist_root):
+    eager = run(tmp_path, "eager", 6, staged=False)
+    staged = run(tmp_path, "staged", 6, staged=True)
+    graphs = staged.graphs
+    regular, regularized = (D_STEP, G_STEP, G_STEP), (D_STEP, G_STEP, G_STEP, D_REGULARIZE)
+    assert graphs.eager_runs == {regular: 3, regularized: 3} and graphs.replays == 0
+    expected, got = state(eager), state(staged)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[key], got[key]) for key in expected), [
+        key for key in expected if not torch.equal(expected[key], got[key])
+    ]
+    assert torch.equal(eager._sums, staged._sums) and eager._counts == staged._counts
+    assert int(staged._device_step) == staged.step == 6
+    assert staged.g_optimizer.param_groups[0]["lr"] == eager.g_optimizer.param_groups[0]["lr"]
+
+
+def test_static_buffers_refuse_a_change_of_shape():
+    graphs = IterationGraphs(lambda inputs, phases: None, capture=False)
+    graphs.run(Inputs(torch.zeros(4, 1), torch.zeros(4, 2)), (D_STEP,))
+    graphs.run(Inputs(torch.ones(4, 1), torch.ones(4, 2)), (D_STEP,))
+    assert torch.equal(graphs.static.real, torch.ones(4, 1))  # copied in, not replaced
+    with pytest.raises(GankitError, match=r"real changed from \(4, 1\) to \(3, 1\)"):
+        graphs.run(Inputs(torch.zeros(3, 1), torch.zeros(3, 2)), (D_STEP,))
+    with pytest.raises(GankitError, match="real_labels changed from none"):
+        graphs.run(Inputs(torch.zeros(4, 1), torch.zeros(4, 2), torch.zeros(4)), (D_STEP,))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "conflict"),
+    [
+        (["mixed_precision=fp16"], "mixed_precision: fp16"),
+        (["train.on_nan=skip"], "train.on_nan: skip"),
+        (["perf.compile=true"], "perf.compile"),
+    ],
+)
+def test_recipes_that_a_graph_cannot_replay_are_refused(overrides, conflict):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(REFERENCE_RECIPE, [*overrides, "perf.cuda_graph=true"])
+    message = str(error.value)
+    assert "perf: cuda_graph cannot be combined with " + conflict in message
+    assert "[set by override 'perf." in message
+    load_recipe(REFERENCE_RECIPE, overrides)  # each is fine without the graph
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU")
+def test_cuda_graph_on_a_cpu_is_refused_before_any_work(tmp_path, mnist_root):
+    recipe = load_recipe(
+        REFERENCE_RECIPE, [*TINY, "perf.cuda_graph=true", f"output_dir={tmp_path}"]
+    )
+    with pytest.raises(GankitError, match=r"perf\.cuda_graph needs a CUDA GPU"):
+        Trainer(recipe)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_cuda_graph_with_several_processes_is_refused():
+    recipe = load_recipe(REFERENCE_RECIPE, ["perf.cuda_graph=true"])
+    check_processes(recipe, 1)
+    with pytest.raises(GankitError, match="runs on one GPU, but this launch has 2 processes"):
+        check_processes(recipe, 2)
+
+
+def adam(lr: float = 0.1, **kwargs) -> torch.optim.Adam:
+    parameter = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([parameter], lr=lr, **kwargs)
+    parameter.grad = torch.ones(3)
+    optimizer.step()
+    return optimizer
+
+
+def test_a_loaded_state_keeps_the_optimizers_kernels_and_learning_rate_kind():
+    saved = adam(lr=0.05).state_dict()  # foreach, float learning rate
+    fused = adam(fused=True)
+    fastpath.keep_implementation(fused)
+    fused.load_state_dict(saved)
+    assert fused.param_groups[0]["fused"] is True and fused.param_groups[0]["lr"] == 0.05
+
+    capturable = adam()
+    fastpath.make_capturable(capturable, torch.device("cpu"))
+    fastpath.keep_implementation(capturable)
+    capturable.load_state_dict(saved)
+    group = capturable.param_groups[0]
+    assert group["capturable"] is True and isinstance(group["lr"], torch.Tensor)
+    assert float(group["lr"]) == pytest.approx(0.05)
+    assert isinstance(group["initial_lr"], float)  # schedules scale it without a host sync
+
+    plain = adam()
+    fastpath.keep_implementation(plain)
+    plain.load_state_dict(capturable.state_dict())  # a tensor rate becomes a float again
+    assert plain.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert not isinstance(plain.param_groups[0]["lr"], torch.Tensor)
+    assert not plain.param_groups[0]["capturable"]
+    plain.step()
+
+
+def test_resuming_with_fused_adam_switched_on_uses_it(tmp_path, mnist_root):
+    common = [*TINY, "data.subset=64", "train.checkpoint_every=2", f"output_dir={tmp_path}"]
+    Trainer(load_recipe(REFERENCE_RECIPE, [*common, "train.steps=2"])).fit()
+    resumed = Trainer(
+        load_recipe(REFERENCE_RECIPE, [*common, "train.steps=4", "perf.fused_adam=true"])
+    )
+    resumed.fit()
+    assert resumed.step == 4
+    for optimizer in (resumed.g_optimizer, resumed.d_optimizer):
+        assert optimizer.param_groups[0]["fused"] is True
