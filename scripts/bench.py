@@ -1,13 +1,18 @@
 """Time gankit's training iteration against a plain-PyTorch loop of the same networks.
 
-    python scripts/bench.py RECIPE [--device cpu|cuda] [--iters N] [--json FILE] [key=value ...]
+    python scripts/bench.py RECIPE [--device cpu|cuda] [--modes eager,compile,graph]
+        [--iters N] [--rounds N] [--json FILE] [--markdown FILE] [key=value ...]
 
-Both run in this process on the same device, alternating in rounds, with warm-up, device
-synchronisation and medians. The plain loop is what one would write by hand: the same networks
-(built from the recipe), Adam, the recipe's loss function, the alternating schedule's D and G
-updates with the same noise, batches from a DataLoader. It prints ms per iteration, images/s
-and the ratio gankit / plain (1.05 = 5% overhead), then the same for a run with logging,
-sample grids and checkpoints every `--outputs-every` steps, so their cost is visible.
+All loops run in this process on the same device, alternating in rounds of timed blocks (after
+a warm-up, synchronised with the device at both ends of a block); the figures are medians over
+the rounds. The plain loop is what one would write by hand: the same networks (built from the
+recipe), Adam, the recipe's loss function, the alternating schedule's D and G updates with the
+same noise, batches from a DataLoader. gankit runs in each of `--modes`: `eager` (the recipe as
+it is), `compile` (perf.compile) and `graph` (perf.cuda_graph with the dataset on the device
+and fused Adam; GPU only). On a GPU every loop uses TF32. It prints ms per iteration, images/s
+and the ratio gankit / plain (1.05 = 5% overhead; the top-level `ratio` in `--json` is the
+eager one), then the same for an eager run with logging, sample grids and checkpoints every
+`--outputs-every` steps, so their cost is visible. `--markdown FILE` writes the README table.
 """
 
 from __future__ import annotations
@@ -80,15 +85,23 @@ class PlainLoop:
             self.g_opt.step()
 
 
-def time_steps(step, device: torch.device, count: int) -> list[float]:
-    times = []
+# The gankit variants: the eager default, and the fast paths added on top of it.
+MODES: dict[str, list[str]] = {
+    "eager": [],
+    "compile": ["perf.compile=true"],
+    "graph": ["perf.cuda_graph=true", "perf.data_on_device=true", "perf.fused_adam=true"],
+}
+
+
+def time_block(step, device: torch.device, count: int) -> float:
+    """Seconds per iteration over `count` iterations run back to back, as in training (the
+    host may run ahead of the device), synchronised before and after."""
+    synchronize(device)
+    start = time.perf_counter()
     for _ in range(count):
-        synchronize(device)
-        start = time.perf_counter()
         step()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
+    synchronize(device)
+    return (time.perf_counter() - start) / count
 
 
 def figures(seconds: list[float], batch: int) -> dict[str, float]:
@@ -96,100 +109,159 @@ def figures(seconds: list[float], batch: int) -> dict[str, float]:
     return {"ms_per_iter": round(median * 1000, 3), "images_per_sec": round(batch / median, 1)}
 
 
+def gankit_step(trainer: Trainer):
+    batches = trainer.batches()
+
+    def step() -> None:
+        trainer.train_step(*trainer.next_inputs(batches))
+
+    return step
+
+
+def with_outputs_intervals(args, overrides: list[str], scratch: Path) -> list[float]:
+    """Per-iteration times of a real `fit()` that logs, samples and checkpoints every
+    `--outputs-every` steps (from one step's start to the next one's)."""
+    every = args.outputs_every
+    cadence = [f"train.{key}={every}" for key in ("log_every", "sample_every", "checkpoint_every")]
+    steps = args.warmup + args.iters
+    trainer = Trainer(
+        load_recipe(
+            args.recipe,
+            [*overrides, *cadence, f"train.steps={steps}", f"output_dir={scratch / 'outputs'}"],
+        )
+    )
+    stamps: list[float] = []
+    original = trainer.train_step
+
+    def stamped(*inputs: torch.Tensor | None) -> None:
+        stamps.append(time.perf_counter())
+        original(*inputs)
+
+    trainer.train_step = stamped
+    trainer.fit()
+    timed = stamps[args.warmup :]
+    return [later - earlier for earlier, later in itertools.pairwise(timed)]
+
+
+def markdown(results: dict) -> str:
+    """The figures as a README table."""
+    rows = [
+        f"Device: {results['device']}; recipe `{results['recipe']}` "
+        f"{' '.join(results['overrides'])}; batch {results['batch']}; TF32 "
+        f"{'on' if results['tf32'] else 'off'}; median of {results['rounds']} rounds of "
+        f"{results['iters']} iterations.",
+        "",
+        "| loop | ms / iteration | images / s | time vs plain PyTorch |",
+        "| --- | --- | --- | --- |",
+        f"| plain PyTorch | {results['plain']['ms_per_iter']:.2f} | "
+        f"{results['plain']['images_per_sec']:.0f} | 1.00 |",
+    ]
+    for mode, row in results["modes"].items():
+        rows.append(
+            f"| gankit, {mode} | {row['ms_per_iter']:.2f} | {row['images_per_sec']:.0f} | "
+            f"{row['ratio']:.2f} |"
+        )
+    outputs = results["gankit_with_outputs"]
+    rows.append(
+        f"| gankit, eager, outputs every {outputs['outputs_every']} steps (mean) | "
+        f"{outputs['mean_ms_per_iter']:.2f} | {outputs['images_per_sec']:.0f} | "
+        f"{results['ratio_with_outputs']:.2f} |"
+    )
+    return "\n".join(rows) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=...")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    parser.add_argument("--iters", type=int, default=20, help="timed iterations per variant")
+    parser.add_argument("--modes", help=f"comma-separated, of {', '.join(MODES)}; default: "
+                        "eager on a CPU, all on a GPU")  # fmt: skip
+    parser.add_argument("--iters", type=int, default=20, help="iterations per timed block")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations of the variants")
+    parser.add_argument("--rounds", type=int, default=3, help="timed blocks per variant")
     parser.add_argument("--outputs-every", type=int, default=10)
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--markdown", help="write the figures as a table to this file")
     args = parser.parse_args()
     device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_name == "cpu":
         os.environ["ACCELERATE_USE_CPU"] = "1"
     os.environ.setdefault("WANDB_MODE", "disabled")
     device = torch.device(device_name)
+    modes = (args.modes or ("eager" if device.type == "cpu" else ",".join(MODES))).split(",")
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown or "eager" not in modes:
+        raise SystemExit(f"--modes takes eager plus any of {', '.join(MODES)}; got {args.modes}")
+    if "graph" in modes and device.type != "cuda":
+        raise SystemExit("the graph mode needs --device cuda")
+    # TF32 for every loop alike on a GPU (the plain loop included): the comparison is of loops
+    tf32 = device.type == "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    overrides = [*args.overrides, *(["perf.tf32=true"] if tf32 else [])]
 
     scratch = Path(tempfile.mkdtemp(prefix="gankit-bench-"))
-    steady = [f"output_dir={scratch / 'eager'}", "train.progress=false", "train.steps=1000000000"]
-    recipe = load_recipe(args.recipe, [*args.overrides, *steady])
-    trainer = Trainer(recipe)
-    plain = PlainLoop(recipe, trainer.accelerator.device)
-    batches = trainer.batches()
+    steps: dict[str, object] = {}
+    trainers: dict[str, Trainer] = {}
+    for mode in modes:
+        steady = [f"output_dir={scratch / mode}", "train.progress=false", "train.steps=1000000000"]
+        trainers[mode] = Trainer(load_recipe(args.recipe, [*overrides, *MODES[mode], *steady]))
+        steps[mode] = gankit_step(trainers[mode])
+    recipe = trainers["eager"].recipe
+    plain = PlainLoop(recipe, trainers["eager"].accelerator.device)
+    steps["plain"] = plain.step
+    for step in steps.values():
+        time_block(step, device, args.warmup)
+    timings: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.rounds):  # alternate, so drift in the machine hits all alike
+        for name, step in steps.items():
+            timings[name].append(time_block(step, device, args.iters))
+    intervals = with_outputs_intervals(args, overrides, scratch)
 
-    def gankit_step() -> None:
-        trainer.train_step(*trainer.next_inputs(batches))
-
-    time_steps(gankit_step, device, args.warmup)
-    time_steps(plain.step, device, args.warmup)
-    timings: dict[str, list[float]] = {"gankit": [], "plain": []}
-    for _ in range(args.rounds):  # alternate, so drift in the machine hits both alike
-        timings["plain"] += time_steps(plain.step, device, args.iters)
-        timings["gankit"] += time_steps(gankit_step, device, args.iters)
-
-    every = args.outputs_every
-    cadence = [
-        f"train.log_every={every}",
-        f"train.sample_every={every}",
-        f"train.checkpoint_every={every}",
-        "train.progress=false",
-    ]
-    steps = args.warmup + args.iters
-    with_outputs = Trainer(
-        load_recipe(
-            args.recipe,
-            [
-                *args.overrides,
-                *cadence,
-                f"train.steps={steps}",
-                f"output_dir={scratch / 'outputs'}",
-            ],
-        )
-    )
-    stamps: list[float] = []
-    original = with_outputs.train_step
-
-    def stamped(*inputs: torch.Tensor | None) -> None:
-        stamps.append(time.perf_counter())
-        original(*inputs)
-
-    with_outputs.train_step = stamped
-    with_outputs.fit()
-    # step i's time: from its start to the next step's start (includes outputs written after it)
-    timed = stamps[args.warmup :]
-    intervals = [later - earlier for earlier, later in itertools.pairwise(timed)]
-
-    batch = trainer.batch_size * recipe.train.grad_accumulation
+    batch = trainers["eager"].batch_size * recipe.train.grad_accumulation
+    plain_figures = figures(timings["plain"], batch)
     results = {
         "device": str(device)
         + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
         "recipe": args.recipe,
         "overrides": args.overrides,
-        "iterations": args.iters * args.rounds,
-        "plain": figures(timings["plain"], batch),
-        "gankit": figures(timings["gankit"], batch),
+        "batch": batch,
+        "tf32": tf32,
+        "iters": args.iters,
+        "rounds": args.rounds,
+        "plain": plain_figures,
+        "modes": {},
         "gankit_with_outputs": {
             **figures(intervals, batch),
             "mean_ms_per_iter": round(statistics.mean(intervals) * 1000, 3),
-            "outputs_every": every,
+            "outputs_every": args.outputs_every,
         },
     }
-    results["ratio"] = round(results["gankit"]["ms_per_iter"] / results["plain"]["ms_per_iter"], 3)
+    for mode in modes:
+        row = figures(timings[mode], batch)
+        row["ratio"] = round(row["ms_per_iter"] / plain_figures["ms_per_iter"], 3)
+        row["speedup"] = round(plain_figures["ms_per_iter"] / row["ms_per_iter"], 3)
+        results["modes"][mode] = row
+    graphs = trainers["graph"].graphs if "graph" in trainers else None
+    if graphs is not None:
+        results["modes"]["graph"]["captured_graphs"] = len(graphs.graphs)
+    results["gankit"] = {k: results["modes"]["eager"][k] for k in ("ms_per_iter", "images_per_sec")}
+    results["ratio"] = results["modes"]["eager"]["ratio"]
     results["ratio_with_outputs"] = round(
-        results["gankit_with_outputs"]["mean_ms_per_iter"] / results["plain"]["ms_per_iter"], 3
+        results["gankit_with_outputs"]["mean_ms_per_iter"] / plain_figures["ms_per_iter"], 3
     )
-    for name in ("plain", "gankit", "gankit_with_outputs"):
-        row = results[name]
+    print(f"{results['device']}, batch {batch}, TF32 {'on' if tf32 else 'off'}")
+    for name, row in [("plain", plain_figures), *results["modes"].items()]:
         print(
             f"{name:<20} {row['ms_per_iter']:>10.2f} ms/iter {row['images_per_sec']:>10.1f} img/s"
+            + (f"  x{row['ratio']:.3f} of plain" if name != "plain" else "")
         )
     ratios = results["ratio"], results["ratio_with_outputs"]
     print(f"ratio gankit/plain {ratios[0]:.3f}; with outputs (mean) {ratios[1]:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(results))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from conftest import MNIST_ROOT, REFERENCE_RECIPE, ROOT
 
 
 def test_bench_writes_ratios_for_gankit_and_the_plain_loop(tmp_path, mnist_root):
-    out = tmp_path / "bench.json"
+    out, table = tmp_path / "bench.json", tmp_path / "bench.md"
     overrides = [
         f"data.root={MNIST_ROOT}",
         "data.download=false",
@@ -38,6 +38,8 @@ def test_bench_writes_ratios_for_gankit_and_the_plain_loop(tmp_path, mnist_root)
             "2",
             "--json",
             str(out),
+            "--markdown",
+            str(table),
         ],
         env={**os.environ, "WANDB_MODE": "disabled"},
         capture_output=True,
@@ -52,3 +54,20 @@ def test_bench_writes_ratios_for_gankit_and_the_plain_loop(tmp_path, mnist_root)
         figures["gankit"]["ms_per_iter"] / figures["plain"]["ms_per_iter"], 3
     )
     assert figures["device"] == "cpu" and "ratio gankit/plain" in result.stdout
+    assert (
+        list(figures["modes"]) == ["eager"]
+        and figures["modes"]["eager"]["ratio"] == (figures["ratio"])
+    )
+    rows = table.read_text().splitlines()
+    assert rows[0].startswith("Device: cpu") and "TF32 off" in rows[0]
+    assert rows[4].startswith("| plain PyTorch | ") and rows[5].startswith("| gankit, eager | ")
+    assert f"| {figures['ratio']:.2f} |" in rows[5]
+
+
+def test_bench_refuses_the_graph_mode_on_a_cpu():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), str(REFERENCE_RECIPE),
+         "--device", "cpu", "--modes", "eager,graph"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and "the graph mode needs --device cuda" in result.stderr

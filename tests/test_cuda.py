@@ -1,4 +1,5 @@
-"""Checks that need CUDA GPUs: fp16 with loss scaling, SyncBatchNorm. They run where a GPU is."""
+"""Checks that need CUDA GPUs: fp16 with loss scaling, SyncBatchNorm, CUDA graphs, no host
+synchronisation in the training step. They run where a GPU is (`scripts/gpu_checks.sh`)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,89 @@ def test_sync_batch_norm_on_two_gpus(tmp_path, mnist_root):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "run_info.json").read_text())["batch_norm"] == "sync"
+
+
+# The fast path as the bench's graph mode runs it; the eager runs it is compared with differ
+# only in the graph (same fused Adam, same device-held data in the same order).
+FAST = ["perf.data_on_device=true", "perf.fused_adam=true"]
+GRAPH = [*FAST, "perf.cuda_graph=true"]
+# EMA, a cosine learning rate and lazy R1: two phase patterns, device-side rates and weights
+EMA_R1_COSINE = [
+    "ema.decay=0.9",
+    "optim.generator.lr_schedule=cosine",
+    "regularizer={name: r1, weight: 1.0, every: 2}",
+]
+
+
+def fit(run_dir, *overrides: str) -> Trainer:
+    common = [*TINY, "data.subset=256", "train.log_every=1", "train.sample_every=100"]
+    trainer = Trainer(load_recipe(REFERENCE_RECIPE, [*common, *overrides, f"output_dir={run_dir}"]))
+    trainer.fit()
+    return trainer
+
+
+def logged_losses(run_dir) -> list[list[float]]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [[r["d_loss_real"], r["d_loss_fake"], r["g_loss"]] for r in records]
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    ("extra", "patterns", "tolerance"),
+    [([], 1, 1e-4), (EMA_R1_COSINE, 2, 1e-4), (["mixed_precision=bf16"], 1, 2e-2)],
+    ids=["reference", "ema+r1+cosine", "bf16"],
+)
+def test_cuda_graph_trains_like_eager(tmp_path, mnist_root, extra, patterns, tolerance):
+    steps = "train.steps=10"
+    fit(tmp_path / "eager", steps, *FAST, *extra)
+    graph = fit(tmp_path / "graph", steps, *GRAPH, *extra)
+    assert len(graph.graphs.graphs) == patterns
+    warmup = graph.graphs.warmup * patterns  # eager iterations before each pattern's capture
+    assert graph.graphs.replays == 10 - warmup
+    torch.testing.assert_close(
+        logged_losses(tmp_path / "graph"),
+        logged_losses(tmp_path / "eager"),
+        rtol=tolerance,
+        atol=tolerance,
+    )
+    assert int(graph._device_step) == graph.step == 10
+    if graph.ema is not None:  # the average moved with the replays, not only in the warm-up
+        ema = dict(graph.ema.module.named_parameters())
+        live = dict(graph.g_module.named_parameters())
+        assert all(torch.isfinite(ema[k]).all() and not torch.equal(ema[k], live[k]) for k in ema)
+
+
+@needs_cuda
+def test_cuda_graph_run_resumes_where_it_stopped(tmp_path, mnist_root):
+    every = "train.checkpoint_every=4"
+    fit(tmp_path / "straight", "train.steps=8", every, *GRAPH)
+    fit(tmp_path / "resumed", "train.steps=4", every, *GRAPH)
+    resumed = fit(tmp_path / "resumed", "train.steps=8", every, *GRAPH)
+    assert resumed.graphs.replays > 0
+    torch.testing.assert_close(
+        logged_losses(tmp_path / "resumed"),
+        logged_losses(tmp_path / "straight"),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_steady_state_steps_never_wait_for_the_gpu(tmp_path, mnist_root, mode):
+    overrides = [*TINY, "data.subset=1024", "train.steps=100", f"output_dir={tmp_path}"]
+    trainer = Trainer(
+        load_recipe(REFERENCE_RECIPE, [*overrides, *(GRAPH if mode == "graph" else FAST)])
+    )
+    batches = trainer.batches()
+    for _ in range(4):  # warm-up (and capture): they may synchronise
+        trainer.train_step(*trainer.next_inputs(batches))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation now raises
+    try:
+        for _ in range(16):
+            trainer.train_step(*trainer.next_inputs(batches))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert trainer.step == 20 and (mode == "eager") == (trainer.graphs is None)

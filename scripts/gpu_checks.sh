@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Every check that needs a CUDA GPU, in one call, writing its results to one folder.
+#
+#   bash scripts/gpu_checks.sh OUT [SECTION ...]      sections: tests bench full ema
+#                                                     (default: tests bench full)
+#
+# tests  the CUDA tests (fp16/bf16, CUDA graphs against eager, no host sync per step) and the
+#        fast-path tests                                                  (~2 min)
+# bench  scripts/bench.py on the reference recipe: plain PyTorch, eager, compile, graph (~2 min)
+# full   the reference recipe, 60,000 iterations, in the graph mode, timed, with metrics (~5 min)
+# ema    the reference recipe for 10,000 iterations on seeds 0-2, with and without EMA (~5 min)
+#
+# A folder `.gpu/` in the project root with wheels (*.whl) and MNIST's four *.gz files is
+# installed and unpacked first, for machines without network or those packages (see
+# CONTRIBUTING.md). Each section has its own time limit and the script goes on after a failure;
+# OUT/summary.txt lists each section's exit code and seconds.
+set -u
+out=${1:?usage: bash scripts/gpu_checks.sh OUT [tests] [bench] [full] [ema]}
+shift
+sections=${*:-tests bench full}
+cd "$(dirname "$0")/.."
+mkdir -p "$out"
+
+if [ -d .gpu ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+  mkdir -p /tmp/mnist/MNIST/raw
+  for f in .gpu/*.gz; do gunzip -c "$f" > "/tmp/mnist/MNIST/raw/$(basename "$f" .gz)"; done
+  export GANKIT_MNIST_ROOT=${GANKIT_MNIST_ROOT:-/tmp/mnist}
+fi
+export PYTHONPATH=${PYTHONPATH:-$PWD} WANDB_MODE=disabled PYTHONUNBUFFERED=1
+mnist=${GANKIT_MNIST_ROOT:-../shared/data/mnist}
+data="data.root=$mnist data.download=false"
+fast="perf.cuda_graph=true perf.data_on_device=true perf.fused_adam=true perf.tf32=true"
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch, accelerate; print('torch', torch.__version__, 'cuda',
+torch.version.cuda, 'accelerate', accelerate.__version__)"
+} > "$out/device.txt" 2>&1
+
+section() {  # section NAME LIMIT COMMAND...: run it, log it, record its code and time
+  local name=$1 limit=$2 start=$SECONDS
+  shift 2
+  echo "== $name: $*"
+  timeout --signal=TERM --kill-after=30 "$limit" "$@" > "$out/$name.log" 2>&1
+  local code=$?
+  echo "$name exit=$code seconds=$((SECONDS - start))" | tee -a "$out/summary.txt"
+  tail -n 5 "$out/$name.log"
+}
+
+# the reference recipe in the graph mode; append output_dir=... and other overrides
+# shellcheck disable=SC2206
+train=(python3 -m gankit.cli train recipes/mnist_dcgan.yaml $data $fast train.progress=false
+  train.log_every=1000 train.resume=never)
+
+keep() {  # keep RUN_DIR NAME: copy a run's small outputs into OUT/NAME
+  mkdir -p "$out/$2"
+  cp "$1"/metrics.jsonl "$1"/run_info.json "$1"/losses.png "$out/$2/" 2>/dev/null
+  cp "$(ls "$1"/samples/*.png 2>/dev/null | tail -n 1)" "$out/$2/last_grid.png" 2>/dev/null
+}
+
+for name in $sections; do
+  case $name in
+    tests)
+      section tests 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+        tests/test_graphs.py tests/test_fastpath.py
+      ;;
+    bench)
+      # shellcheck disable=SC2086
+      section bench 240 python3 scripts/bench.py recipes/mnist_dcgan.yaml $data \
+        --device cuda --warmup 20 --iters 200 --rounds 5 --outputs-every 100 \
+        --json "$out/bench.json" --markdown "$out/bench.md"
+      ;;
+    full)
+      section full 420 "${train[@]}" output_dir=/tmp/gankit-full train.steps=60000 \
+        eval.every=60000 eval.n=10000
+      keep /tmp/gankit-full full
+      ;;
+    ema)
+      for seed in 0 1 2; do
+        for decay in 0 0.999; do
+          section "ema_${decay}_seed$seed" 120 "${train[@]}" \
+            "output_dir=/tmp/gankit-ema-$decay-$seed" train.steps=10000 "train.seed=$seed" "ema.decay=$decay" train.sample_every=10000 \
+            train.checkpoint_every=10000 eval.every=10000 eval.n=10000
+          keep "/tmp/gankit-ema-$decay-$seed" "ema_${decay}_seed$seed"
+        done
+      done
+      ;;
+    *)
+      echo "unknown section '$name' (sections: tests bench full ema)" >&2
+      exit 2
+      ;;
+  esac
+done
