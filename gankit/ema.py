@@ -36,9 +36,8 @@ class EMA:
     @torch.no_grad()
     def update(self, source: nn.Module) -> None:
         """Move the average toward `source` (device ops only; no host sync)."""
-        averaged = list(self.module.parameters())
-        live = [parameter.detach() for parameter in source.parameters()]
-        torch._foreach_lerp_(averaged, live, [self.weight] * len(averaged))
+        for kept, current in zip(self.module.parameters(), source.parameters(), strict=True):
+            kept.lerp_(current.detach(), self.weight)
         for kept, current in zip(self.module.buffers(), source.buffers(), strict=True):
             kept.copy_(current)
 

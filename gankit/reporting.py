@@ -41,7 +41,7 @@ class Reporter:
             return
         was_training = generator.training
         generator.eval()
-        with self.accelerator.autocast():
+        with self.accelerator.autocast(), torch.no_grad():
             images = generator(noise) if labels is None else generator(noise, labels)
         generator.train(was_training)
         grid = outputs.render_samples(images, labels, self.reference)

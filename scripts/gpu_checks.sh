@@ -18,8 +18,9 @@ set -u
 out=${1:?usage: bash scripts/gpu_checks.sh OUT [tests] [bench] [full] [ema]}
 shift
 sections=${*:-tests bench full}
-cd "$(dirname "$0")/.."
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.."
 
 if [ -d .gpu ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/*.whl

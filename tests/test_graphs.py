@@ -58,10 +58,15 @@ def test_iterations_through_the_static_buffers_train_exactly_like_eager(tmp_path
     assert graphs.eager_runs == {regular: 3, regularized: 3} and graphs.replays == 0
     expected, got = state(eager), state(staged)
     assert expected.keys() == got.keys()
-    assert all(torch.equal(expected[key], got[key]) for key in expected), [
-        key for key in expected if not torch.equal(expected[key], got[key])
-    ]
-    assert torch.equal(eager._sums, staged._sums) and eager._counts == staged._counts
+    if staged.accelerator.device.type == "cpu":  # deterministic kernels: bit for bit
+        assert all(torch.equal(expected[key], got[key]) for key in expected), [
+            key for key in expected if not torch.equal(expected[key], got[key])
+        ]
+        assert torch.equal(eager._sums, staged._sums)
+    else:  # cuDNN's backward kernels may sum in any order
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(staged._sums, eager._sums, rtol=1e-4, atol=1e-5)
+    assert eager._counts == staged._counts
     assert int(staged._device_step) == staged.step == 6
     assert staged.g_optimizer.param_groups[0]["lr"] == eager.g_optimizer.param_groups[0]["lr"]
 
@@ -94,8 +99,8 @@ def test_recipes_that_a_graph_cannot_replay_are_refused(overrides, conflict):
     load_recipe(REFERENCE_RECIPE, overrides)  # each is fine without the graph
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU")
-def test_cuda_graph_on_a_cpu_is_refused_before_any_work(tmp_path, mnist_root):
+def test_cuda_graph_on_a_cpu_is_refused_before_any_work(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")  # as on a machine without a GPU
     recipe = load_recipe(
         REFERENCE_RECIPE, [*TINY, "perf.cuda_graph=true", f"output_dir={tmp_path}"]
     )
