@@ -7,10 +7,7 @@
 - `tf32`: TensorFloat-32 matrix maths on Ampere and newer GPUs (no effect on a CPU).
 - `compile`: `torch.compile` of both networks, in place (state-dict keys unchanged).
 - `cuda_graph`: the whole iteration replayed from CUDA graphs (see `gankit/graphs.py`); the
-  optimizers become capturable, with their step counts and learning rates on the device.
-
-Which kernels an optimizer uses (fused, foreach, capturable) follows the recipe's `perf`
-section, also when a checkpoint written with other settings is loaded.
+  optimizers become capturable (`gankit/optim.py`).
 """
 
 from __future__ import annotations
@@ -32,43 +29,6 @@ def apply(perf: Any, *networks: torch.nn.Module) -> None:
             network.to(memory_format=torch.channels_last)
         if perf.compile:
             network.compile()
-
-
-IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable")
-
-
-def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    """Let `optimizer.step()` be captured in a CUDA graph: its step counts live on the device,
-    and its learning rate is a device tensor that schedules fill in place between replays."""
-    for group in optimizer.param_groups:
-        group["capturable"] = True
-        lr = float(group["lr"])
-        group.setdefault("initial_lr", lr)  # schedules scale a float base, without a sync
-        group["lr"] = torch.tensor(lr, device=device)
-
-
-def keep_implementation(optimizer: torch.optim.Optimizer) -> None:
-    """Make loading a state dict keep this optimizer's kernels (fused, foreach, capturable)
-    and the kind of its learning rate (float or device tensor): a checkpoint restores the
-    hyperparameters, while `perf` may differ between the run that wrote it and this one."""
-
-    def keep(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
-        groups = []
-        for current, saved in zip(optimizer.param_groups, state["param_groups"], strict=True):
-            saved = dict(saved)
-            for key in IMPLEMENTATION_KEYS:
-                if key in current:
-                    saved[key] = current[key]
-            lr = float(saved["lr"])
-            if isinstance(current["lr"], torch.Tensor):
-                saved["lr"] = torch.tensor(lr, device=current["lr"].device)
-                saved.setdefault("initial_lr", lr)
-            else:
-                saved["lr"] = lr
-            groups.append(saved)
-        return {**state, "param_groups": groups}
-
-    optimizer.register_load_state_dict_pre_hook(keep)
 
 
 def all_items(dataset: Dataset, field: int = 0) -> torch.Tensor:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,7 +29,8 @@ from gankit.errors import GankitError
 from gankit.export import save_model
 from gankit.graphs import IterationGraphs
 from gankit.models.base import Generator, check_conditioning, grid_labels, sample_noise
-from gankit.recipe import AdamParams, RecipeBase, dump_recipe, recipe_dict
+from gankit.optim import keep_implementation, lr_schedule, make_adam, make_capturable
+from gankit.recipe import RecipeBase, dump_recipe, recipe_dict
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
 from gankit.reporting import Reporter
 from gankit.resume import Progress, resume_run
@@ -38,38 +38,6 @@ from gankit.steps import Inputs, IterationSteps
 from gankit.stopping import StopRequest
 
 LOSS_NAMES = ("d_loss_real", "d_loss_fake", "g_loss", "d_penalty")
-
-
-def lr_schedule(
-    optimizer: torch.optim.Optimizer, params: AdamParams, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then constant, linear or cosine decay to 0 at `total_steps`."""
-
-    def factor(step: int) -> float:
-        if step < params.warmup_steps:
-            return (step + 1) / params.warmup_steps
-        progress = min(
-            1.0, (step - params.warmup_steps) / max(1, total_steps - params.warmup_steps)
-        )
-        if params.lr_schedule == "linear":
-            return 1.0 - progress
-        if params.lr_schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def make_adam(parameters: Any, params: AdamParams, fused: bool = False) -> torch.optim.Adam:
-    """Adam from a recipe's optimizer section (`fused`: one kernel for all parameters)."""
-    return torch.optim.Adam(
-        parameters,
-        fused=fused or None,
-        lr=params.lr,
-        betas=params.betas,
-        eps=params.eps,
-        weight_decay=params.weight_decay,
-    )
 
 
 class Trainer(IterationSteps):
@@ -150,8 +118,8 @@ class Trainer(IterationSteps):
         )
         for optimizer in (g_optimizer, d_optimizer):
             if perf.cuda_graph:
-                fastpath.make_capturable(optimizer, self.accelerator.device)
-            fastpath.keep_implementation(optimizer)
+                make_capturable(optimizer, self.accelerator.device)
+            keep_implementation(optimizer)
         # Stepped once per iteration by us (Accelerate would step a prepared one per process).
         self.lr_schedules = [
             lr_schedule(optimizer, params, recipe.train.steps)

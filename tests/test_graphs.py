@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gankit import fastpath
 from gankit.errors import GankitError, RecipeError
 from gankit.graphs import IterationGraphs
+from gankit.optim import keep_implementation, make_capturable
 from gankit.parallel import check_processes
 from gankit.recipe import load_recipe
 from gankit.schedules import D_REGULARIZE, D_STEP, G_STEP
@@ -127,13 +127,13 @@ def adam(lr: float = 0.1, **kwargs) -> torch.optim.Adam:
 def test_a_loaded_state_keeps_the_optimizers_kernels_and_learning_rate_kind():
     saved = adam(lr=0.05).state_dict()  # foreach, float learning rate
     fused = adam(fused=True)
-    fastpath.keep_implementation(fused)
+    keep_implementation(fused)
     fused.load_state_dict(saved)
     assert fused.param_groups[0]["fused"] is True and fused.param_groups[0]["lr"] == 0.05
 
     capturable = adam()
-    fastpath.make_capturable(capturable, torch.device("cpu"))
-    fastpath.keep_implementation(capturable)
+    make_capturable(capturable, torch.device("cpu"))
+    keep_implementation(capturable)
     capturable.load_state_dict(saved)
     group = capturable.param_groups[0]
     assert group["capturable"] is True and isinstance(group["lr"], torch.Tensor)
@@ -141,7 +141,7 @@ def test_a_loaded_state_keeps_the_optimizers_kernels_and_learning_rate_kind():
     assert isinstance(group["initial_lr"], float)  # schedules scale it without a host sync
 
     plain = adam()
-    fastpath.keep_implementation(plain)
+    keep_implementation(plain)
     plain.load_state_dict(capturable.state_dict())  # a tensor rate becomes a float again
     assert plain.param_groups[0]["lr"] == pytest.approx(0.05)
     assert not isinstance(plain.param_groups[0]["lr"], torch.Tensor)

@@ -1,0 +1,80 @@
+"""The optimizers: Adam from a recipe's section, learning-rate schedules, and the settings that
+decide which kernels Adam runs (fused, capturable for CUDA graphs), kept across checkpoints."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from gankit.sections import AdamParams
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, params: AdamParams, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then constant, linear or cosine decay to 0 at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < params.warmup_steps:
+            return (step + 1) / params.warmup_steps
+        progress = min(
+            1.0, (step - params.warmup_steps) / max(1, total_steps - params.warmup_steps)
+        )
+        if params.lr_schedule == "linear":
+            return 1.0 - progress
+        if params.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_adam(parameters: Any, params: AdamParams, fused: bool = False) -> torch.optim.Adam:
+    """Adam from a recipe's optimizer section (`fused`: one kernel for all parameters)."""
+    return torch.optim.Adam(
+        parameters,
+        fused=fused or None,
+        lr=params.lr,
+        betas=params.betas,
+        eps=params.eps,
+        weight_decay=params.weight_decay,
+    )
+
+
+IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable")
+
+
+def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Let `optimizer.step()` be captured in a CUDA graph: its step counts live on the device,
+    and its learning rate is a device tensor that schedules fill in place between replays."""
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        lr = float(group["lr"])
+        group.setdefault("initial_lr", lr)  # schedules scale a float base, without a sync
+        group["lr"] = torch.tensor(lr, device=device)
+
+
+def keep_implementation(optimizer: torch.optim.Optimizer) -> None:
+    """Make loading a state dict keep this optimizer's kernels (fused, foreach, capturable)
+    and the kind of its learning rate (float or device tensor): a checkpoint restores the
+    hyperparameters, while `perf` may differ between the run that wrote it and this one."""
+
+    def keep(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+        groups = []
+        for current, saved in zip(optimizer.param_groups, state["param_groups"], strict=True):
+            saved = dict(saved)
+            for key in IMPLEMENTATION_KEYS:
+                if key in current:
+                    saved[key] = current[key]
+            lr = float(saved["lr"])
+            if isinstance(current["lr"], torch.Tensor):
+                saved["lr"] = torch.tensor(lr, device=current["lr"].device)
+                saved.setdefault("initial_lr", lr)
+            else:
+                saved["lr"] = lr
+            groups.append(saved)
+        return {**state, "param_groups": groups}
+
+    optimizer.register_load_state_dict_pre_hook(keep)
