@@ -44,11 +44,6 @@ def check_device(recipe: RecipeBase) -> str:
             "mixed_precision: fp16 needs a CUDA GPU, but this runs on the CPU (where autocast "
             "ignores fp16); use bf16 or no"
         )
-    if recipe.perf.cuda_graph and not uses_cuda():
-        raise GankitError(
-            "perf.cuda_graph needs a CUDA GPU, but this runs on the CPU; turn it off here "
-            "(perf.cuda_graph=false)"
-        )
     mode = recipe.train.batch_norm
     if mode == "sync" and not uses_cuda():
         warn(
@@ -59,13 +54,24 @@ def check_device(recipe: RecipeBase) -> str:
     return mode
 
 
-def check_processes(recipe: RecipeBase, processes: int) -> None:
-    """Refuse what one process can do but several cannot (checked before any training)."""
-    if recipe.perf.cuda_graph and processes > 1:
-        raise GankitError(
-            f"perf.cuda_graph runs on one GPU, but this launch has {processes} processes; "
-            "launch one process, or turn perf.cuda_graph off to train with several"
+def use_cuda_graph(recipe: RecipeBase, accelerator: Accelerator) -> bool:
+    """Whether iterations replay from CUDA graphs: `perf.cuda_graph` in a single CUDA process.
+    Elsewhere they run eagerly, which trains the same, and the main process says so."""
+    if not recipe.perf.cuda_graph:
+        return False
+    where = None
+    if accelerator.device.type != "cuda":
+        where = f"this runs on {accelerator.device.type}"
+    elif accelerator.num_processes > 1:
+        where = f"this launch has {accelerator.num_processes} processes"
+    if where is None:
+        return True
+    if accelerator.is_main_process:
+        warn(
+            f"perf.cuda_graph needs one process on a CUDA GPU, but {where}: iterations run "
+            "without the graph (the same training, at eager speed)"
         )
+    return False
 
 
 def ddp_kwargs(mode: str) -> DistributedDataParallelKwargs:

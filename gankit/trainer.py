@@ -65,7 +65,7 @@ class Trainer(IterationSteps):
                 AutocastKwargs(cache_enabled=not recipe.perf.cuda_graph),
             ],
         )
-        parallel.check_processes(recipe, self.accelerator.num_processes)
+        graphs = parallel.use_cuda_graph(recipe, self.accelerator)
         self.batch_size = parallel.per_process_batch(recipe, self.accelerator.num_processes)
         seed = recipe.train.seed
         set_seed(seed)  # identical initial weights on every process
@@ -117,7 +117,7 @@ class Trainer(IterationSteps):
             generator, discriminator, g_optimizer, d_optimizer, loader
         )
         for optimizer in (g_optimizer, d_optimizer):
-            if perf.cuda_graph:
+            if graphs:
                 make_capturable(optimizer, self.accelerator.device)
             keep_implementation(optimizer)
         # Stepped once per iteration by us (Accelerate would step a prepared one per process).
@@ -173,7 +173,7 @@ class Trainer(IterationSteps):
         )
         self.accelerator.register_for_checkpointing(Progress(self), *self.lr_schedules)
         self.stop_vote = parallel.StopVote() if self.accelerator.num_processes > 1 else None
-        self.graphs = IterationGraphs(self.run_phases) if perf.cuda_graph else None
+        self.graphs = IterationGraphs(self.run_phases) if graphs else None
 
     def resume(self) -> None:
         """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""

@@ -1,6 +1,7 @@
 """`perf.cuda_graph`: what a CPU can check of it. The captured replays themselves are checked in
-test_cuda.py; here the same iterations run eagerly through the graphs' static buffers, and
-the recipe and device rules are enforced before any work starts."""
+test_cuda.py; here the same iterations run eagerly through the graphs' static buffers, recipes
+a graph cannot replay are refused before any work starts, and without a GPU such a recipe
+trains eagerly."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import torch
 from gankit.errors import GankitError, RecipeError
 from gankit.graphs import IterationGraphs
 from gankit.optim import keep_implementation, make_capturable
-from gankit.parallel import check_processes
 from gankit.recipe import load_recipe
 from gankit.schedules import D_REGULARIZE, D_STEP, G_STEP
 from gankit.steps import Inputs
@@ -99,21 +99,28 @@ def test_recipes_that_a_graph_cannot_replay_are_refused(overrides, conflict):
     load_recipe(REFERENCE_RECIPE, overrides)  # each is fine without the graph
 
 
-def test_cuda_graph_on_a_cpu_is_refused_before_any_work(tmp_path, mnist_root, monkeypatch):
+def test_without_a_gpu_cuda_graph_recipes_train_eagerly_and_say_so(
+    tmp_path, mnist_root, monkeypatch, capsys
+):
     monkeypatch.setenv("ACCELERATE_USE_CPU", "1")  # as on a machine without a GPU
-    recipe = load_recipe(
-        REFERENCE_RECIPE, [*TINY, "perf.cuda_graph=true", f"output_dir={tmp_path}"]
+    overrides = [*TINY, "data.subset=64", "train.steps=2", "train.log_every=1"]
+    graph = Trainer(
+        load_recipe(
+            REFERENCE_RECIPE, [*overrides, "perf.cuda_graph=true", f"output_dir={tmp_path / 'g'}"]
+        )
     )
-    with pytest.raises(GankitError, match=r"perf\.cuda_graph needs a CUDA GPU"):
-        Trainer(recipe)
-    assert not tmp_path.exists() or not any(tmp_path.iterdir())
-
-
-def test_cuda_graph_with_several_processes_is_refused():
-    recipe = load_recipe(REFERENCE_RECIPE, ["perf.cuda_graph=true"])
-    check_processes(recipe, 1)
-    with pytest.raises(GankitError, match="runs on one GPU, but this launch has 2 processes"):
-        check_processes(recipe, 2)
+    assert graph.graphs is None
+    assert "perf.cuda_graph needs one process on a CUDA GPU, but this runs on cpu" in (
+        capsys.readouterr().err
+    )
+    graph.fit()
+    eager = Trainer(load_recipe(REFERENCE_RECIPE, [*overrides, f"output_dir={tmp_path / 'e'}"]))
+    eager.fit()
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(graph.g_module.parameters(), eager.g_module.parameters(), strict=True)
+    )
+    assert not isinstance(graph.g_optimizer.param_groups[0]["lr"], torch.Tensor)
 
 
 def adam(lr: float = 0.1, **kwargs) -> torch.optim.Adam:
