@@ -11,8 +11,8 @@ filled before the replay, and the loss sums and the step count are updated in pl
 host decides (which phases run) picks the graph: one is captured per distinct phase pattern,
 for instance with and without a lazy regularizer update.
 
-Each pattern first runs `warmup` times as ordinary eager iterations (on a side stream, as
-capture requires), so optimizer state, cuDNN plans and autograd's buffers exist before capture.
+Each pattern first runs `warmup` times as ordinary eager iterations (on the side stream that
+then captures), so optimizer state, library handles and workspaces exist before capture.
 Capture records without running, so the captured iteration is replayed at once.
 """
 
@@ -50,6 +50,7 @@ class IterationGraphs:
         self.iteration = iteration
         self.warmup, self.capture, self.max_graphs = warmup, capture, max_graphs
         self.static: Inputs | None = None
+        self.stream: torch.cuda.Stream | None = None  # warm-up and capture (CUDA only)
         self.graphs: dict[tuple[Phase, ...], torch.cuda.CUDAGraph] = {}
         self.eager_runs: Counter[tuple[Phase, ...]] = Counter()
         self.replays = 0
@@ -103,16 +104,22 @@ class IterationGraphs:
         if static.real.device.type != "cuda":
             self.iteration(static, pattern)
             return
-        side = torch.cuda.Stream()
+        # warm up on the stream that captures: cuBLAS and cuDNN set up per stream, lazily
+        side = self._stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             self.iteration(static, pattern)
         torch.cuda.current_stream().wait_stream(side)
 
+    def _stream(self) -> torch.cuda.Stream:
+        if self.stream is None:
+            self.stream = torch.cuda.Stream()
+        return self.stream
+
     def _capture(self, static: Inputs, pattern: tuple[Phase, ...]) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, stream=self._stream(), capture_error_mode="thread_local"):
                 self.iteration(static, pattern)
         except RuntimeError as error:
             raise GankitError(
