@@ -64,7 +64,10 @@ class DeviceBatches:
         asked for (else None)."""
         order = torch.randperm(
             len(self.images), generator=torch.Generator().manual_seed(self.seed + epoch)
-        ).to(self.images.device)
+        )
+        if self.images.device.type == "cuda":  # a pageable copy would wait for the GPU
+            order = order.pin_memory()
+        order = order.to(self.images.device, non_blocking=True)
         for index in range(start, self.per_process):
             first = (index * self.processes + self.process) * self.batch_size
             rows = order[first : first + self.batch_size]

@@ -88,13 +88,11 @@ class IterationGraphs:
             self.static = Inputs(*(None if t is None else t.clone() for t in inputs))
             return self.static
         for name, buffer, tensor in zip(Inputs._fields, self.static, inputs, strict=True):
-            if (buffer is None) != (tensor is None) or (
-                buffer is not None and buffer.shape != tensor.shape
-            ):
+            if _kind(buffer) != _kind(tensor):
                 raise GankitError(
                     f"perf.cuda_graph: the iteration's {name} changed from "
-                    f"{_shape(buffer)} to {_shape(tensor)}; a graph replays fixed shapes "
-                    "(keep the batch size fixed, or turn perf.cuda_graph off)"
+                    f"{_kind(buffer)} to {_kind(tensor)}; a graph replays fixed shapes and "
+                    "types (keep the batch size fixed, or turn perf.cuda_graph off)"
                 )
             if buffer is not None:
                 buffer.copy_(tensor)
@@ -122,8 +120,10 @@ class IterationGraphs:
             with torch.cuda.graph(graph, stream=self._stream(), capture_error_mode="thread_local"):
                 self.iteration(static, pattern)
         except RuntimeError as error:
+            # a failure inside the capture surfaces as the capture's end failing: name both
+            cause = f"{error.__context__}; then: " if error.__context__ else ""
             raise GankitError(
-                f"perf.cuda_graph: capturing the iteration failed ({error}); a component "
+                f"perf.cuda_graph: capturing the iteration failed ({cause}{error}); a component "
                 "probably synchronises with the host or allocates differently per step. "
                 "Train without the graph (perf.cuda_graph=false)"
             ) from error
@@ -131,5 +131,7 @@ class IterationGraphs:
         return graph
 
 
-def _shape(tensor: torch.Tensor | None) -> str:
-    return "none" if tensor is None else str(tuple(tensor.shape))
+def _kind(tensor: torch.Tensor | None) -> str:
+    if tensor is None:
+        return "none"
+    return f"{tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"

@@ -62,8 +62,15 @@ def keep_implementation(optimizer: torch.optim.Optimizer) -> None:
     hyperparameters, while `perf` may differ between the run that wrote it and this one."""
 
     def keep(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+        # copies: a state dict shares its per-parameter dicts with the optimizer it came from
+        per_parameter = {index: dict(values) for index, values in state["state"].items()}
         groups = []
         for current, saved in zip(optimizer.param_groups, state["param_groups"], strict=True):
+            if not (current.get("capturable") or current.get("fused")):
+                for index in saved["params"]:  # foreach Adam reads its step counts on the host
+                    step = per_parameter.get(index, {}).get("step")
+                    if isinstance(step, torch.Tensor):
+                        per_parameter[index]["step"] = step.cpu()
             saved = dict(saved)
             for key in IMPLEMENTATION_KEYS:
                 if key in current:
@@ -75,6 +82,6 @@ def keep_implementation(optimizer: torch.optim.Optimizer) -> None:
             else:
                 saved["lr"] = lr
             groups.append(saved)
-        return {**state, "param_groups": groups}
+        return {**state, "state": per_parameter, "param_groups": groups}
 
     optimizer.register_load_state_dict_pre_hook(keep)

@@ -62,7 +62,7 @@ class Trainer(IterationSteps):
             kwargs_handlers=[
                 parallel.ddp_kwargs(self.batch_norm),
                 # autocast's cast cache would hold tensors freed between graph replays
-                AutocastKwargs(cache_enabled=not recipe.perf.cuda_graph),
+                *([AutocastKwargs(cache_enabled=False)] if recipe.perf.cuda_graph else []),
             ],
         )
         graphs = parallel.use_cuda_graph(recipe, self.accelerator)

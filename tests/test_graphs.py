@@ -76,8 +76,10 @@ def test_static_buffers_refuse_a_change_of_shape():
     graphs.run(Inputs(torch.zeros(4, 1), torch.zeros(4, 2)), (D_STEP,))
     graphs.run(Inputs(torch.ones(4, 1), torch.ones(4, 2)), (D_STEP,))
     assert torch.equal(graphs.static.real, torch.ones(4, 1))  # copied in, not replaced
-    with pytest.raises(GankitError, match=r"real changed from \(4, 1\) to \(3, 1\)"):
+    with pytest.raises(GankitError, match=r"real changed from \(4, 1\) float32 to \(3, 1\)"):
         graphs.run(Inputs(torch.zeros(3, 1), torch.zeros(3, 2)), (D_STEP,))
+    with pytest.raises(GankitError, match=r"z changed from \(4, 2\) float32 to \(4, 2\) int64"):
+        graphs.run(Inputs(torch.zeros(4, 1), torch.zeros(4, 2, dtype=torch.long)), (D_STEP,))
     with pytest.raises(GankitError, match="real_labels changed from none"):
         graphs.run(Inputs(torch.zeros(4, 1), torch.zeros(4, 2), torch.zeros(4)), (D_STEP,))
 
