@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check that needs a CUDA GPU, in one call, writing its results to one folder.
 #
-#   bash scripts/gpu_checks.sh OUT [SECTION ...]      sections: tests bench full ema
+#   bash scripts/gpu_checks.sh OUT [SECTION ...]      sections: tests bench full ema cdcgan
 #                                                     (default: tests bench full)
 #
 # tests  the CUDA tests (fp16/bf16, CUDA graphs against eager, no host sync per step) and the
@@ -9,6 +9,7 @@
 # bench  scripts/bench.py on the reference recipe: plain PyTorch, eager, compile, graph (~2 min)
 # full   the reference recipe, 60,000 iterations, in the graph mode, timed, with metrics (~5 min)
 # ema    the reference recipe for 10,000 iterations on seeds 0-2, with and without EMA (~5 min)
+# cdcgan the class-conditional recipe for 10,000 iterations, with label accuracy     (~1 min)
 #
 # A folder `.gpu/` in the project root with wheels (*.whl) and MNIST's four *.gz files is
 # installed and unpacked first, for machines without network or those packages (see
@@ -17,7 +18,7 @@
 # 10-minute call when the graph mode runs at its target speed; otherwise run `full` (and `ema`)
 # in a call of their own.
 set -u
-out=${1:?usage: bash scripts/gpu_checks.sh OUT [tests] [bench] [full] [ema]}
+out=${1:?usage: bash scripts/gpu_checks.sh OUT [tests] [bench] [full] [ema] [cdcgan]}
 shift
 sections=${*:-tests bench full}
 mkdir -p "$out"
@@ -52,10 +53,11 @@ section() {  # section NAME LIMIT COMMAND...: run it, log it, record its code an
   tail -n 5 "$out/$name.log"
 }
 
-# the reference recipe in the graph mode; append output_dir=... and other overrides
+# a recipe in the graph mode: train RECIPE output_dir=... and other overrides
 # shellcheck disable=SC2206
-train=(python3 -m gankit.cli train recipes/mnist_dcgan.yaml $data $fast train.progress=false
-  train.log_every=1000 train.resume=never)
+train=(python3 -m gankit.cli train)
+# shellcheck disable=SC2206
+settings=($data $fast train.progress=false train.log_every=1000 train.resume=never)
 
 keep() {  # keep RUN_DIR NAME: copy a run's small outputs into OUT/NAME
   mkdir -p "$out/$2"
@@ -76,22 +78,28 @@ for name in $sections; do
         --json "$out/bench.json" --markdown "$out/bench.md"
       ;;
     full)
-      section full 420 "${train[@]}" output_dir=/tmp/gankit-full train.steps=60000 \
-        eval.every=60000 eval.n=10000
+      section full 420 "${train[@]}" recipes/mnist_dcgan.yaml "${settings[@]}" \
+        output_dir=/tmp/gankit-full train.steps=60000 eval.every=60000 eval.n=10000
       keep /tmp/gankit-full full
       ;;
     ema)
       for seed in 0 1 2; do
         for decay in 0 0.999; do
-          section "ema_${decay}_seed$seed" 120 "${train[@]}" \
-            "output_dir=/tmp/gankit-ema-$decay-$seed" train.steps=10000 "train.seed=$seed" "ema.decay=$decay" train.sample_every=10000 \
+          section "ema_${decay}_seed$seed" 120 "${train[@]}" recipes/mnist_dcgan.yaml \
+            "${settings[@]}" "output_dir=/tmp/gankit-ema-$decay-$seed" train.steps=10000 \
+            "train.seed=$seed" "ema.decay=$decay" train.sample_every=10000 \
             train.checkpoint_every=10000 eval.every=10000 eval.n=10000
           keep "/tmp/gankit-ema-$decay-$seed" "ema_${decay}_seed$seed"
         done
       done
       ;;
+    cdcgan)
+      section cdcgan 240 "${train[@]}" recipes/mnist_cdcgan.yaml "${settings[@]}" \
+        output_dir=/tmp/gankit-cdcgan train.steps=10000 eval.every=10000 eval.n=10000
+      keep /tmp/gankit-cdcgan cdcgan
+      ;;
     *)
-      echo "unknown section '$name' (sections: tests bench full ema)" >&2
+      echo "unknown section '$name' (sections: tests bench full ema cdcgan)" >&2
       exit 2
       ;;
   esac
