@@ -14,8 +14,8 @@ class EMA:
 
     After each iteration `update` moves every weight a fraction (1 - decay) toward the live
     network's and copies the buffers (BatchNorm statistics) as they are; `set_step` picks the
-    decay of the coming iteration. With `warmup`, the
-    decay starts low, min(decay, (1 + step) / (10 + step)), so early weights fade fast.
+    decay of the coming iteration. With `warmup`, the decay starts low,
+    min(decay, (1 + step) / (10 + step)), so early weights fade fast.
     """
 
     def __init__(self, source: nn.Module, decay: float, warmup: bool = True) -> None:
