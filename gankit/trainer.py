@@ -57,7 +57,9 @@ class Trainer(IterationSteps):
             log_with="wandb" if self.wandb_mode != "disabled" else None,
             project_dir=str(self.run_dir),
             dataloader_config=DataLoaderConfiguration(
-                use_seedable_sampler=True, data_seed=recipe.train.seed
+                use_seedable_sampler=True,
+                data_seed=recipe.train.seed,
+                non_blocking=parallel.uses_cuda(),  # batches from pinned memory, no wait
             ),
             kwargs_handlers=[
                 parallel.ddp_kwargs(self.batch_norm),
@@ -101,6 +103,7 @@ class Trainer(IterationSteps):
             shuffle=True,
             drop_last=True,
             num_workers=recipe.data.num_workers,
+            pin_memory=parallel.uses_cuda(),
         )
         if len(loader) == 0:
             raise GankitError(
