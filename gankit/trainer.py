@@ -52,6 +52,7 @@ class Trainer(IterationSteps):
         # group (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
         self.batch_norm = parallel.check_device(recipe)
+        pinned = parallel.uses_cuda()  # batches from pinned memory, copied without a wait
         self.accelerator = Accelerator(
             mixed_precision=recipe.mixed_precision,
             log_with="wandb" if self.wandb_mode != "disabled" else None,
@@ -59,7 +60,7 @@ class Trainer(IterationSteps):
             dataloader_config=DataLoaderConfiguration(
                 use_seedable_sampler=True,
                 data_seed=recipe.train.seed,
-                non_blocking=parallel.uses_cuda(),  # batches from pinned memory, no wait
+                non_blocking=pinned,
             ),
             kwargs_handlers=[
                 parallel.ddp_kwargs(self.batch_norm),
@@ -103,7 +104,7 @@ class Trainer(IterationSteps):
             shuffle=True,
             drop_last=True,
             num_workers=recipe.data.num_workers,
-            pin_memory=parallel.uses_cuda(),
+            pin_memory=pinned,
         )
         if len(loader) == 0:
             raise GankitError(
