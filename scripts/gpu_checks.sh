@@ -1,32 +1,52 @@
 #!/usr/bin/env bash
-# Every check that needs a CUDA GPU, in one call, writing its results to one folder.
+# Every check that needs a CUDA GPU, in as few calls as possible, writing its results to OUT.
 #
 #   bash scripts/gpu_checks.sh OUT [SECTION ...]      sections: tests bench full ema cdcgan
-#                                                     (default: tests bench full)
+#                                                     (default: tests bench)
 #
-# tests  the CUDA tests (fp16/bf16, CUDA graphs against eager, no host sync per step) and the
-#        CUDA-graph plumbing tests                                        (~2 min)
-# bench  scripts/bench.py on the reference recipe: plain PyTorch, eager, compile, graph (~2 min)
-# full   the reference recipe, 60,000 iterations, in the graph mode, timed, with metrics (~5 min)
-# ema    the reference recipe for 10,000 iterations on seeds 0-2, with and without EMA (~5 min)
-# cdcgan the class-conditional recipe for 10,000 iterations, with label accuracy     (~1 min)
+# section  what                                                              time limit
+# tests    the CUDA tests (fp16/bf16, CUDA graphs against eager, resume,
+#          no host sync per step) and the CUDA-graph plumbing tests              150 s
+# bench    scripts/bench.py on the reference recipe: plain PyTorch, eager,
+#          compile, graph; writes bench.json and the README table bench.md      180 s
+# full     the reference recipe, 60,000 iterations, graph mode, timed, metrics  360 s
+# ema      the reference recipe for 10,000 iterations on seeds 0-2, with and
+#          without EMA, each evaluated                                       6 x 80 s
+# cdcgan   the class-conditional recipe, 10,000 iterations, label accuracy      150 s
+#
+# Each section has its own time limit and the script goes on after a failure, so one command
+# should ask for no more than its sections' limits add up to: `tests bench` (330 s) in one
+# call, `full` in the next, `ema` and `cdcgan` in another.
+#
+# What comes back is kept to a few files: OUT/summary.txt (each section's exit code and
+# seconds), OUT/device.txt, OUT/bench.json, OUT/bench.md, and OUT/results.tgz with every log
+# and each run's metrics, run_info.json, loss plot and last sample grid (rewritten after each
+# section, so a call stopped at its limit still returns what finished).
 #
 # A folder `.gpu/` in the project root with wheels (*.whl) and MNIST's four *.gz files is
 # installed and unpacked first, for machines without network or those packages (see
-# CONTRIBUTING.md). Each section has its own time limit and the script goes on after a failure;
-# OUT/summary.txt lists each section's exit code and seconds. The default sections fit one
-# 10-minute call when the graph mode runs at its target speed; otherwise run `full` (and `ema`)
-# in a call of their own.
+# CONTRIBUTING.md).
 set -u
 out=${1:?usage: bash scripts/gpu_checks.sh OUT [tests] [bench] [full] [ema] [cdcgan]}
 shift
-sections=${*:-tests bench full}
+sections=${*:-tests bench}
+for name in $sections; do
+  case $name in
+    tests | bench | full | ema | cdcgan) ;;
+    *)
+      echo "unknown section '$name' (sections: tests bench full ema cdcgan)" >&2
+      exit 2
+      ;;
+  esac
+done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+work=$(mktemp -d /tmp/gpu-checks.XXXX)  # logs and run outputs, packed into OUT/results.tgz
 cd "$(dirname "$0")/.."
 
 if [ -d .gpu ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/*.whl
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/*.whl ||
+    echo "installing the wheels in .gpu/ failed" | tee -a "$out/summary.txt"
   export PYTHONPATH=/tmp/site:$PWD
   mkdir -p /tmp/mnist/MNIST/raw
   for f in .gpu/*.gz; do gunzip -c "$f" > "/tmp/mnist/MNIST/raw/$(basename "$f" .gz)"; done
@@ -39,53 +59,59 @@ fast="perf.cuda_graph=true perf.data_on_device=true perf.fused_adam=true perf.tf
 
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  python3 -c "import torch, accelerate; print('torch', torch.__version__, 'cuda',
-torch.version.cuda, 'accelerate', accelerate.__version__)"
+  python3 -c "import torch, accelerate, gankit; print('torch', torch.__version__, 'cuda',
+torch.version.cuda, 'accelerate', accelerate.__version__, 'gankit', gankit.__version__,
+'cuda available', torch.cuda.is_available())"
 } > "$out/device.txt" 2>&1
+cat "$out/device.txt"
+
+pack() { tar czf "$out/results.tgz" -C "$work" . 2>/dev/null; }
 
 section() {  # section NAME LIMIT COMMAND...: run it, log it, record its code and time
   local name=$1 limit=$2 start=$SECONDS
   shift 2
   echo "== $name: $*"
-  timeout --signal=TERM --kill-after=30 "$limit" "$@" > "$out/$name.log" 2>&1
+  timeout --signal=TERM --kill-after=20 "$limit" "$@" > "$work/$name.log" 2>&1
   local code=$?
   echo "$name exit=$code seconds=$((SECONDS - start))" | tee -a "$out/summary.txt"
-  tail -n 5 "$out/$name.log"
+  tail -n 5 "$work/$name.log"
+  pack
 }
 
 # a recipe in the graph mode: train RECIPE output_dir=... and other overrides
-# shellcheck disable=SC2206
 train=(python3 -m gankit.cli train)
 # shellcheck disable=SC2206
 settings=($data $fast train.progress=false train.log_every=1000 train.resume=never)
 
-keep() {  # keep RUN_DIR NAME: copy a run's small outputs into OUT/NAME
-  mkdir -p "$out/$2"
-  cp "$1"/metrics.jsonl "$1"/run_info.json "$1"/losses.png "$out/$2/" 2>/dev/null
-  cp "$(ls "$1"/samples/*.png 2>/dev/null | tail -n 1)" "$out/$2/last_grid.png" 2>/dev/null
+keep() {  # keep RUN_DIR NAME: a run's small outputs, into the results
+  mkdir -p "$work/$2"
+  cp "$1"/metrics.jsonl "$1"/run_info.json "$1"/losses.png "$work/$2/" 2>/dev/null
+  cp "$(ls "$1"/samples/*.png 2>/dev/null | tail -n 1)" "$work/$2/last_grid.png" 2>/dev/null
+  pack
 }
 
 for name in $sections; do
   case $name in
     tests)
-      section tests 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
-        tests/test_graphs.py
+      # the image's own pytest, without the plugins it would load on its own
+      PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 section tests 150 python3 -m pytest -q \
+        -p no:cacheprovider tests/test_cuda.py tests/test_graphs.py
       ;;
     bench)
       # shellcheck disable=SC2086
-      section bench 240 python3 scripts/bench.py recipes/mnist_dcgan.yaml $data \
+      section bench 180 python3 scripts/bench.py recipes/mnist_dcgan.yaml $data \
         --device cuda --warmup 20 --iters 200 --rounds 5 --outputs-every 100 \
         --json "$out/bench.json" --markdown "$out/bench.md"
       ;;
     full)
-      section full 420 "${train[@]}" recipes/mnist_dcgan.yaml "${settings[@]}" \
+      section full 360 "${train[@]}" recipes/mnist_dcgan.yaml "${settings[@]}" \
         output_dir=/tmp/gankit-full train.steps=60000 eval.every=60000 eval.n=10000
       keep /tmp/gankit-full full
       ;;
     ema)
       for seed in 0 1 2; do
         for decay in 0 0.999; do
-          section "ema_${decay}_seed$seed" 120 "${train[@]}" recipes/mnist_dcgan.yaml \
+          section "ema_${decay}_seed$seed" 80 "${train[@]}" recipes/mnist_dcgan.yaml \
             "${settings[@]}" "output_dir=/tmp/gankit-ema-$decay-$seed" train.steps=10000 \
             "train.seed=$seed" "ema.decay=$decay" train.sample_every=10000 \
             train.checkpoint_every=10000 eval.every=10000 eval.n=10000
@@ -94,13 +120,10 @@ for name in $sections; do
       done
       ;;
     cdcgan)
-      section cdcgan 240 "${train[@]}" recipes/mnist_cdcgan.yaml "${settings[@]}" \
+      section cdcgan 150 "${train[@]}" recipes/mnist_cdcgan.yaml "${settings[@]}" \
         output_dir=/tmp/gankit-cdcgan train.steps=10000 eval.every=10000 eval.n=10000
       keep /tmp/gankit-cdcgan cdcgan
       ;;
-    *)
-      echo "unknown section '$name' (sections: tests bench full ema cdcgan)" >&2
-      exit 2
-      ;;
   esac
 done
+pack

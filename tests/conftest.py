@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_RECIPE = ROOT / "recipes" / "mnist_dcgan.yaml"
@@ -27,6 +28,15 @@ def _quiet_wandb(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("WANDB_MODE", "disabled")  # tests that check W&B switch it to offline
     monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.mktemp("wandb")))
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture
+def deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic cuDNN kernels (a no-op on a CPU), so that two CUDA runs can agree to
+    rounding: otherwise the biases in front of BatchNorm, whose gradients are pure rounding
+    noise, take Adam steps of full size in random directions."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
 
 
 @pytest.fixture(scope="session")

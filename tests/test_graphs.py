@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 
 from gankit.errors import GankitError, RecipeError
 from gankit.graphs import IterationGraphs
@@ -50,7 +51,9 @@ def state(trainer: Trainer) -> dict[str, torch.Tensor]:
     }
 
 
-def test_iterations_through_the_static_buffers_train_exactly_like_eager(tmp_path, mnist_root):
+def test_iterations_through_the_static_buffers_train_exactly_like_eager(
+    tmp_path, mnist_root, deterministic
+):
     eager = run(tmp_path, "eager", 6, staged=False)
     staged = run(tmp_path, "staged", 6, staged=True)
     graphs = staged.graphs
@@ -63,7 +66,7 @@ def test_iterations_through_the_static_buffers_train_exactly_like_eager(tmp_path
             key for key in expected if not torch.equal(expected[key], got[key])
         ]
         assert torch.equal(eager._sums, staged._sums)
-    else:  # cuDNN's backward kernels may sum in any order
+    else:  # CUDA: the staged iterations run on a side stream, with deterministic cuDNN
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(staged._sums, eager._sums, rtol=1e-4, atol=1e-5)
     assert eager._counts == staged._counts
@@ -101,10 +104,19 @@ def test_recipes_that_a_graph_cannot_replay_are_refused(overrides, conflict):
     load_recipe(REFERENCE_RECIPE, overrides)  # each is fine without the graph
 
 
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """This process as on a machine without a GPU. Accelerate keeps the device it chose first
+    for the whole process, so its state is reset before (and after) as well."""
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def test_without_a_gpu_cuda_graph_recipes_train_eagerly_and_say_so(
-    tmp_path, mnist_root, monkeypatch, capsys
+    tmp_path, mnist_root, cpu_only, capsys
 ):
-    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")  # as on a machine without a GPU
     overrides = [*TINY, "data.subset=64", "train.steps=2", "train.log_every=1"]
     graph = Trainer(
         load_recipe(
