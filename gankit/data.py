@@ -153,38 +153,63 @@ cifar100 = _register_torchvision(
 
 
 def _open_torchvision(
-    source: TorchvisionSource, root: str, download: bool, split: Literal["train", "test"]
+    source: TorchvisionSource,
+    root: str,
+    download: bool,
+    split: Literal["train", "test"],
+    root_setting: str = "data.root",
 ) -> Any:
-    """The torchvision dataset, or a DatasetError saying what is missing, where, and the fix."""
+    """The torchvision dataset, or a DatasetError saying what is missing, where, and the fix
+    (`root_setting` names the setting that gave `root`)."""
     import torchvision.datasets
 
     folder = source.path(root)
     missing = [name for name in source.files if not (folder / name).exists()]
     if missing and not download:
-        raise DatasetError(files_message(source, folder, missing, "download is off", download))
+        raise DatasetError(
+            files_message(source, folder, missing, "download is off", download, root_setting)
+        )
     try:
         cls = getattr(torchvision.datasets, source.class_name)
         return cls(str(Path(root).expanduser()), train=split == "train", download=download)
     except Exception as error:  # torchvision raises several types for offline and bad files
         reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
         why = f"the download failed ({reason})" if missing else f"loading them failed ({reason})"
-        raise DatasetError(files_message(source, folder, missing, why, download)) from None
+        raise DatasetError(
+            files_message(source, folder, missing, why, download, root_setting)
+        ) from None
 
 
 def files_message(
-    source: TorchvisionSource, folder: Path, missing: Sequence[str], why: str, download: bool
+    source: TorchvisionSource,
+    folder: Path,
+    missing: Sequence[str],
+    why: str,
+    download: bool,
+    root_setting: str = "data.root",
 ) -> str:
     """The message for a torchvision dataset whose files are missing or unreadable."""
     where = f"{source.title} files missing in {folder}: {', '.join(missing)}"
     if not missing:
         where = f"{source.title} files in {folder} are unreadable or fail torchvision's checks"
-    retry = "retry" if download else "set data.download: true"
     layout = source.folder.split("/")[0] + ("/raw/" if source.folder.endswith("/raw") else "/")
+    fixes = f"point {root_setting} at the folder that holds {layout}"
+    if root_setting == "data.root":  # only training's data section can download
+        retry = "retry" if download else "set data.download: true"
+        fixes += f", or {retry} where the network reaches {source.mirrors}"
+    else:
+        fixes += f" (download them where the network reaches {source.mirrors})"
     return (
         f"{where}; {why}. Put the files {', '.join(source.files)} ({source.form}) in that "
-        f"folder, point data.root at the folder that holds {layout}, or {retry} where the "
-        f"network reaches {source.mirrors}."
+        f"folder, or {fixes}."
     )
+
+
+def mnist_reference(root: str, split: Literal["train", "test"], root_setting: str) -> torch.Tensor:
+    """MNIST's images of one split, (N, 1, 28, 28) in [-1, 1], for evaluation (never
+    downloaded; errors name `root_setting`)."""
+    dataset = _open_torchvision(MNIST_SOURCE, root, False, split, root_setting)
+    return _in_memory(dataset.data.unsqueeze(1), dataset.targets, dataset.classes, None).tensors[0]
 
 
 def _nchw(images: Any) -> torch.Tensor:

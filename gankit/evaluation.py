@@ -25,7 +25,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 
 from gankit import classifier
-from gankit.errors import GankitError
+from gankit.errors import GankitError, warn
 
 SCORE_SPLITS = 10
 
@@ -228,11 +228,22 @@ def evaluate(
     return results
 
 
-def reference_images(data_root: str, split: str = "test", download: bool = False) -> torch.Tensor:
-    """The MNIST images to compare against, (N, 1, 28, 28) in [-1, 1]."""
-    from gankit.data import mnist
+def reference_images(
+    data_root: str, split: str = "test", root_setting: str = "--data-root"
+) -> torch.Tensor:
+    """The MNIST images to compare against, (N, 1, 28, 28) in [-1, 1]; a missing folder's
+    error names `root_setting`, the setting that gave `data_root`."""
+    from gankit.data import mnist_reference
 
-    return mnist(data_root, download=download, split=split).tensors[0]
+    return mnist_reference(data_root, split, root_setting)  # type: ignore[arg-type]
+
+
+def not_mnist_message(dataset: str) -> str:
+    """Why the MNIST metrics do not measure a generator trained on another dataset."""
+    return (
+        f"gankit's image metrics compare generated images with MNIST's digits through a digit "
+        f"classifier, so they do not measure a generator trained on '{dataset}'"
+    )
 
 
 def evaluate_export(
@@ -253,6 +264,10 @@ def evaluate_export(
         check_inception_weights(inception_weights)
     generator = load_generator(path, device=device)
     check_mnist_shaped(generator.sample(1, seed=0).shape[1:])
+    config = read_config(path)
+    dataset = config.get("dataset", "mnist")  # exports before it was recorded: MNIST's shape
+    if dataset != "mnist":
+        warn(f"{not_mnist_message(dataset)}; the figures below score it as MNIST digits")
     generate = conditional_generate(generator)
 
     reference = reference_images(data_root, split)
@@ -271,9 +286,9 @@ def evaluate_export(
         )
         results["protocol"]["inception_weights_sha256"] = inception.pop("inception_weights_sha256")
         results.update(inception)
-    config = read_config(path)
     results["protocol"]["generator"] = {
         "export": str(path),
+        "dataset": dataset,
         "name": config["name"],
         "step": config.get("step"),
         "ema": config.get("ema", False),
@@ -288,11 +303,19 @@ class TrainingEvaluator:
     def __init__(self, recipe: Any, image_shape: tuple[int, ...], accelerator: Any) -> None:
         check_mnist_shaped(image_shape)
         settings = recipe.eval
+        dataset = recipe.data.name
+        if dataset != "mnist" and settings.data_root is None:
+            raise GankitError(
+                f"eval.every: {not_mnist_message(dataset)}. Set eval.every: 0, or, if these "
+                "images are digits to compare with MNIST's, set eval.data_root to the folder "
+                "that holds MNIST/raw/"
+            )
         root = settings.data_root or getattr(recipe.data, "root", None)
         if root is None:
             raise GankitError("eval.every is set but there is no MNIST folder: set eval.data_root")
         self.settings, self.seed, self.accelerator = settings, recipe.train.seed, accelerator
-        self.reference = reference_images(root, settings.split)
+        setting = "eval.data_root" if settings.data_root else "data.root"
+        self.reference = reference_images(root, settings.split, setting)
         self.metrics = MNISTMetrics(accelerator.device)
         shard = self.reference[accelerator.process_index :: accelerator.num_processes]
         for batch in shard.split(settings.batch_size):

@@ -378,7 +378,7 @@ class Trainer(IterationSteps):
         self._share_batch_norm_statistics()
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            info = {"step": self.step, "recipe": self.recipe.name}
+            info = {"step": self.step, "recipe": self.recipe.name, "dataset": self.recipe.data.name}
             save_model(
                 self.sampling_generator,
                 self.run_dir / "export" / "generator",

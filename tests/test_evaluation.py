@@ -11,6 +11,7 @@ import torch
 
 import gankit
 from gankit import classifier
+from gankit.errors import GankitError
 from gankit.evaluation import MNISTMetrics, evaluate, reference_images
 from gankit.recipe import load_recipe
 from gankit.trainer import Trainer
@@ -134,3 +135,42 @@ def test_inception_metrics_say_what_is_missing(tmp_path, mnist_root):
     assert result.returncode == 2
     assert f"Inception weights not found at '{missing}'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_mnist_metrics_are_refused_for_other_data_unless_asked_for(tmp_path, mnist_root):
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"  # MNIST's files in Fashion-MNIST's place
+    raw.mkdir(parents=True)
+    for source in (mnist_root / "MNIST" / "raw").glob("*-ubyte"):
+        (raw / source.name).symlink_to(source)
+    fashion = [*TINY, "data.name=fashion_mnist", f"data.root={tmp_path / 'data'}"]
+    fashion += ["train.steps=2", "eval.every=2", "eval.n=200", f"output_dir={tmp_path / 'run'}"]
+    with pytest.raises(GankitError) as error:
+        Trainer(load_recipe(REFERENCE_RECIPE, fashion))
+    message = str(error.value)
+    assert message.startswith("eval.every: ") and "trained on 'fashion_mnist'" in message
+    assert "eval.every: 0" in message and "eval.data_root" in message
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # refused before any training
+
+    # compared with MNIST on purpose: evaluated, and the export says what it was trained on
+    Trainer(load_recipe(REFERENCE_RECIPE, [*fashion, f"eval.data_root={mnist_root}"])).fit()
+    records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert "eval/frechet_distance" in json.loads(records[-1])
+    export = tmp_path / "run" / "export" / "generator"
+    assert json.loads((export / "config.json").read_text())["dataset"] == "fashion_mnist"
+    command = [sys.executable, "-m", "gankit.cli", "eval", str(export), "--n", "100"]
+    result = subprocess.run(
+        [*command, "--data-root", str(mnist_root)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trained on 'fashion_mnist'; the figures below score it as MNIST digits" in (
+        result.stderr
+    )
+    assert json.loads(result.stdout)["protocol"]["generator"]["dataset"] == "fashion_mnist"
+
+
+def test_eval_command_names_its_own_option_for_a_missing_folder(tmp_path, mnist_root):
+    result = run_eval(tmp_path, tmp_path / "nowhere", "--n", "100")
+    assert result.returncode == 2
+    assert "MNIST files missing in" in result.stderr
+    assert "point --data-root at the folder that holds MNIST/raw/" in result.stderr
+    assert "data.download" not in result.stderr and "Traceback" not in result.stderr
