@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -24,6 +25,7 @@ from gankit.atomic import publish_folder
 from gankit.errors import GankitError
 
 CHECKPOINTS_DIR = "checkpoints"
+ABANDONED_DIR = "abandoned"  # inside CHECKPOINTS_DIR: later checkpoints set aside on resume
 MANIFEST_FILE = "manifest.json"
 RECIPE_FILE = "recipe.yaml"
 _NAME = re.compile(r"^step_(\d+)$")
@@ -136,11 +138,19 @@ class CheckpointManager:
             for leftover in folder.glob(".step_*"):
                 shutil.rmtree(leftover, ignore_errors=True)
 
-    def discard_after(self, step: int) -> None:
-        """Delete checkpoints later than `step` (after resuming from an earlier one)."""
-        for folder in list_checkpoints(self.run_dir):
-            if checkpoint_step(folder) > step:
-                shutil.rmtree(folder, ignore_errors=True)
+    def set_aside_after(self, step: int) -> list[Path]:
+        """Move checkpoints later than `step` (after resuming from an earlier one) into
+        checkpoints/abandoned/, where `auto` does not look; returns where they went."""
+        later = [f for f in list_checkpoints(self.run_dir) if checkpoint_step(f) > step]
+        moved = []
+        for folder in reversed(later):
+            target = self.run_dir / CHECKPOINTS_DIR / ABANDONED_DIR / folder.name
+            target.parent.mkdir(exist_ok=True)
+            if target.exists():  # the same step of an earlier abandoned branch
+                shutil.rmtree(target)
+            os.replace(folder, target)
+            moved.append(target)
+        return moved
 
     def clear(self) -> None:
         """Remove every checkpoint of the run (a fresh start)."""

@@ -111,11 +111,23 @@ def resume_run(trainer: Trainer) -> None:
             warn(f"{error}; falling back to the previous checkpoint")
             errors.append(str(error))
             continue
+        if step > train.steps:
+            raise GankitError(
+                f"{folder} is at step {step}, past train.steps={train.steps}: there is nothing "
+                f"to train and the run folder was left as it is. Raise train.steps to train "
+                "further, or set train.resume to an earlier checkpoint to go back"
+            )
         accelerator.print(f"gankit: resumed from {folder} (step {step} of {train.steps})")
         if main:  # what was written after that checkpoint belongs to an abandoned branch
             trainer.metrics.truncate_after(step)
             outputs.remove_samples_after(trainer.run_dir, step)
-            trainer.checkpoints.discard_after(step)
+            moved = trainer.checkpoints.set_aside_after(step)
+            if moved:
+                names = ", ".join(path.name for path in moved)
+                warn(
+                    f"checkpoints after step {step} ({names}) moved to {moved[0].parent}: "
+                    "train.resume=auto no longer picks them; delete them when not needed"
+                )
         break
     else:
         if errors:

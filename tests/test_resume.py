@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from gankit import LOSSES
 from gankit.checkpoint import CheckpointError, list_checkpoints, verify
 from gankit.divergence import DivergenceError
+from gankit.errors import GankitError
 from gankit.recipe import load_recipe
 from gankit.trainer import Trainer
 
@@ -276,7 +277,31 @@ def test_resume_from_an_explicit_checkpoint_folder(tmp_path, mnist_root):
     assert (
         trainer.step == 4 and trainer.epoch * 4 + trainer.batch_in_epoch == 4
     )  # 4 batches an epoch
-    # the abandoned step-6 checkpoint is gone, so `auto` cannot pick it up later
+    # the abandoned step-6 checkpoint is set aside, where `auto` does not pick it up later
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_0000004", "step_0000002"]
+    aside = run_dir / "checkpoints" / "abandoned" / "step_0000006"
+    verify(aside)  # intact: nothing is lost by resuming from an older checkpoint
+    back = Trainer(
+        load_recipe(
+            REFERENCE_RECIPE,
+            [*SMALL, f"output_dir={run_dir}", "train.steps=6", f"train.resume={aside}"],
+        )
+    )
+    back.resume()
+    assert back.step == 6
     with pytest.raises(CheckpointError, match="not found"):
         in_process(run_dir, "train.steps=6", f"train.resume={tmp_path / 'nowhere'}")
+
+
+def test_a_checkpoint_past_train_steps_is_refused_and_the_run_left_alone(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    in_process(run_dir, "train.steps=4", "train.checkpoint_every=2")
+    recipe_text = (run_dir / "recipe.yaml").read_text()
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    with pytest.raises(GankitError) as error:
+        in_process(run_dir, "train.steps=2")
+    message = str(error.value)
+    assert "is at step 4, past train.steps=2" in message and "Raise train.steps" in message
+    assert (run_dir / "recipe.yaml").read_text() == recipe_text  # still says 4 steps
+    assert (run_dir / "metrics.jsonl").read_text() == metrics
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_0000004", "step_0000002"]
