@@ -7,13 +7,14 @@ All loops run in this process on the same device, alternating in rounds of timed
 a warm-up, synchronised with the device at both ends of a block); the figures are medians over
 the rounds. The plain loop is what one would write by hand: the same networks (built from the
 recipe), Adam, the recipe's loss function, the alternating schedule's D and G updates with the
-same noise, batches from a DataLoader. gankit runs in each of `--modes`: `eager` (the recipe as
-it is), `compile` (perf.compile) and `graph` (perf.cuda_graph with the dataset on the device
-and fused Adam; GPU only). On a GPU every loop uses TF32. It prints ms per iteration, images/s
-and the ratio gankit / plain (1.05 = 5% overhead; the top-level `ratio` in `--json` is the
-eager one), then the same for an eager run with logging, sample grids and checkpoints every
-`--outputs-every` steps, so their cost is visible. `--markdown FILE` writes the README table.
-"""
+same noise, batches from a DataLoader; a recipe with what it leaves out (a regularizer, EMA,
+mixed precision, ...) is refused, since the two would not do the same work. gankit runs in each
+of `--modes`: `eager` (the recipe as it is), `compile` (perf.compile) and `graph`
+(perf.cuda_graph with the dataset on the device and fused Adam; GPU only). On a GPU every loop
+uses TF32. It prints ms per iteration, images/s and the ratio gankit / plain (1.05 = 5%
+overhead; the top-level `ratio` in `--json` is the eager one), then the same for an eager run
+with logging, sample grids and checkpoints every `--outputs-every` steps, so their cost is
+visible. `--markdown FILE` writes the README table."""
 
 from __future__ import annotations
 
@@ -30,9 +31,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from gankit.errors import GankitError
 from gankit.recipe import load_recipe
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES
 from gankit.trainer import Trainer
+
+
+class BenchError(GankitError):
+    """A recipe or option the benchmark cannot compare fairly."""
 
 
 def synchronize(device: torch.device) -> None:
@@ -51,9 +57,18 @@ class PlainLoop:
         shape = tuple(dataset[0][0].shape)
         self.G = GENERATORS.build(recipe.generator, image_shape=shape).to(device)
         self.D = DISCRIMINATORS.build(recipe.discriminator, image_shape=shape).to(device)
+        check_comparable(recipe)
         g, d = recipe.optim.generator, recipe.optim.discriminator
-        self.g_opt = torch.optim.Adam(self.G.parameters(), lr=g.lr, betas=g.betas)
-        self.d_opt = torch.optim.Adam(self.D.parameters(), lr=d.lr, betas=d.betas)
+        self.g_opt, self.d_opt = (
+            torch.optim.Adam(
+                net.parameters(),
+                lr=opt.lr,
+                betas=opt.betas,
+                eps=opt.eps,
+                weight_decay=opt.weight_decay,
+            )
+            for net, opt in ((self.G, g), (self.D, d))
+        )
         self.loader = DataLoader(  # as one would write it: pinned batches, copied without a wait
             dataset,
             recipe.data.batch_size,
@@ -61,8 +76,6 @@ class PlainLoop:
             drop_last=True,
             pin_memory=device.type == "cuda",
         )
-        if recipe.schedule.name != "alternating":
-            raise SystemExit("bench.py's plain loop implements the alternating schedule only")
         self.loss = LOSSES.build(recipe.loss)
         self.d_steps, self.g_steps = recipe.schedule.d_steps, recipe.schedule.g_steps
         self.device, self.batches = device, iter(())
@@ -89,6 +102,33 @@ class PlainLoop:
             self.g_opt.zero_grad()
             g_loss.backward()
             self.g_opt.step()
+
+
+def check_comparable(recipe) -> None:
+    """Refuse a recipe that asks for what the plain loop leaves out (it would time less work)."""
+    optimizers = {"generator": recipe.optim.generator, "discriminator": recipe.optim.discriminator}
+    missing = [
+        f"the {recipe.schedule.name} schedule (only alternating)"
+        if recipe.schedule.name != "alternating"
+        else "",
+        f"the {recipe.regularizer.name} regularizer" if recipe.regularizer.name != "none" else "",
+        "an EMA of G (ema.decay)" if recipe.ema.decay else "",
+        f"mixed precision ({recipe.mixed_precision})" if recipe.mixed_precision != "no" else "",
+        "gradient accumulation" if recipe.train.grad_accumulation > 1 else "",
+        "class-conditional models" if getattr(recipe.generator, "num_classes", 0) else "",
+        *(
+            f"a learning-rate schedule (optim.{name})"
+            for name, opt in optimizers.items()
+            if opt.lr_schedule != "constant" or opt.warmup_steps
+        ),
+    ]
+    missing = [item for item in missing if item]
+    if missing:
+        raise BenchError(
+            f"the plain loop does not implement {'; '.join(missing)}, so it would not be the "
+            "same training: benchmark the recipe without them (with overrides such as "
+            "regularizer.name=none ema.decay=0)"
+        )
 
 
 # The gankit variants: the eager default, and the fast paths added on top of it.
@@ -177,7 +217,16 @@ def markdown(results: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def main() -> None:
+def main() -> int:
+    try:
+        run(parse_args())
+    except GankitError as error:  # a user's mistake: one clean line, as the CLI prints it
+        print(f"bench.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=...")
@@ -190,7 +239,11 @@ def main() -> None:
     parser.add_argument("--outputs-every", type=int, default=10)
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--markdown", help="write the figures as a table to this file")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> None:
+    """Build every loop, time them in alternating rounds, print and write the figures."""
     device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_name == "cpu":
         os.environ["ACCELERATE_USE_CPU"] = "1"
@@ -199,15 +252,30 @@ def main() -> None:
     modes = (args.modes or ("eager" if device.type == "cpu" else ",".join(MODES))).split(",")
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown or "eager" not in modes:
-        raise SystemExit(f"--modes takes eager plus any of {', '.join(MODES)}; got {args.modes}")
+        raise BenchError(f"--modes takes eager plus any of {', '.join(MODES)}; got {args.modes}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda, but torch sees no CUDA GPU here; use --device cpu")
     if "graph" in modes and device.type != "cuda":
-        raise SystemExit("the graph mode needs --device cuda")
+        raise BenchError("the graph mode needs --device cuda")
     # TF32 for every loop alike on a GPU (the plain loop included): the comparison is of loops
     tf32 = device.type == "cuda"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     overrides = [*args.overrides, *(["perf.tf32=true"] if tf32 else [])]
+    check_comparable(load_recipe(args.recipe, overrides))  # before anything is built
 
-    scratch = Path(tempfile.mkdtemp(prefix="gankit-bench-"))
+    with tempfile.TemporaryDirectory(prefix="gankit-bench-") as folder:  # runs' checkpoints
+        results = measure(args, device, modes, overrides, Path(folder))
+    report(results, args)
+
+
+def measure(
+    args: argparse.Namespace,
+    device: torch.device,
+    modes: list[str],
+    overrides: list[str],
+    scratch: Path,
+) -> dict:
+    """The timings of every loop, as the figures `--json` writes."""
     steps: dict[str, object] = {}
     trainers: dict[str, Trainer] = {}
     for mode in modes:
@@ -233,7 +301,7 @@ def main() -> None:
         "recipe": args.recipe,
         "overrides": args.overrides,
         "batch": batch,
-        "tf32": tf32,
+        "tf32": torch.backends.cuda.matmul.allow_tf32,
         "iters": args.iters,
         "rounds": args.rounds,
         "plain": plain_figures,
@@ -257,8 +325,14 @@ def main() -> None:
     results["ratio_with_outputs"] = round(
         results["gankit_with_outputs"]["mean_ms_per_iter"] / plain_figures["ms_per_iter"], 3
     )
-    print(f"{results['device']}, batch {batch}, TF32 {'on' if tf32 else 'off'}")
-    for name, row in [("plain", plain_figures), *results["modes"].items()]:
+    return results
+
+
+def report(results: dict, args: argparse.Namespace) -> None:
+    """Print the figures; write them to `--json` and `--markdown`."""
+    tf32 = "on" if results["tf32"] else "off"
+    print(f"{results['device']}, batch {results['batch']}, TF32 {tf32}")
+    for name, row in [("plain", results["plain"]), *results["modes"].items()]:
         print(
             f"{name:<20} {row['ms_per_iter']:>10.2f} ms/iter {row['images_per_sec']:>10.1f} img/s"
             + (f"  x{row['ratio']:.3f} of plain" if name != "plain" else "")

@@ -41,12 +41,13 @@ def test_bench_writes_ratios_for_gankit_and_the_plain_loop(tmp_path, mnist_root)
             "--markdown",
             str(table),
         ],
-        env={**os.environ, "WANDB_MODE": "disabled"},
+        env={**os.environ, "WANDB_MODE": "disabled", "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(tmp_path.glob("gankit-bench-*"))  # its runs' checkpoints are cleaned up
     figures = json.loads(out.read_text())
     for name in ("plain", "gankit", "gankit_with_outputs"):
         assert figures[name]["ms_per_iter"] > 0 and figures[name]["images_per_sec"] > 0
@@ -71,3 +72,27 @@ def test_bench_refuses_the_graph_mode_on_a_cpu():
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode != 0 and "the graph mode needs --device cuda" in result.stderr
+
+
+def bench(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), *arguments],
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_bench_refuses_recipes_the_plain_loop_would_not_train_alike():
+    result = bench(str(ROOT / "recipes" / "ring_mlp.yaml"), "--device", "cpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the plain loop does not implement the r1 regularizer; an EMA of G" in result.stderr
+    conditional = bench(str(ROOT / "recipes" / "mnist_cdcgan.yaml"), "--device", "cpu")
+    assert conditional.returncode == 2 and "class-conditional models" in conditional.stderr
+
+
+def test_bench_reports_recipe_mistakes_in_one_line():
+    result = bench(str(REFERENCE_RECIPE), "train.stepz=3", "--device", "cpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown key train.stepz; did you mean 'steps'?" in result.stderr
