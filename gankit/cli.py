@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gankit._version import __version__
 from gankit.errors import GankitError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -141,6 +142,7 @@ def positive(minimum: int) -> Callable[[str], int]:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `gankit` command."""
     parser = argparse.ArgumentParser(prog="gankit", description="Train GANs from typed recipes.")
+    parser.add_argument("--version", action="version", version=f"gankit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
@@ -148,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a recipe (for several processes, use accelerate launch scripts/train.py)",
     )
     train.add_argument("recipe", help="recipe YAML file")
-    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100")
+    train.add_argument(
+        "overrides", nargs="*", default=[], help="dotted overrides, e.g. train.steps=100"
+    )
     train.set_defaults(run=_train)
 
     validate = commands.add_parser(

@@ -280,8 +280,17 @@ def _describe(
         )
     elif kind == "extra_forbidden":
         valid = _fields_at(loc[:-1], raw)
-        hint = did_you_mean(str(loc[-1]), valid) or ";"
-        message = f"unknown key {path}{hint} valid keys here: {', '.join(valid)}"
+        renamed = overrides.get(f"{section}.name") if section and len(loc) == 2 else None
+        if renamed:  # the file's other keys belong to the component it named
+            message = (
+                f"unknown key {path}: {renamed!r} swaps the component but keeps the file's other "
+                f"{section} keys; replace the whole section instead, e.g. "
+                f"{section}='{{name: {raw[section].get('name')}, ...}}'. Valid keys here: "
+                f"{', '.join(valid)}"
+            )
+        else:
+            hint = did_you_mean(str(loc[-1]), valid) or ";"
+            message = f"unknown key {path}{hint} valid keys here: {', '.join(valid)}"
     elif kind == "missing":
         message = f"{path} is required but missing"
     elif kind == "value_error":  # a validator's own sentence, without pydantic's prefix

@@ -68,7 +68,7 @@ class TrainSection(Strict):
     sample_every: int = Field(1000, gt=0, description="steps between sample grids")
     n_samples: int = Field(100, gt=0, description="images in each grid, from fixed noise")
     export_discriminator: bool = Field(True, description="also export D next to G")
-    progress: bool = Field(True, description="show a progress bar")
+    progress: bool = Field(True, description="show a progress bar (on a terminal)")
     checkpoint_every: int = Field(1000, gt=0, description="steps between resumable checkpoints")
     keep_checkpoints: int = Field(3, gt=0, description="how many of the newest to keep")
     resume: str = Field(

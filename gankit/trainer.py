@@ -104,6 +104,7 @@ class Trainer(IterationSteps):
             shuffle=True,
             drop_last=True,
             num_workers=recipe.data.num_workers,
+            persistent_workers=recipe.data.num_workers > 0,  # not restarted every epoch
             pin_memory=pinned,
         )
         if len(loader) == 0:
@@ -259,8 +260,11 @@ class Trainer(IterationSteps):
         self._describe()
         if self.step == 0:
             self.save_samples()
-        progress = tqdm(
-            total=train.steps, initial=self.step, disable=not (main and train.progress), unit="it"
+        progress = tqdm(  # disable=None: only on a terminal, not in a log file
+            total=train.steps,
+            initial=self.step,
+            disable=None if main and train.progress else True,
+            unit="it",
         )
         window_start, window_steps = time.perf_counter(), 0
         batches = self.batches()

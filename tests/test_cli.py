@@ -174,3 +174,17 @@ def test_list_shows_components_with_parameters_and_defaults(tmp_path: Path) -> N
     generators, rest = out.split("discriminators (discriminator.name):")
     assert "z_dim: int = 100" in generators and "z_dim" not in rest
     assert "d_steps: int = 1" in rest.split("datasets (data.name):")[0]
+
+
+def test_version_and_python_dash_m(tmp_path: Path) -> None:
+    import gankit as package
+
+    version = gankit("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"gankit {package.__version__}"
+    listed = subprocess.run(
+        [sys.executable, "-m", "gankit", "list"], capture_output=True, text=True, timeout=120
+    )
+    assert listed.returncode == 0 and "generators (generator.name):" in listed.stdout
+    missing = gankit("train", cwd=tmp_path)  # overrides are optional: only the recipe is named
+    assert missing.returncode == 2
+    assert missing.stderr.strip().endswith("the following arguments are required: recipe")

@@ -311,6 +311,14 @@ def test_unknown_key_override(override: str, expected: str, valid: str) -> None:
     assert f"[set by override '{override}']" in message
 
 
+def test_swapping_a_component_by_name_says_to_replace_the_section() -> None:
+    message = recipe_error(["generator.name=mlp"])  # the file's dcgan28 keys stay behind
+    assert "unknown key generator.width: 'generator.name=mlp' swaps the component" in message
+    assert "generator='{name: mlp, ...}'" in message and "did you mean" not in message
+    assert re.search(r"Valid keys here: [^\n]*\bhidden\b", message)
+    load_recipe(REFERENCE_RECIPE, ["generator={name: mlp}"])  # what the message suggests
+
+
 def test_unknown_key_in_the_yaml_file(tmp_path: Path) -> None:
     raw = reference_raw()
     raw["generator"]["widht"] = raw["generator"].pop("width")

@@ -139,6 +139,25 @@ def test_bf16_trains_on_cpu(tmp_path, mnist_root):
     assert next(trainer.g_module.parameters()).dtype == torch.float32  # master weights stay fp32
 
 
+def test_loader_workers_serve_the_same_batches_and_persist_across_epochs(tmp_path, mnist_root):
+    """Three epochs of two batches: worker processes load the same batches in the same order
+    as the main process, and are started once, not every epoch."""
+    steps = ("data.subset=32", "train.steps=6", "train.log_every=6")
+    trainers = {}
+    for workers in (0, 1):
+        run_dir = tmp_path / f"workers{workers}"
+        recipe = load_recipe(
+            REFERENCE_RECIPE, run_overrides(run_dir, *steps, f"data.num_workers={workers}")
+        )
+        trainers[workers] = Trainer(recipe)
+        trainers[workers].fit()
+    assert trainers[1].loader.persistent_workers and not trainers[0].loader.persistent_workers
+    for a, b in zip(
+        trainers[0].g_module.parameters(), trainers[1].g_module.parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fp16 refusal is for CPU-only machines")
 def test_fp16_without_a_gpu_is_refused_before_any_work(tmp_path):
     recipe = load_recipe(
