@@ -294,7 +294,8 @@ def _describe(
     elif kind == "missing":
         message = f"{path} is required but missing"
     elif kind == "value_error":  # a validator's own sentence, without pydantic's prefix
-        message = f"{path}: {problem['ctx']['error']}"
+        error = problem["ctx"]["error"]
+        message = f"{path}: {error}" if path else str(error)  # a whole-recipe check names its keys
     else:
         message = f"{path}: {problem['msg']} (got {value!r})"
     blamed = (

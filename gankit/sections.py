@@ -166,6 +166,19 @@ class RecipeBase(Strict):
         return perf
 
     @model_validator(mode="after")
+    def _conditioned_alike(self) -> RecipeBase:
+        """Both networks are conditioned on the same classes (where both have the setting)."""
+        g_classes = getattr(getattr(self, "generator", None), "num_classes", None)
+        d_classes = getattr(getattr(self, "discriminator", None), "num_classes", None)
+        if g_classes is not None and d_classes is not None and g_classes != d_classes:
+            raise ValueError(
+                f"generator.num_classes is {g_classes} but discriminator.num_classes is "
+                f"{d_classes}; a class-conditional pair sets both to the dataset's class count "
+                "(0: unconditional)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _default_output_dir(self) -> RecipeBase:
         if self.output_dir is None:
             self.output_dir = f"runs/{self.name}"
