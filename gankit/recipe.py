@@ -281,7 +281,8 @@ def _describe(
     elif kind == "extra_forbidden":
         valid = _fields_at(loc[:-1], raw)
         renamed = overrides.get(f"{section}.name") if section and len(loc) == 2 else None
-        if renamed:  # the file's other keys belong to the component it named
+        from_file = not any(k == path or path.startswith(k + ".") for k in overrides)
+        if renamed and from_file:  # the file's other keys belong to the component it named
             message = (
                 f"unknown key {path}: {renamed!r} swaps the component but keeps the file's other "
                 f"{section} keys; replace the whole section instead, e.g. "
