@@ -96,3 +96,26 @@ def test_bench_reports_recipe_mistakes_in_one_line():
     result = bench(str(REFERENCE_RECIPE), "train.stepz=3", "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "unknown key train.stepz; did you mean 'steps'?" in result.stderr
+
+
+def test_a_failing_fast_mode_is_reported_and_the_other_loops_still_measured(tmp_path, mnist_root):
+    # perf.cuda_graph on a CPU trains eagerly, but it cannot be combined with perf.compile: the
+    # compile mode fails when its recipe is built, the eager one runs
+    out, table = tmp_path / "bench.json", tmp_path / "bench.md"
+    result = bench(
+        str(REFERENCE_RECIPE),
+        f"data.root={MNIST_ROOT}",
+        "data.download=false",
+        "data.batch_size=16",
+        "generator.width=4",
+        "discriminator.width=4",
+        "perf.cuda_graph=true",
+        *("--device", "cpu", "--modes", "eager,compile", "--iters", "2", "--warmup", "1"),
+        *("--rounds", "1", "--outputs-every", "2", "--json", str(out), "--markdown", str(table)),
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert "cuda_graph cannot be combined with perf.compile" in figures["modes"]["compile"]["error"]
+    assert figures["modes"]["eager"]["ms_per_iter"] > 0 and figures["ratio"] > 0
+    assert "| gankit, compile | failed: RecipeError: " in table.read_text()
+    assert "the compile mode failed" in result.stderr
