@@ -10,6 +10,7 @@ load only your own. Exports (`export.py`) are the safe format to share.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,6 +50,15 @@ def checkpoint_step(folder: Path) -> int:
     if not match:
         raise CheckpointError(f"{folder} is not a checkpoint folder (expected step_NNNNNNN)")
     return int(match.group(1))
+
+
+def _new_branch(parent: Path) -> Path:
+    """A new, numbered folder under `parent` for one set of set-aside checkpoints."""
+    parent.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name[7:]) for p in parent.glob("branch_*") if p.name[7:].isdigit()]
+    branch = parent / f"branch_{max(numbers, default=0) + 1:03d}"
+    branch.mkdir()
+    return branch
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -138,23 +148,48 @@ class CheckpointManager:
             for leftover in folder.glob(".step_*"):
                 shutil.rmtree(leftover, ignore_errors=True)
 
-    def set_aside_after(self, step: int) -> list[Path]:
-        """Move checkpoints later than `step` (after resuming from an earlier one) into
-        checkpoints/abandoned/, where `auto` does not look; returns where they went."""
-        later = [f for f in list_checkpoints(self.run_dir) if checkpoint_step(f) > step]
+    def branch_from(self, resumed: Path, step: int) -> tuple[Path, list[Path]]:
+        """After resuming from `resumed` (at `step`), make it the run's newest checkpoint: the
+        run's other checkpoints at `step` or later (an abandoned branch) move together into a
+        new folder under checkpoints/abandoned/, where `auto` does not look, and a `resumed`
+        from elsewhere (such a folder, another run) is moved or copied into checkpoints/.
+        Returns where the resumed checkpoint now is and where the others went. Main process."""
+        folder = self.run_dir / CHECKPOINTS_DIR
+        home = checkpoint_path(self.run_dir, step)
+        inside = resumed.resolve().parent == folder.resolve()
+        later = [
+            path
+            for path in list_checkpoints(self.run_dir)
+            if int(_NAME.match(path.name).group(1)) >= step  # names, even if a manifest is bad
+            and not (inside and path.resolve() == resumed.resolve())
+        ]
         moved = []
-        for folder in reversed(later):
-            target = self.run_dir / CHECKPOINTS_DIR / ABANDONED_DIR / folder.name
-            target.parent.mkdir(exist_ok=True)
-            if target.exists():  # the same step of an earlier abandoned branch
-                shutil.rmtree(target)
-            os.replace(folder, target)
-            moved.append(target)
-        return moved
+        if later:
+            branch = _new_branch(folder / ABANDONED_DIR)
+            for path in reversed(later):
+                os.replace(path, branch / path.name)
+                moved.append(branch / path.name)
+        if not inside:
+            if resumed.resolve().is_relative_to(folder.resolve()):  # set aside earlier
+                os.replace(resumed, home)
+                with contextlib.suppress(OSError):  # its branch folder, if now empty
+                    resumed.parent.rmdir()
+            else:  # another run's: copied, so that this run can resume from it again
+                staging = home.with_name(f".{home.name}.tmp")
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.copytree(resumed, staging)
+                publish_folder(staging, home)
+        return (resumed if inside else home), moved
 
-    def clear(self) -> None:
-        """Remove every checkpoint of the run (a fresh start)."""
-        shutil.rmtree(self.run_dir / CHECKPOINTS_DIR, ignore_errors=True)
+    def clear(self, *, keep_set_aside: bool = False) -> None:
+        """Remove the run's checkpoints (a fresh start); with `keep_set_aside`, not the ones in
+        checkpoints/abandoned/."""
+        folder = self.run_dir / CHECKPOINTS_DIR
+        if not keep_set_aside:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        for path in list_checkpoints(self.run_dir):
+            shutil.rmtree(path, ignore_errors=True)
 
     def candidates(self, resume: str) -> list[Path]:
         """Checkpoints to try for `train.resume`, in order: `never` gives none."""

@@ -43,6 +43,36 @@ def make_adam(parameters: Any, params: AdamParams, fused: bool = False) -> torch
     )
 
 
+def apply_hyperparameters(
+    optimizer: torch.optim.Optimizer,
+    params: AdamParams,
+    schedule: torch.optim.lr_scheduler.LambdaLR | None,
+) -> None:
+    """Give an optimizer (and its schedule) loaded from a checkpoint the recipe's settings:
+    betas, eps, weight decay and the learning rate, at the point of the schedule the run has
+    reached. They differ from the checkpoint's only in a recipe changed on resume
+    (`train.allow_recipe_changes`), which would otherwise be silently ignored."""
+    groups = optimizer.param_groups
+    if schedule is None:
+        rates = [params.lr] * len(groups)
+    else:
+        schedule.base_lrs = [params.lr] * len(groups)
+        rates = [
+            base * factor(schedule.last_epoch)
+            for base, factor in zip(schedule.base_lrs, schedule.lr_lambdas, strict=True)
+        ]
+        schedule._last_lr = rates  # what get_last_lr() reports
+    for group, rate in zip(groups, rates, strict=True):
+        group["betas"], group["eps"] = tuple(params.betas), params.eps
+        group["weight_decay"] = params.weight_decay
+        if "initial_lr" in group:
+            group["initial_lr"] = params.lr
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(rate)  # in place: a CUDA graph reads this tensor
+        else:
+            group["lr"] = rate
+
+
 IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable")
 
 
@@ -58,8 +88,8 @@ def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> N
 
 def keep_implementation(optimizer: torch.optim.Optimizer) -> None:
     """Make loading a state dict keep this optimizer's kernels (fused, foreach, capturable)
-    and the kind of its learning rate (float or device tensor): a checkpoint restores the
-    hyperparameters, while `perf` may differ between the run that wrote it and this one."""
+    and the kind of its learning rate (float or device tensor): `perf` may differ between the
+    run that wrote the checkpoint and this one. (Hyperparameters: `apply_hyperparameters`.)"""
 
     def keep(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
         # copies: a state dict shares its per-parameter dicts with the optimizer it came from

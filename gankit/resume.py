@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from gankit import outputs
-from gankit.checkpoint import CHECKPOINTS_DIR, RECIPE_FILE, CheckpointError
+from gankit.checkpoint import CHECKPOINTS_DIR, RECIPE_FILE, CheckpointError, list_checkpoints
 from gankit.errors import GankitError, warn
 from gankit.recipe import RecipeBase, dump_recipe, recipe_dict, training_changes, validate_recipe
 
@@ -81,14 +81,17 @@ def check_recipe(recipe: RecipeBase, folder: Path) -> None:
 
 
 def start_fresh(trainer: Trainer) -> None:
-    """Clear an earlier run's samples, metrics and checkpoints from the run folder."""
+    """Clear an earlier run's samples, metrics and checkpoints from the run folder (with
+    `auto`, checkpoints set aside in checkpoints/abandoned/ stay: `never` deletes them too)."""
     run_dir = trainer.run_dir
-    leftovers = (trainer.metrics.path, run_dir / outputs.SAMPLES_DIR, run_dir / CHECKPOINTS_DIR)
+    leftovers = (trainer.metrics.path, run_dir / outputs.SAMPLES_DIR, *list_checkpoints(run_dir))
+    if trainer.recipe.train.resume == "never":
+        leftovers = (*leftovers, run_dir / CHECKPOINTS_DIR)
     if any(path.exists() for path in leftovers):
         warn(f"{run_dir} holds an earlier run; its samples, metrics and checkpoints are replaced")
         trainer.metrics.path.unlink(missing_ok=True)
         shutil.rmtree(run_dir / outputs.SAMPLES_DIR, ignore_errors=True)
-        trainer.checkpoints.clear()
+        trainer.checkpoints.clear(keep_set_aside=trainer.recipe.train.resume != "never")
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -101,6 +104,7 @@ def resume_run(trainer: Trainer) -> None:
         trainer.checkpoints.remove_partial()
     accelerator.wait_for_everyone()
     errors = []
+    resumed = None
     for folder in candidates:
         check_recipe(trainer.recipe, folder)
         try:
@@ -114,20 +118,13 @@ def resume_run(trainer: Trainer) -> None:
         if step > train.steps:
             raise GankitError(
                 f"{folder} is at step {step}, past train.steps={train.steps}: there is nothing "
-                f"to train and the run folder was left as it is. Raise train.steps to train "
-                "further, or set train.resume to an earlier checkpoint to go back"
+                "to train and the run folder was left as it is. Raise train.steps to train "
+                "further, set train.resume to an earlier checkpoint to go back, or "
+                "train.resume=never to start over"
             )
+        trainer.apply_optimizer_settings()  # a recipe changed on resume applies from here
         accelerator.print(f"gankit: resumed from {folder} (step {step} of {train.steps})")
-        if main:  # what was written after that checkpoint belongs to an abandoned branch
-            trainer.metrics.truncate_after(step)
-            outputs.remove_samples_after(trainer.run_dir, step)
-            moved = trainer.checkpoints.set_aside_after(step)
-            if moved:
-                names = ", ".join(path.name for path in moved)
-                warn(
-                    f"checkpoints after step {step} ({names}) moved to {moved[0].parent}: "
-                    "train.resume=auto no longer picks them; delete them when not needed"
-                )
+        resumed = folder, step
         break
     else:
         if errors:
@@ -135,7 +132,21 @@ def resume_run(trainer: Trainer) -> None:
                 f"no usable checkpoint in {trainer.run_dir / CHECKPOINTS_DIR} "
                 f"({'; '.join(errors)}). Set train.resume=never to start over (this deletes them)."
             )
-        if main:
-            start_fresh(trainer)
+    accelerator.wait_for_everyone()  # every process has read its checkpoint: files may move
+    if main and resumed is None:
+        start_fresh(trainer)
+    elif main:  # what was written after that checkpoint belongs to an abandoned branch
+        folder, step = resumed
+        trainer.metrics.truncate_after(step)
+        outputs.remove_samples_after(trainer.run_dir, step)
+        home, moved = trainer.checkpoints.branch_from(folder, step)
+        if moved:
+            warn(
+                f"checkpoints from step {step} on of the branch left behind "
+                f"({', '.join(path.name for path in moved)}) moved to {moved[0].parent}, where "
+                "train.resume=auto does not look; delete that folder when it is not needed"
+            )
+        if home != folder:
+            accelerator.print(f"gankit: {folder} is now {home}, the run's newest checkpoint")
     if main:
         (trainer.run_dir / "recipe.yaml").write_text(dump_recipe(trainer.recipe))

@@ -29,7 +29,13 @@ from gankit.errors import GankitError
 from gankit.export import save_model
 from gankit.graphs import IterationGraphs
 from gankit.models.base import Generator, check_conditioning, grid_labels, sample_noise
-from gankit.optim import keep_implementation, lr_schedule, make_adam, make_capturable
+from gankit.optim import (
+    apply_hyperparameters,
+    keep_implementation,
+    lr_schedule,
+    make_adam,
+    make_capturable,
+)
 from gankit.recipe import RecipeBase, dump_recipe, recipe_dict
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
 from gankit.reporting import Reporter
@@ -183,6 +189,17 @@ class Trainer(IterationSteps):
     def resume(self) -> None:
         """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
         resume_run(self)
+
+    def apply_optimizer_settings(self) -> None:
+        """The recipe's optimizer settings, over those a checkpoint restored (see
+        `apply_hyperparameters`)."""
+        schedules = {id(schedule.optimizer): schedule for schedule in self.lr_schedules}
+        for prepared, params in (
+            (self.g_optimizer, self.recipe.optim.generator),
+            (self.d_optimizer, self.recipe.optim.discriminator),
+        ):
+            optimizer = prepared.optimizer  # under Accelerate's wrapper
+            apply_hyperparameters(optimizer, params, schedules.get(id(optimizer)))
 
     @property
     def sampling_generator(self) -> Generator:

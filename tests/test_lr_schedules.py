@@ -59,3 +59,33 @@ def test_each_network_follows_its_own_schedule_and_resumes(tmp_path, mnist_root)
     resumed = run("resumed", 8)  # allowed, and here the same since both say 8 in the end
     assert resumed.g_optimizer.param_groups[0]["lr"] == pytest.approx(g_lr)
     assert resumed.d_optimizer.param_groups[0]["lr"] == pytest.approx(d_lr)
+
+
+def test_optimizer_settings_changed_on_resume_take_effect(tmp_path, mnist_root):
+    """With train.allow_recipe_changes, a new learning rate, betas, eps and weight decay apply
+    from the resumed step on (the checkpoint's optimizer state would otherwise keep the old)."""
+
+    def run(steps: int, *changes: str) -> Trainer:
+        overrides = [*TINY, "data.subset=64", f"output_dir={tmp_path}", f"train.steps={steps}"]
+        # G warms up over 8 steps, D keeps a constant rate
+        overrides += ["optim.generator.warmup_steps=8", "train.checkpoint_every=4", *changes]
+        trainer = Trainer(load_recipe(REFERENCE_RECIPE, overrides))
+        trainer.fit()
+        return trainer
+
+    run(4)
+    changed = [
+        "train.allow_recipe_changes=true",
+        "optim.generator.lr=1e-3",
+        "optim.discriminator.lr=5e-4",
+        "optim.discriminator.betas=[0.0, 0.99]",
+        "optim.discriminator.eps=1e-6",
+        "optim.discriminator.weight_decay=0.01",
+    ]
+    trainer = run(6, *changed)
+    g_group, d_group = trainer.g_optimizer.param_groups[0], trainer.d_optimizer.param_groups[0]
+    # after step 6, G's rate is the new base at 7/8 of its warm-up; later steps keep it up
+    assert g_group["lr"] == pytest.approx(1e-3 * 7 / 8)
+    assert trainer.lr_schedules[0].base_lrs == [1e-3]
+    assert d_group["lr"] == 5e-4 and tuple(d_group["betas"]) == (0.0, 0.99)
+    assert d_group["eps"] == 1e-6 and d_group["weight_decay"] == 0.01

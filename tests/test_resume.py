@@ -263,34 +263,59 @@ def test_on_nan_skip_skips_the_update_and_finishes(tmp_path, mnist_root, nan_los
     assert all(torch.isfinite(p).all() for p in trainer.d_module.parameters())
 
 
+def resumed(run_dir: Path, resume: str | Path, steps: int = 6) -> Trainer:
+    """A trainer of the run that has loaded `resume` (and tidied the run folder)."""
+    overrides = [*SMALL, f"output_dir={run_dir}", f"train.steps={steps}", f"train.resume={resume}"]
+    trainer = Trainer(load_recipe(REFERENCE_RECIPE, [*overrides, "train.checkpoint_every=2"]))
+    trainer.resume()
+    return trainer
+
+
+def names(folders: list[Path]) -> list[str]:
+    return [folder.name for folder in folders]
+
+
 def test_resume_from_an_explicit_checkpoint_folder(tmp_path, mnist_root):
     run_dir = tmp_path / "run"
     in_process(run_dir, "train.steps=6", "train.checkpoint_every=2")
-    older = list_checkpoints(run_dir)[1]  # step 4
-    trainer = Trainer(
-        load_recipe(
-            REFERENCE_RECIPE,
-            [*SMALL, f"output_dir={run_dir}", "train.steps=6", f"train.resume={older}"],
-        )
-    )
-    trainer.resume()
-    assert (
-        trainer.step == 4 and trainer.epoch * 4 + trainer.batch_in_epoch == 4
-    )  # 4 batches an epoch
+    branch_a = verify(run_dir / "checkpoints" / "step_0000006")  # its manifest: file hashes
+    trainer = resumed(run_dir, list_checkpoints(run_dir)[1])  # back to step 4
+    assert trainer.step == 4 and trainer.epoch * 4 + trainer.batch_in_epoch == 4  # 4 an epoch
     # the abandoned step-6 checkpoint is set aside, where `auto` does not pick it up later
-    assert [p.name for p in list_checkpoints(run_dir)] == ["step_0000004", "step_0000002"]
-    aside = run_dir / "checkpoints" / "abandoned" / "step_0000006"
+    assert names(list_checkpoints(run_dir)) == ["step_0000004", "step_0000002"]
+    aside = run_dir / "checkpoints" / "abandoned" / "branch_001" / "step_0000006"
     verify(aside)  # intact: nothing is lost by resuming from an older checkpoint
-    back = Trainer(
-        load_recipe(
-            REFERENCE_RECIPE,
-            [*SMALL, f"output_dir={run_dir}", "train.steps=6", f"train.resume={aside}"],
-        )
-    )
-    back.resume()
-    assert back.step == 6
     with pytest.raises(CheckpointError, match="not found"):
         in_process(run_dir, "train.steps=6", f"train.resume={tmp_path / 'nowhere'}")
+
+    # a second branch (another G learning rate) reaches step 6 too; then going back to the
+    # first one's step 6 sets the second aside and makes the first the run's newest, so `auto`
+    # continues it after a crash
+    other_lr = ("optim.generator.lr=1e-3", "train.allow_recipe_changes=true")
+    in_process(run_dir, "train.steps=6", "train.checkpoint_every=2", *other_lr)
+    branch_b = verify(run_dir / "checkpoints" / "step_0000006")
+    weights = "model.safetensors"
+    assert branch_b["files"][weights] != branch_a["files"][weights]
+    assert resumed(run_dir, aside).step == 6
+    assert names(list_checkpoints(run_dir)) == ["step_0000006", "step_0000004", "step_0000002"]
+    assert verify(run_dir / "checkpoints" / "step_0000006") == branch_a
+    assert not (run_dir / "checkpoints" / "abandoned" / "branch_001").exists()  # emptied
+    assert verify(run_dir / "checkpoints" / "abandoned" / "branch_002" / "step_0000006") == (
+        branch_b
+    )
+    assert resumed(run_dir, "auto").step == 6
+    assert verify(run_dir / "checkpoints" / "step_0000006") == branch_a
+
+
+def test_a_checkpoint_of_another_run_is_copied_in_so_auto_can_resume_it(tmp_path, mnist_root):
+    other, run_dir = tmp_path / "other", tmp_path / "run"
+    in_process(other, "train.steps=4", "train.checkpoint_every=2")
+    in_process(run_dir, "train.steps=2", "train.checkpoint_every=2")
+    source = other / "checkpoints" / "step_0000004"
+    assert resumed(run_dir, source).step == 4
+    assert names(list_checkpoints(run_dir)) == ["step_0000004", "step_0000002"]
+    assert verify(run_dir / "checkpoints" / "step_0000004") == verify(source)  # a copy
+    assert source.is_dir()
 
 
 def test_a_checkpoint_past_train_steps_is_refused_and_the_run_left_alone(tmp_path, mnist_root):
