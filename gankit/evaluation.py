@@ -229,7 +229,7 @@ def evaluate(
 
 
 def reference_images(
-    data_root: str, split: str = "test", root_setting: str = "--data-root"
+    data_root: str, split: str = "test", *, root_setting: str = "--data-root"
 ) -> torch.Tensor:
     """The MNIST images to compare against, (N, 1, 28, 28) in [-1, 1]; a missing folder's
     error names `root_setting`, the setting that gave `data_root`."""
@@ -315,7 +315,7 @@ class TrainingEvaluator:
             raise GankitError("eval.every is set but there is no MNIST folder: set eval.data_root")
         self.settings, self.seed, self.accelerator = settings, recipe.train.seed, accelerator
         setting = "eval.data_root" if settings.data_root else "data.root"
-        self.reference = reference_images(root, settings.split, setting)
+        self.reference = reference_images(root, settings.split, root_setting=setting)
         self.metrics = MNISTMetrics(accelerator.device)
         shard = self.reference[accelerator.process_index :: accelerator.num_processes]
         for batch in shard.split(settings.batch_size):

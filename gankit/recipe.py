@@ -300,7 +300,8 @@ def _describe(
     else:
         message = f"{path}: {problem['msg']} (got {value!r})"
     blamed = (
-        [o for k, o in overrides.items() if k == path]
+        [o for k, o in overrides.items() if not path and k in message]  # a whole-recipe check
+        or [o for k, o in overrides.items() if k == path]
         or [o for k, o in overrides.items() if path.startswith(k + ".")]
         or [o for k, o in overrides.items() if k.startswith(path + ".")]
     )

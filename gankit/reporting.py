@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,11 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from gankit import outputs, tracking
+
+
+def interactive() -> bool:
+    """Whether a progress bar would be seen: on a terminal or in a notebook, not in a log file."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 class Reporter:

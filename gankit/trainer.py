@@ -38,7 +38,7 @@ from gankit.optim import (
 )
 from gankit.recipe import RecipeBase, dump_recipe, recipe_dict
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
-from gankit.reporting import Reporter
+from gankit.reporting import Reporter, interactive
 from gankit.resume import Progress, resume_run
 from gankit.steps import Inputs, IterationSteps
 from gankit.stopping import StopRequest
@@ -277,10 +277,10 @@ class Trainer(IterationSteps):
         self._describe()
         if self.step == 0:
             self.save_samples()
-        progress = tqdm(  # disable=None: only on a terminal, not in a log file
+        progress = tqdm(
             total=train.steps,
             initial=self.step,
-            disable=None if main and train.progress else True,
+            disable=not (main and train.progress and interactive()),
             unit="it",
         )
         window_start, window_steps = time.perf_counter(), 0

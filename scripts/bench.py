@@ -273,6 +273,13 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def failure(mode: str, error: Exception) -> str:
+    """Say that a mode failed; returns the error, in one line, for its row."""
+    text = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
+    print(f"bench.py: the {mode} mode failed ({text})", file=sys.stderr)
+    return text
+
+
 def measure(
     args: argparse.Namespace,
     device: torch.device,
@@ -293,17 +300,23 @@ def measure(
         except Exception as error:
             if mode == "eager":
                 raise
-            failed[mode] = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
-            print(f"bench.py: the {mode} mode failed ({failed[mode]})", file=sys.stderr)
+            failed[mode] = failure(mode, error)
             steps.pop(mode, None)
+            trainers.pop(mode, None)  # and its memory
     recipe = trainers["eager"].recipe
     plain = PlainLoop(recipe, trainers["eager"].accelerator.device)
     steps["plain"] = plain.step
     time_block(plain.step, device, args.warmup)
     timings: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):  # alternate, so drift in the machine hits all alike
-        for name, step in steps.items():
-            timings[name].append(time_block(step, device, args.iters))
+        for name, step in list(steps.items()):
+            try:
+                timings[name].append(time_block(step, device, args.iters))
+            except Exception as error:
+                if name in ("eager", "plain"):
+                    raise
+                failed[name] = failure(name, error)
+                del steps[name]
     intervals = with_outputs_intervals(args, overrides, scratch)
 
     batch = trainers["eager"].batch_size * recipe.train.grad_accumulation
@@ -333,7 +346,7 @@ def measure(
         row["ratio"] = round(row["ms_per_iter"] / plain_figures["ms_per_iter"], 3)
         row["speedup"] = round(plain_figures["ms_per_iter"] / row["ms_per_iter"], 3)
         results["modes"][mode] = row
-    graphs = trainers["graph"].graphs if "graph" in steps else None
+    graphs = trainers["graph"].graphs if "graph" in steps and "graph" in trainers else None
     if graphs is not None:
         results["modes"]["graph"]["captured_graphs"] = len(graphs.graphs)
     results["gankit"] = {k: results["modes"]["eager"][k] for k in ("ms_per_iter", "images_per_sec")}

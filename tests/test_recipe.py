@@ -442,3 +442,10 @@ def test_empty_recipe_file_says_so(tmp_path: Path) -> None:
     empty.write_text("# nothing yet\n")
     with pytest.raises(RecipeError, match=r"empty\.yaml' is empty"):
         load_recipe(empty)
+
+
+def test_a_whole_recipe_check_names_its_keys_and_blames_the_override() -> None:
+    message = recipe_error(["discriminator.num_classes=3"])
+    assert "generator.num_classes is 0 but discriminator.num_classes is 3" in message
+    assert "[set by override 'discriminator.num_classes=3']" in message
+    assert "\n  - generator.num_classes" in message  # the sentence starts the line, no ': '
