@@ -31,6 +31,17 @@ def lr_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def lr_schedules(
+    optimizers: dict[torch.optim.Optimizer, AdamParams], total_steps: int
+) -> list[torch.optim.lr_scheduler.LambdaLR]:
+    """A schedule for each optimizer whose section asks for one (a warm-up or a decay)."""
+    return [
+        lr_schedule(optimizer, params, total_steps)
+        for optimizer, params in optimizers.items()
+        if params.lr_schedule != "constant" or params.warmup_steps
+    ]
+
+
 def make_adam(parameters: Any, params: AdamParams, fused: bool = False) -> torch.optim.Adam:
     """Adam from a recipe's optimizer section (`fused`: one kernel for all parameters)."""
     return torch.optim.Adam(

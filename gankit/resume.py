@@ -17,6 +17,7 @@ import yaml
 from gankit import outputs
 from gankit.checkpoint import CHECKPOINTS_DIR, RECIPE_FILE, CheckpointError, list_checkpoints
 from gankit.errors import GankitError, warn
+from gankit.optim import apply_hyperparameters
 from gankit.recipe import RecipeBase, dump_recipe, recipe_dict, training_changes, validate_recipe
 
 if TYPE_CHECKING:
@@ -80,6 +81,18 @@ def check_recipe(recipe: RecipeBase, folder: Path) -> None:
         )
 
 
+def apply_optimizer_settings(trainer: Trainer) -> None:
+    """The recipe's optimizer settings, over those the checkpoint restored (see
+    `apply_hyperparameters`)."""
+    schedules = {id(schedule.optimizer): schedule for schedule in trainer.lr_schedules}
+    for prepared, params in (
+        (trainer.g_optimizer, trainer.recipe.optim.generator),
+        (trainer.d_optimizer, trainer.recipe.optim.discriminator),
+    ):
+        optimizer = prepared.optimizer  # under Accelerate's wrapper
+        apply_hyperparameters(optimizer, params, schedules.get(id(optimizer)))
+
+
 def start_fresh(trainer: Trainer) -> None:
     """Clear an earlier run's samples, metrics and checkpoints from the run folder (with
     `auto`, checkpoints set aside in checkpoints/abandoned/ stay: `never` deletes them too)."""
@@ -122,7 +135,7 @@ def resume_run(trainer: Trainer) -> None:
                 "further, set train.resume to an earlier checkpoint to go back, or "
                 "train.resume=never to start over"
             )
-        trainer.apply_optimizer_settings()  # a recipe changed on resume applies from here
+        apply_optimizer_settings(trainer)  # a recipe changed on resume applies from here
         accelerator.print(f"gankit: resumed from {folder} (step {step} of {train.steps})")
         resumed = folder, step
         break

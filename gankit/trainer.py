@@ -29,13 +29,7 @@ from gankit.errors import GankitError
 from gankit.export import save_model
 from gankit.graphs import IterationGraphs
 from gankit.models.base import Generator, check_conditioning, grid_labels, sample_noise
-from gankit.optim import (
-    apply_hyperparameters,
-    keep_implementation,
-    lr_schedule,
-    make_adam,
-    make_capturable,
-)
+from gankit.optim import keep_implementation, lr_schedules, make_adam, make_capturable
 from gankit.recipe import RecipeBase, dump_recipe, recipe_dict
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
 from gankit.reporting import Reporter, interactive
@@ -132,14 +126,10 @@ class Trainer(IterationSteps):
                 make_capturable(optimizer, self.accelerator.device)
             keep_implementation(optimizer)
         # Stepped once per iteration by us (Accelerate would step a prepared one per process).
-        self.lr_schedules = [
-            lr_schedule(optimizer, params, recipe.train.steps)
-            for optimizer, params in (
-                (g_optimizer, recipe.optim.generator),
-                (d_optimizer, recipe.optim.discriminator),
-            )
-            if params.lr_schedule != "constant" or params.warmup_steps
-        ]
+        self.lr_schedules = lr_schedules(
+            {g_optimizer: recipe.optim.generator, d_optimizer: recipe.optim.discriminator},
+            recipe.train.steps,
+        )
         self.device_batches = (
             fastpath.DeviceBatches(
                 dataset, loader.batch_size, seed, self.accelerator, labels=bool(self.num_classes)
@@ -189,17 +179,6 @@ class Trainer(IterationSteps):
     def resume(self) -> None:
         """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
         resume_run(self)
-
-    def apply_optimizer_settings(self) -> None:
-        """The recipe's optimizer settings, over those a checkpoint restored (see
-        `apply_hyperparameters`)."""
-        schedules = {id(schedule.optimizer): schedule for schedule in self.lr_schedules}
-        for prepared, params in (
-            (self.g_optimizer, self.recipe.optim.generator),
-            (self.d_optimizer, self.recipe.optim.discriminator),
-        ):
-            optimizer = prepared.optimizer  # under Accelerate's wrapper
-            apply_hyperparameters(optimizer, params, schedules.get(id(optimizer)))
 
     @property
     def sampling_generator(self) -> Generator:
