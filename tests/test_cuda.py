@@ -67,6 +67,17 @@ EMA_R1_COSINE = [
     "optim.generator.lr_schedule=cosine",
     "regularizer={name: r1, weight: 1.0, every: 2}",
 ]
+# The other road through the graph: batches from the DataLoader, foreach (not fused) Adam,
+# channels_last, two micro-batches per update, and a gradient penalty (random numbers drawn
+# inside the graph) with a Wasserstein loss
+OTHER_ROAD = [
+    "perf.data_on_device=false",
+    "perf.fused_adam=false",
+    "perf.channels_last=true",
+    "train.grad_accumulation=2",
+    "loss.name=wasserstein",
+    "regularizer={name: gradient_penalty, weight: 10.0, every: 1}",
+]
 
 
 def fit(run_dir, *overrides: str, capture: bool = True) -> Trainer:
@@ -101,8 +112,13 @@ def trained_state(trainer: Trainer) -> dict[str, torch.Tensor]:
 @needs_cuda
 @pytest.mark.parametrize(
     ("extra", "patterns", "tolerance"),
-    [([], 1, 1e-4), (EMA_R1_COSINE, 2, 1e-4), (["mixed_precision=bf16"], 1, 2e-2)],
-    ids=["reference", "ema+r1+cosine", "bf16"],
+    [
+        ([], 1, 1e-4),
+        (EMA_R1_COSINE, 2, 1e-4),
+        (["mixed_precision=bf16"], 1, 2e-2),
+        (OTHER_ROAD, 1, 1e-4),
+    ],
+    ids=["reference", "ema+r1+cosine", "bf16", "loader+foreach+gp+accumulation"],
 )
 def test_cuda_graph_trains_like_eager(
     tmp_path, mnist_root, deterministic, extra, patterns, tolerance
