@@ -23,6 +23,7 @@ from gankit.sections import (
     EMASection,
     EvalSection,
     LoaderFields,
+    NumbersAreNumbers,
     OptimSection,
     PerfSection,
     RecipeBase,
@@ -106,6 +107,7 @@ def section_model(registry: Registry, entry: Entry) -> type[BaseModel]:
     bases = (
         entry.params,
         *([SECTION_FIELDS[registry.section]] if registry.section in SECTION_FIELDS else []),
+        NumbersAreNumbers,  # for components' own params too, plugins' included
     )
     namespace = {
         "__annotations__": {"name": Literal[entry.name]},  # type: ignore[valid-type]

@@ -7,7 +7,7 @@ these are the same for every recipe. Cross-section rules are checked in `RecipeB
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -19,8 +19,28 @@ from pydantic import (
 )
 
 
-class Strict(BaseModel):
-    """A recipe section: unknown keys are errors."""
+class NumbersAreNumbers(BaseModel):
+    """Refuses true/false where a number belongs (pydantic would read them as 1 and 0, so a
+    slip such as `lr: true` would train at a learning rate of 1)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        wrong = []
+        for key, value in values.items():
+            field = cls.model_fields.get(key) if isinstance(value, bool) else None
+            kinds = (get_args(field.annotation) or (field.annotation,)) if field else ()
+            if bool not in kinds and any(kind in (int, float) for kind in kinds):
+                wrong.append(f"{key} takes a number, not {str(value).lower()}")
+        if wrong:
+            raise ValueError("; ".join(wrong))
+        return values
+
+
+class Strict(NumbersAreNumbers):
+    """A recipe section: unknown keys are errors, and so are booleans given for numbers."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -449,3 +449,23 @@ def test_a_whole_recipe_check_names_its_keys_and_blames_the_override() -> None:
     assert "generator.num_classes is 0 but discriminator.num_classes is 3" in message
     assert "[set by override 'discriminator.num_classes=3']" in message
     assert "\n  - generator.num_classes" in message  # the sentence starts the line, no ': '
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optim.generator.lr=true", "optim.generator: lr takes a number, not true"),
+        ("data.batch_size=true", "data: batch_size takes a number, not true"),
+        ("generator.z_dim=false", "generator: z_dim takes a number, not false"),
+        ("data.subset=true", "data: subset takes a number, not true"),  # int | None
+    ],
+)
+def test_a_boolean_for_a_number_is_refused(override: str, expected: str) -> None:
+    # pydantic alone reads true as 1: `lr: true` would train at a learning rate of 1
+    message = recipe_error([override])
+    assert expected in message and f"[set by override '{override}']" in message
+
+
+def test_numbers_still_validate_as_numbers() -> None:
+    recipe = load_recipe(REFERENCE_RECIPE, ["optim.generator.lr=1", "train.progress=false"])
+    assert recipe.optim.generator.lr == 1.0 and recipe.train.progress is False
