@@ -149,37 +149,42 @@ class CheckpointManager:
                 shutil.rmtree(leftover, ignore_errors=True)
 
     def branch_from(self, resumed: Path, step: int) -> tuple[Path, list[Path]]:
-        """After resuming from `resumed` (at `step`), make it the run's newest checkpoint: the
-        run's other checkpoints at `step` or later (an abandoned branch) move together into a
-        new folder under checkpoints/abandoned/, where `auto` does not look, and a `resumed`
-        from elsewhere (such a folder, another run) is moved or copied into checkpoints/.
-        Returns where the resumed checkpoint now is and where the others went. Main process."""
+        """After resuming from `resumed` (at `step`), make it the run's newest checkpoint. The
+        branch left behind moves, whole, into a new folder under checkpoints/abandoned/, where
+        `auto` does not look: the run's checkpoints from `step` on, or all of them when
+        `resumed` is not one of them (a set-aside one, which moves back, or another run's,
+        which is copied in). Returns where the resumed checkpoint now is and where the others
+        went. Main process only."""
         folder = self.run_dir / CHECKPOINTS_DIR
         home = checkpoint_path(self.run_dir, step)
         inside = resumed.resolve().parent == folder.resolve()
-        later = [
+        foreign = not resumed.resolve().is_relative_to(folder.resolve())
+        staging = home.with_name(f".{home.name}.tmp")
+        if foreign:  # copied before anything moves: a crash meanwhile leaves the run as it was
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(resumed, staging)
+        leaving = [
             path
             for path in list_checkpoints(self.run_dir)
-            if int(_NAME.match(path.name).group(1)) >= step  # names, even if a manifest is bad
+            # steps from the names: a checkpoint `auto` fell back past may have a bad manifest
+            if (not inside or int(_NAME.match(path.name).group(1)) >= step)
             and not (inside and path.resolve() == resumed.resolve())
         ]
         moved = []
-        if later:
+        if leaving:
             branch = _new_branch(folder / ABANDONED_DIR)
-            for path in reversed(later):
+            for path in reversed(leaving):
                 os.replace(path, branch / path.name)
                 moved.append(branch / path.name)
-        if not inside:
-            if resumed.resolve().is_relative_to(folder.resolve()):  # set aside earlier
-                os.replace(resumed, home)
-                with contextlib.suppress(OSError):  # its branch folder, if now empty
-                    resumed.parent.rmdir()
-            else:  # another run's: copied, so that this run can resume from it again
-                staging = home.with_name(f".{home.name}.tmp")
-                shutil.rmtree(staging, ignore_errors=True)
-                shutil.copytree(resumed, staging)
-                publish_folder(staging, home)
-        return (resumed if inside else home), moved
+        if inside:
+            return resumed, moved
+        if foreign:
+            publish_folder(staging, home)
+        else:  # set aside earlier: back into place
+            os.replace(resumed, home)
+            with contextlib.suppress(OSError):  # its branch folder, if now empty
+                resumed.parent.rmdir()
+        return home, moved
 
     def clear(self, *, keep_set_aside: bool = False) -> None:
         """Remove the run's checkpoints (a fresh start); with `keep_set_aside`, not the ones in

@@ -6,8 +6,9 @@ these are the same for every recipe. Cross-section rules are checked in `RecipeB
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -19,6 +20,39 @@ from pydantic import (
 )
 
 
+def takes_numbers_not_booleans(annotation: Any) -> bool:
+    """Whether a field of this type takes numbers (int, float, numeric literals, optional or
+    constrained ones) but not booleans."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return takes_numbers_not_booleans(args[0])
+    if origin is Literal:
+        return not any(isinstance(v, bool) for v in args) and any(
+            isinstance(v, int | float) for v in args
+        )
+    if origin in (Union, types.UnionType):
+        return bool not in args and any(takes_numbers_not_booleans(a) for a in args)
+    return annotation in (int, float)
+
+
+def misread_boolean(annotation: Any, value: Any) -> bool:
+    """Whether pydantic would read a boolean in `value` as a number for this type (also inside
+    a tuple or list, such as Adam's betas)."""
+    if isinstance(value, bool):
+        return takes_numbers_not_booleans(annotation)
+    if not isinstance(value, list | tuple):
+        return False
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated or origin in (Union, types.UnionType):
+        inner = args[:1] if origin is Annotated else args
+        return any(misread_boolean(a, value) for a in inner)
+    if origin in (tuple, list) and args:
+        repeated = origin is list or (len(args) == 2 and args[1] is Ellipsis)
+        kinds = [args[0]] * len(value) if repeated else list(args)
+        return any(misread_boolean(k, v) for k, v in zip(kinds, value, strict=False))
+    return False
+
+
 class NumbersAreNumbers(BaseModel):
     """Refuses true/false where a number belongs (pydantic would read them as 1 and 0, so a
     slip such as `lr: true` would train at a learning rate of 1)."""
@@ -28,15 +62,24 @@ class NumbersAreNumbers(BaseModel):
     def _no_booleans(cls, values: Any) -> Any:
         if not isinstance(values, dict):
             return values
-        wrong = []
-        for key, value in values.items():
-            field = cls.model_fields.get(key) if isinstance(value, bool) else None
-            kinds = (get_args(field.annotation) or (field.annotation,)) if field else ()
-            if bool not in kinds and any(kind in (int, float) for kind in kinds):
-                wrong.append(f"{key} takes a number, not {str(value).lower()}")
+        wrong = [
+            f"{key} takes {'numbers' if isinstance(value, list | tuple) else 'a number'}, "
+            f"not {yaml_text(value)}"
+            for key, value in values.items()
+            if key in cls.model_fields and misread_boolean(cls.model_fields[key].annotation, value)
+        ]
         if wrong:
             raise ValueError("; ".join(wrong))
         return values
+
+
+def yaml_text(value: Any) -> str:
+    """A value as it was written in YAML (true, not True)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(yaml_text(v) for v in value) + "]"
+    return str(value)
 
 
 class Strict(NumbersAreNumbers):

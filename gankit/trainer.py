@@ -287,9 +287,12 @@ class Trainer(IterationSteps):
                     if self.step % train.checkpoint_every and not last:
                         self.save_checkpoint()
                     self._close_vote()
+                    again = "the same command" + (
+                        "" if train.resume == "auto" else " with train.resume=auto"
+                    )
                     self.accelerator.print(
                         f"gankit: {stop.signal_name or 'a stop signal'} at step {self.step}: "
-                        f"checkpoint written to {self.run_dir}; run the same command to resume"
+                        f"checkpoint written to {self.run_dir}; run {again} to resume"
                     )
                     self.accelerator.end_training()
                     return stop.exit_code

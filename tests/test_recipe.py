@@ -458,6 +458,11 @@ def test_a_whole_recipe_check_names_its_keys_and_blames_the_override() -> None:
         ("data.batch_size=true", "data: batch_size takes a number, not true"),
         ("generator.z_dim=false", "generator: z_dim takes a number, not false"),
         ("data.subset=true", "data: subset takes a number, not true"),  # int | None
+        ("optim.generator.betas=[false, 0.999]", "betas takes numbers, not [false, 0.999]"),
+        (  # Literal[1, 3]: true would be read as 1, greyscale
+            "data={name: image_folder, root: images, channels: true}",
+            "data: channels takes a number, not true",
+        ),
     ],
 )
 def test_a_boolean_for_a_number_is_refused(override: str, expected: str) -> None:

@@ -158,7 +158,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, mnist_root):
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr[-2000:]
-    assert "SIGTERM at step" in stdout
+    assert "SIGTERM at step" in stdout and "run the same command to resume" in stdout
     (checkpoint,) = list_checkpoints(run_dir)
     step = verify(checkpoint)["step"]
     assert 3 <= step < 1000  # written at the stop, not at a scheduled checkpoint
@@ -297,12 +297,13 @@ def test_resume_from_an_explicit_checkpoint_folder(tmp_path, mnist_root):
     weights = "model.safetensors"
     assert branch_b["files"][weights] != branch_a["files"][weights]
     assert resumed(run_dir, aside).step == 6
-    assert names(list_checkpoints(run_dir)) == ["step_0000006", "step_0000004", "step_0000002"]
+    # the second branch leaves whole (its steps 2 and 4 too: they are not the first's history)
+    assert names(list_checkpoints(run_dir)) == ["step_0000006"]
     assert verify(run_dir / "checkpoints" / "step_0000006") == branch_a
     assert not (run_dir / "checkpoints" / "abandoned" / "branch_001").exists()  # emptied
-    assert verify(run_dir / "checkpoints" / "abandoned" / "branch_002" / "step_0000006") == (
-        branch_b
-    )
+    second = run_dir / "checkpoints" / "abandoned" / "branch_002"
+    assert names(sorted(second.iterdir())) == ["step_0000002", "step_0000004", "step_0000006"]
+    assert verify(second / "step_0000006") == branch_b
     assert resumed(run_dir, "auto").step == 6
     assert verify(run_dir / "checkpoints" / "step_0000006") == branch_a
 
@@ -313,9 +314,11 @@ def test_a_checkpoint_of_another_run_is_copied_in_so_auto_can_resume_it(tmp_path
     in_process(run_dir, "train.steps=2", "train.checkpoint_every=2")
     source = other / "checkpoints" / "step_0000004"
     assert resumed(run_dir, source).step == 4
-    assert names(list_checkpoints(run_dir)) == ["step_0000004", "step_0000002"]
+    assert names(list_checkpoints(run_dir)) == ["step_0000004"]  # this run's own: set aside
     assert verify(run_dir / "checkpoints" / "step_0000004") == verify(source)  # a copy
     assert source.is_dir()
+    aside = run_dir / "checkpoints" / "abandoned" / "branch_001"
+    assert names(sorted(aside.iterdir())) == ["step_0000002"]
 
 
 def test_a_checkpoint_past_train_steps_is_refused_and_the_run_left_alone(tmp_path, mnist_root):
