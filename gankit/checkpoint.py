@@ -113,6 +113,17 @@ def verify(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def check_resume_folder(resume: str, run_dir: Path) -> Path:
+    """The checkpoint folder `train.resume` names, or a CheckpointError if there is none."""
+    path = Path(resume).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(
+            f"train.resume: checkpoint folder '{path}' not found; use auto, never or a "
+            f"folder such as {checkpoint_path(run_dir, 1000)}"
+        )
+    return path
+
+
 class CheckpointManager:
     """Saves, prunes and finds the checkpoints of one run; every process must call `save`."""
 
@@ -202,13 +213,7 @@ class CheckpointManager:
             return []
         if resume == "auto":
             return list_checkpoints(self.run_dir)
-        path = Path(resume).expanduser()
-        if not path.is_dir():
-            raise CheckpointError(
-                f"train.resume: checkpoint folder '{path}' not found; use auto, never or a "
-                f"folder such as {checkpoint_path(self.run_dir, 1000)}"
-            )
-        return [path]
+        return [check_resume_folder(resume, self.run_dir)]
 
     def restore(self, folder: Path) -> int:
         """Verify a checkpoint and load it into the accelerator's objects; returns its step."""

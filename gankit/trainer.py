@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from gankit import fastpath, parallel, toy, tracking
-from gankit.checkpoint import CheckpointManager
+from gankit.checkpoint import CheckpointManager, check_resume_folder
 from gankit.data import image_shape
 from gankit.data import num_classes as dataset_classes
 from gankit.divergence import check_losses, check_weights
@@ -46,6 +46,8 @@ class Trainer(IterationSteps):
     def __init__(self, recipe: RecipeBase) -> None:
         self.recipe = recipe
         self.run_dir = recipe.run_dir
+        if recipe.train.resume not in ("auto", "never"):  # before anything is written
+            check_resume_folder(recipe.train.resume, self.run_dir)
         self.wandb_mode = tracking.wandb_mode(recipe.wandb)
         # Accelerate keeps one global state per process; a second run in the same process (a
         # notebook, a sweep) may change the precision, so start that state afresh. The process

@@ -287,6 +287,9 @@ def test_resume_from_an_explicit_checkpoint_folder(tmp_path, mnist_root):
     verify(aside)  # intact: nothing is lost by resuming from an older checkpoint
     with pytest.raises(CheckpointError, match="not found"):
         in_process(run_dir, "train.steps=6", f"train.resume={tmp_path / 'nowhere'}")
+    with pytest.raises(CheckpointError, match="not found"):  # refused before anything is made
+        in_process(tmp_path / "fresh", f"train.resume={tmp_path / 'nowhere'}")
+    assert not (tmp_path / "fresh").exists()
 
     # a second branch (another G learning rate) reaches step 6 too; then going back to the
     # first one's step 6 sets the second aside and makes the first the run's newest, so `auto`
