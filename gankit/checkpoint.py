@@ -168,18 +168,19 @@ class CheckpointManager:
         went. Main process only."""
         folder = self.run_dir / CHECKPOINTS_DIR
         home = checkpoint_path(self.run_dir, step)
-        inside = resumed.resolve().parent == folder.resolve()
-        foreign = not resumed.resolve().is_relative_to(folder.resolve())
+        source, own = resumed.resolve(), folder.resolve()
+        inside = source.parent == own
+        foreign = not source.is_relative_to(own)
         staging = home.with_name(f".{home.name}.tmp")
         if foreign:  # copied before anything moves: a crash meanwhile leaves the run as it was
             shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(resumed, staging)
+        # steps from the names: a checkpoint `auto` fell back past may have a bad manifest
         leaving = [
             path
             for path in list_checkpoints(self.run_dir)
-            # steps from the names: a checkpoint `auto` fell back past may have a bad manifest
-            if (not inside or int(_NAME.match(path.name).group(1)) >= step)
-            and not (inside and path.resolve() == resumed.resolve())
+            if not inside
+            or (int(_NAME.match(path.name).group(1)) >= step and path.resolve() != source)
         ]
         moved = []
         if leaving:

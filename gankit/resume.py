@@ -155,9 +155,9 @@ def resume_run(trainer: Trainer) -> None:
         home, moved = trainer.checkpoints.branch_from(folder, step)
         if moved:
             warn(
-                f"checkpoints from step {step} on of the branch left behind "
-                f"({', '.join(path.name for path in moved)}) moved to {moved[0].parent}, where "
-                "train.resume=auto does not look; delete that folder when it is not needed"
+                f"the checkpoints of the branch left behind ({', '.join(p.name for p in moved)}) "
+                f"moved to {moved[0].parent}, where train.resume=auto does not look; delete that "
+                "folder when it is not needed"
             )
         if home != folder:
             accelerator.print(f"gankit: {folder} is now {home}, the run's newest checkpoint")

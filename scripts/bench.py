@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gankit.errors import GankitError
+from gankit.optim import make_adam
 from gankit.recipe import load_recipe
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES
 from gankit.trainer import Trainer
@@ -48,7 +49,8 @@ def synchronize(device: torch.device) -> None:
 
 
 class PlainLoop:
-    """The hand-written baseline: no framework, same networks, optimizers and schedule."""
+    """The hand-written baseline: no framework, same networks, optimizers and schedule (for
+    recipes that `check_comparable` accepts)."""
 
     def __init__(self, recipe, device: torch.device) -> None:
         torch.manual_seed(recipe.train.seed)
@@ -58,18 +60,8 @@ class PlainLoop:
         shape = tuple(dataset[0][0].shape)
         self.G = GENERATORS.build(recipe.generator, image_shape=shape).to(device)
         self.D = DISCRIMINATORS.build(recipe.discriminator, image_shape=shape).to(device)
-        check_comparable(recipe)
-        g, d = recipe.optim.generator, recipe.optim.discriminator
-        self.g_opt, self.d_opt = (
-            torch.optim.Adam(
-                net.parameters(),
-                lr=opt.lr,
-                betas=opt.betas,
-                eps=opt.eps,
-                weight_decay=opt.weight_decay,
-            )
-            for net, opt in ((self.G, g), (self.D, d))
-        )
+        self.g_opt = make_adam(self.G.parameters(), recipe.optim.generator)  # torch's Adam
+        self.d_opt = make_adam(self.D.parameters(), recipe.optim.discriminator)
         self.loader = DataLoader(  # as one would write it: pinned batches, copied without a wait
             dataset,
             recipe.data.batch_size,

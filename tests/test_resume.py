@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -309,6 +310,23 @@ def test_resume_from_an_explicit_checkpoint_folder(tmp_path, mnist_root):
     assert verify(second / "step_0000006") == branch_b
     assert resumed(run_dir, "auto").step == 6
     assert verify(run_dir / "checkpoints" / "step_0000006") == branch_a
+
+
+def test_a_fresh_start_keeps_set_aside_checkpoints_unless_never(tmp_path, mnist_root, capsys):
+    run_dir = tmp_path / "run"
+    in_process(run_dir, "train.steps=4", "train.checkpoint_every=2")
+    resumed(run_dir, list_checkpoints(run_dir)[1], steps=4)  # back to 2: step 4 set aside
+    aside = run_dir / "checkpoints" / "abandoned" / "branch_001" / "step_0000004"
+    assert aside.is_dir()
+    assert "the checkpoints of the branch left behind (step_0000004) moved" in (
+        capsys.readouterr().err
+    )
+    for checkpoint in list_checkpoints(run_dir):  # as if the run's own were lost
+        shutil.rmtree(checkpoint)
+    fresh = resumed(run_dir, "auto", steps=4)  # nothing to resume: starts over
+    assert fresh.step == 0 and aside.is_dir()  # what was set aside is not lost
+    resumed(run_dir, "never", steps=4)
+    assert not aside.exists()  # `never` deletes everything, as documented
 
 
 def test_a_checkpoint_of_another_run_is_copied_in_so_auto_can_resume_it(tmp_path, mnist_root):
