@@ -16,10 +16,14 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
 from accelerate import Accelerator
+from safetensors import SafetensorError
 
 from gankit._version import __version__
 from gankit.atomic import publish_folder
@@ -30,6 +34,7 @@ ABANDONED_DIR = "abandoned"  # inside CHECKPOINTS_DIR: later checkpoints set asi
 MANIFEST_FILE = "manifest.json"
 RECIPE_FILE = "recipe.yaml"
 _NAME = re.compile(r"^step_(\d+)$")
+FULL_DISK_BYTES = 16 << 20  # a write that failed with less free than this: the disk is full
 
 
 class CheckpointError(GankitError):
@@ -39,17 +44,6 @@ class CheckpointError(GankitError):
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     """Where the checkpoint of `step` lives."""
     return run_dir / CHECKPOINTS_DIR / f"step_{step:07d}"
-
-
-def checkpoint_step(folder: Path) -> int:
-    """The step a checkpoint folder was written at (from its manifest, else its name)."""
-    manifest = folder / MANIFEST_FILE
-    if manifest.is_file():
-        return int(json.loads(manifest.read_text())["step"])
-    match = _NAME.match(folder.name)
-    if not match:
-        raise CheckpointError(f"{folder} is not a checkpoint folder (expected step_NNNNNNN)")
-    return int(match.group(1))
 
 
 def _new_branch(parent: Path) -> Path:
@@ -89,16 +83,49 @@ def write_manifest(folder: Path, step: int) -> None:
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
-def verify(folder: Path) -> dict[str, Any]:
-    """Check a checkpoint against its manifest; returns the manifest or raises CheckpointError."""
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest, checked field by field: any fault is a CheckpointError."""
     manifest_file = folder / MANIFEST_FILE
     if not manifest_file.is_file():
         raise CheckpointError(f"{folder} has no {MANIFEST_FILE}: it was never completed")
     try:
-        manifest = json.loads(manifest_file.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        manifest = json.loads(manifest_file.read_bytes())
+    except (OSError, ValueError) as error:
         raise CheckpointError(f"{manifest_file} is unreadable ({error})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    step = manifest.get("step") if isinstance(manifest, dict) else None
+    well_formed = (
+        isinstance(step, int)
+        and not isinstance(step, bool)
+        and step >= 0
+        and isinstance(files, dict)
+        and all(
+            isinstance(entry, dict)
+            and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str)
+            and not Path(name).is_absolute()
+            and ".." not in Path(name).parts
+            for name, entry in files.items()
+        )
+    )
+    if not well_formed:
+        raise CheckpointError(f"{manifest_file} is malformed (a field is missing or mistyped)")
+    return manifest
+
+
+def verify(folder: Path) -> dict[str, Any]:
+    """Check a checkpoint against its manifest before anything in it is read: every file
+    listed, intact, and nothing unlisted. Returns the manifest or raises CheckpointError."""
+    manifest = _read_manifest(folder)
+    files = manifest["files"]
+    present = {
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+    unlisted = sorted(present - set(files))
+    if unlisted:
+        raise CheckpointError(f"{folder} holds {unlisted[0]}, which its manifest does not list")
     for name, expected in files.items():
         path = folder / name
         if not path.is_file():
@@ -113,6 +140,20 @@ def verify(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def read_recipe(folder: Path) -> dict[str, Any] | None:
+    """The recipe a verified checkpoint was trained with, as raw values (None if it has none)."""
+    path = folder / RECIPE_FILE
+    if not path.is_file():
+        return None
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise CheckpointError(f"{path} is unreadable ({type(error).__name__})") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path} is not a recipe (a mapping of sections)")
+    return values
+
+
 def check_resume_folder(resume: str, run_dir: Path) -> Path:
     """The checkpoint folder `train.resume` names, or a CheckpointError if there is none."""
     path = Path(resume).expanduser()
@@ -125,39 +166,84 @@ def check_resume_folder(resume: str, run_dir: Path) -> Path:
 
 
 class CheckpointManager:
-    """Saves, prunes and finds the checkpoints of one run; every process must call `save`."""
+    """Saves, prunes and finds the checkpoints of one run; every process must call `save`.
 
-    def __init__(self, accelerator: Accelerator, run_dir: Path, keep: int) -> None:
+    `writer` names this run's temporary folders, so that two writers never share one.
+    """
+
+    def __init__(self, accelerator: Accelerator, run_dir: Path, keep: int, writer: str) -> None:
         self.accelerator = accelerator
         self.run_dir = run_dir
         self.keep = keep
+        self.writer = writer
+
+    def staging_for(self, final: Path) -> Path:
+        """The temporary name `final` is written under before it is published."""
+        return final.with_name(f".{final.name}.tmp-{self.writer}")
 
     def save(self, step: int, recipe_text: str) -> Path:
-        """Write the checkpoint of `step` atomically, then keep only the newest `keep`."""
+        """Write the checkpoint of `step` atomically, then keep only the newest `keep`.
+
+        If any process fails to write (a full disk, say), every process raises a
+        CheckpointError that names the newest intact checkpoint; nothing published is touched.
+        """
         final = checkpoint_path(self.run_dir, step)
-        staging = final.with_name(f".{final.name}.tmp")
+        staging = self.staging_for(final)
         main = self.accelerator.is_main_process
-        if main:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(staging), safe_serialization=True)
-        self.accelerator.wait_for_everyone()
-        if main:
+
+        def publish() -> None:
             (staging / RECIPE_FILE).write_text(recipe_text)
             write_manifest(staging, step)
             publish_folder(staging, final)
+
+        self._together(step, staging, lambda: staging.mkdir(parents=True) if main else None)
+        self._together(
+            step,
+            staging,
+            lambda: self.accelerator.save_state(str(staging), safe_serialization=True),
+        )
+        self._together(step, staging, publish if main else lambda: None)
+        if main:
             for old in list_checkpoints(self.run_dir)[self.keep :]:
                 shutil.rmtree(old, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
         return final
 
-    def remove_partial(self) -> None:
-        """Delete folders left by writes that were cut short (never published)."""
-        folder = self.run_dir / CHECKPOINTS_DIR
-        if folder.is_dir():
-            for leftover in folder.glob(".step_*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+    def _together(self, step: int, staging: Path, work: Callable[[], Any]) -> None:
+        """Run one stage of a save on every process; if it failed anywhere, all raise."""
+        error: BaseException | None = None
+        try:
+            work()
+        except (OSError, RuntimeError, SafetensorError) as caught:  # how torch reports ENOSPC too
+            error = caught
+        failed = error is not None
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([float(failed)], device=self.accelerator.device)
+            failed = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+        if not failed:
+            return
+        if self.accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        reason = "another process failed to write its part"
+        if isinstance(error, OSError) and error.strerror:
+            reason = error.strerror + (f": {error.filename}" if error.filename else "")
+        elif error is not None:
+            reason = " ".join(str(error).split())[:200]
+        with contextlib.suppress(OSError):  # torch says "unexpected pos" when the disk is full
+            free = shutil.disk_usage(self.run_dir).free
+            if free < FULL_DISK_BYTES and "No space left" not in reason:
+                reason = f"No space left on device, {free // 1024} KiB free; {reason}"
+        intact = list_checkpoints(self.run_dir)
+        kept = (
+            f"the newest intact checkpoint is {intact[0]}; free space (or fix the folder's "
+            "permissions) and run the same command to resume from it"
+            if intact
+            else "no checkpoint of this run was written before; free space (or fix the "
+            "folder's permissions) and run again"
+        )
+        raise CheckpointError(
+            f"could not write the checkpoint of step {step} ({reason}); nothing was published, "
+            f"and {kept}"
+        ) from None
 
     def branch_from(self, resumed: Path, step: int) -> tuple[Path, list[Path]]:
         """After resuming from `resumed` (at `step`), make it the run's newest checkpoint. The
@@ -171,7 +257,7 @@ class CheckpointManager:
         source, own = resumed.resolve(), folder.resolve()
         inside = source.parent == own
         foreign = not source.is_relative_to(own)
-        staging = home.with_name(f".{home.name}.tmp")
+        staging = self.staging_for(home)
         if foreign:  # copied before anything moves: a crash meanwhile leaves the run as it was
             shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(resumed, staging)
@@ -200,13 +286,17 @@ class CheckpointManager:
 
     def clear(self, *, keep_set_aside: bool = False) -> None:
         """Remove the run's checkpoints (a fresh start); with `keep_set_aside`, not the ones in
-        checkpoints/abandoned/."""
-        folder = self.run_dir / CHECKPOINTS_DIR
-        if not keep_set_aside:
-            shutil.rmtree(folder, ignore_errors=True)
-            return
-        for path in list_checkpoints(self.run_dir):
+        checkpoints/abandoned/. Only checkpoint folders go: other files stay where they are."""
+        folders = list_checkpoints(self.run_dir)
+        aside = self.run_dir / CHECKPOINTS_DIR / ABANDONED_DIR
+        branches = [] if keep_set_aside else sorted(aside.glob("branch_*"))
+        for branch in branches:
+            folders += [path for path in branch.iterdir() if _NAME.match(path.name)]
+        for path in folders:
             shutil.rmtree(path, ignore_errors=True)
+        for empty in (*branches, aside, self.run_dir / CHECKPOINTS_DIR):
+            with contextlib.suppress(OSError):  # not empty: it holds something else
+                empty.rmdir()
 
     def candidates(self, resume: str) -> list[Path]:
         """Checkpoints to try for `train.resume`, in order: `never` gives none."""
@@ -216,9 +306,9 @@ class CheckpointManager:
             return list_checkpoints(self.run_dir)
         return [check_resume_folder(resume, self.run_dir)]
 
-    def restore(self, folder: Path) -> int:
-        """Verify a checkpoint and load it into the accelerator's objects; returns its step."""
-        manifest = verify(folder)  # a CheckpointError here: corrupt, try an older one
+    def load(self, folder: Path, manifest: dict[str, Any]) -> int:
+        """Load a checkpoint that `verify` passed into the accelerator's objects; returns its
+        step."""
         try:
             self.accelerator.load_state(str(folder))
         except Exception as error:  # intact files that do not fit: no older one would either
@@ -228,4 +318,4 @@ class CheckpointManager:
                 f"{reason}); resume with the recipe and gankit version that wrote it, or start "
                 "over in another output_dir"
             ) from None
-        return int(manifest["step"])
+        return manifest["step"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -124,6 +125,24 @@ def _eval(args: argparse.Namespace) -> None:
         Path(args.out).write_text(text + "\n")
 
 
+OS_ERROR_ADVICE = {
+    errno.ENOSPC: "free disk space, then run the same command: training resumes from the newest "
+    "intact checkpoint",
+    errno.EDQUOT: "free space within your quota, then run the same command",
+    errno.EACCES: "fix the permissions, or choose another folder (e.g. output_dir=...)",
+    errno.EPERM: "fix the permissions, or choose another folder (e.g. output_dir=...)",
+    errno.EROFS: "the filesystem is read-only; choose another folder (e.g. output_dir=...)",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """An OSError as one line: what failed, on which file, and what to do."""
+    what = error.strerror or str(error)
+    where = f": {error.filename}" if error.filename else ""
+    advice = OS_ERROR_ADVICE.get(error.errno or 0, "check the path and try again")
+    return f"{what}{where}; {advice}"
+
+
 def positive(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer of at least `minimum`."""
 
@@ -220,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.run(args)
     except GankitError as error:
         print(f"gankit: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the disk, permissions, a vanished file: the OS's own words
+        print(f"gankit: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gankit: interrupted", file=sys.stderr)

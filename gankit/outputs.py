@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ SAMPLES_DIR = "samples"
 METRICS_FILE = "metrics.jsonl"
 GIF_FILE = "samples.gif"
 LOSS_PLOT_FILE = "losses.png"
+_GRID_NAME = re.compile(r"^step_(\d+)\.png$")
 
 
 def image_grid(images: torch.Tensor, padding: int = 1) -> np.ndarray:
@@ -100,10 +102,17 @@ def sample_path(run_dir: Path, step: int) -> Path:
     return run_dir / SAMPLES_DIR / f"step_{step:07d}.png"
 
 
+def sample_grids(run_dir: Path) -> list[Path]:
+    """The run's sample grids (files named as gankit names them), in step order."""
+    folder = run_dir / SAMPLES_DIR
+    grids = [path for path in folder.glob("step_*.png") if _GRID_NAME.match(path.name)]
+    return sorted(grids, key=lambda path: int(_GRID_NAME.match(path.name).group(1)))
+
+
 def remove_samples_after(run_dir: Path, step: int) -> None:
     """Delete the grids of steps after `step` (a resumed run draws them again)."""
-    for path in (run_dir / SAMPLES_DIR).glob("step_*.png"):
-        if int(path.stem.removeprefix("step_")) > step:
+    for path in sample_grids(run_dir):
+        if int(_GRID_NAME.match(path.name).group(1)) > step:
             path.unlink()
 
 
@@ -111,11 +120,13 @@ def write_gif(run_dir: Path, fps: float = 5.0) -> Path | None:
     """Animate every sample grid of the run, in step order, into samples.gif."""
     import imageio.v3 as iio
 
-    frames = [iio.imread(path) for path in sorted((run_dir / SAMPLES_DIR).glob("step_*.png"))]
+    frames = [iio.imread(path) for path in sample_grids(run_dir)]
     if not frames:
         return None
     path = run_dir / GIF_FILE
-    iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
+    # Without optimisation every frame keeps the full size and mode, so readers (imageio's
+    # imread) decode them all alike; identical consecutive grids still merge into one frame.
+    iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0, optimize=False)
     return path
 
 
@@ -124,7 +135,6 @@ class MetricsLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as handle:
@@ -133,14 +143,23 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         """Drop the records of steps after `step`, so a resumed run does not log them twice."""
         kept = [record for record in self.read() if record["step"] <= step]
-        staging = self.path.with_name(self.path.name + ".tmp")
+        staging = self.path.with_name(f".{self.path.name}.tmp")
         staging.write_text("".join(json.dumps(record) + "\n" for record in kept))
         staging.replace(self.path)
 
     def read(self) -> list[dict[str, Any]]:
+        """The records logged so far; a line cut short by a crash is left out."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+        return records
 
 
 def plot_losses(records: Iterable[dict[str, Any]], path: Path) -> Path | None:

@@ -6,7 +6,9 @@ settings so that training does not depend on the number of processes where it ne
 
 from __future__ import annotations
 
+import os
 import platform
+import secrets
 from typing import Any
 
 import torch
@@ -15,7 +17,53 @@ from accelerate.utils import DistributedDataParallelKwargs, parse_flag_from_env
 
 from gankit._version import __version__
 from gankit.errors import GankitError, warn
-from gankit.recipe import RecipeBase
+from gankit.recipe import RecipeBase, recipe_dict, validate_recipe
+
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+def resolve_precision(recipe: RecipeBase) -> tuple[RecipeBase, str]:
+    """The recipe with `mixed_precision` set to what this run uses, and where that came from.
+
+    Unset in the recipe, Accelerate decides (`accelerate launch --mixed_precision`, `accelerate
+    config`, ACCELERATE_MIXED_PRECISION), as in any Accelerate script. Set in the recipe, it
+    wins over the launcher's default (`no`) but not over a launcher that asks for another
+    precision: that is an error naming both.
+    """
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "").strip().lower() or None
+    if launcher is not None and launcher not in PRECISIONS:
+        raise GankitError(
+            f"the launcher asks for mixed precision {launcher!r} (ACCELERATE_MIXED_PRECISION), "
+            f"which gankit does not train in; use one of {', '.join(PRECISIONS)}"
+        )
+    chosen = recipe.mixed_precision
+    if chosen is None:
+        chosen, source = launcher or "no", "launcher" if launcher else "default"
+    elif launcher not in (None, "no", chosen):
+        raise GankitError(
+            f"the recipe sets mixed_precision: {chosen} but the launcher asks for {launcher} "
+            "(accelerate launch --mixed_precision, accelerate config or "
+            "ACCELERATE_MIXED_PRECISION); remove one of the two, or make them agree"
+        )
+    else:
+        source = "recipe"
+    if chosen == recipe.mixed_precision:
+        return recipe, source
+    resolved = validate_recipe(
+        {**recipe_dict(recipe), "mixed_precision": chosen},
+        source=f"the recipe with the launcher's mixed precision ({chosen})",
+    )
+    return resolved, source
+
+
+def writer_token(accelerator: Accelerator) -> str:
+    """A name for this run's temporary files, the same on every process."""
+    token = [f"{os.getpid()}-{secrets.token_hex(4)}"]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(token)
+    return token[0]
 
 
 def per_process_batch(recipe: RecipeBase, processes: int) -> int:
@@ -105,7 +153,7 @@ def noise_slice(accelerator: Accelerator, per_process: int) -> slice:
 
 
 def run_info(
-    accelerator: Accelerator, recipe: RecipeBase, per_process: int, mode: str
+    accelerator: Accelerator, recipe: RecipeBase, per_process: int, mode: str, precision_from: str
 ) -> dict[str, Any]:
     """Facts about how a run was launched, written to run_info.json."""
     processes = accelerator.num_processes
@@ -117,6 +165,7 @@ def run_info(
         if accelerator.device.type == "cuda"
         else platform.processor() or platform.machine(),
         "mixed_precision": recipe.mixed_precision,
+        "mixed_precision_from": precision_from,
         "batch_per_process": per_process,
         "grad_accumulation": accumulation,
         "batch_per_update": per_process * processes * accumulation,
@@ -145,7 +194,8 @@ def announce(
     d_count = sum(p.numel() for p in discriminator.parameters())
     accelerator.print(
         f"gankit: {info['processes']} process(es), batch {info['batch_per_process']} per process "
-        f"({info['batch_per_update']} per update) | precision {info['mixed_precision']} | "
+        f"({info['batch_per_update']} per update) | precision {info['mixed_precision']} "
+        f"({info['mixed_precision_from']}) | "
         f"G {g_count:,} params, D {d_count:,} params | W&B {wandb_mode}"
     )
 

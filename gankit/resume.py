@@ -8,14 +8,17 @@ run folder so nothing logged after the checkpoint appears twice.
 from __future__ import annotations
 
 import contextlib
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from gankit import outputs
-from gankit.checkpoint import CHECKPOINTS_DIR, RECIPE_FILE, CheckpointError, list_checkpoints
+from gankit.checkpoint import (
+    CHECKPOINTS_DIR,
+    CheckpointError,
+    list_checkpoints,
+    read_recipe,
+    verify,
+)
 from gankit.errors import GankitError, warn
 from gankit.optim import apply_hyperparameters
 from gankit.recipe import RecipeBase, dump_recipe, recipe_dict, training_changes, validate_recipe
@@ -64,17 +67,21 @@ class Progress:
             )
 
 
+class RecipeMismatch(CheckpointError):
+    """A checkpoint is intact but was trained with a recipe that differs in training keys."""
+
+
 def check_recipe(recipe: RecipeBase, folder: Path) -> None:
-    """Refuse a checkpoint trained with a recipe that differs in keys that change training."""
-    saved = folder / RECIPE_FILE
-    if recipe.train.allow_recipe_changes or not saved.is_file():
+    """Refuse a checkpoint trained with a recipe that differs in keys that change training.
+    Call after `verify`: the recipe file is read only from a checkpoint known to be intact."""
+    saved_values = read_recipe(folder)
+    if recipe.train.allow_recipe_changes or saved_values is None:
         return
-    saved_values = yaml.safe_load(saved.read_text())
     with contextlib.suppress(GankitError):  # fill in keys added since, with their defaults
         saved_values = recipe_dict(validate_recipe(saved_values))
     changes = training_changes(saved_values, recipe_dict(recipe))
     if changes:
-        raise CheckpointError(
+        raise RecipeMismatch(
             f"the recipe differs from the one {folder} was trained with, in keys that change "
             f"training: {', '.join(changes)}. Restore them, start over with train.resume=never, "
             "or resume anyway with train.allow_recipe_changes=true."
@@ -95,16 +102,22 @@ def apply_optimizer_settings(trainer: Trainer) -> None:
 
 def start_fresh(trainer: Trainer) -> None:
     """Clear an earlier run's samples, metrics and checkpoints from the run folder (with
-    `auto`, checkpoints set aside in checkpoints/abandoned/ stay: `never` deletes them too)."""
+    `auto`, checkpoints set aside in checkpoints/abandoned/ stay: `never` deletes them too).
+    Only what gankit writes goes; anything else in the folder stays."""
     run_dir = trainer.run_dir
-    leftovers = (trainer.metrics.path, run_dir / outputs.SAMPLES_DIR, *list_checkpoints(run_dir))
-    if trainer.recipe.train.resume == "never":
-        leftovers = (*leftovers, run_dir / CHECKPOINTS_DIR)
+    never = trainer.recipe.train.resume == "never"
+    aside = run_dir / CHECKPOINTS_DIR / "abandoned"
+    leftovers = (
+        trainer.metrics.path,
+        *outputs.sample_grids(run_dir),
+        *list_checkpoints(run_dir),
+        *(aside.glob("branch_*") if never else ()),
+    )
     if any(path.exists() for path in leftovers):
         warn(f"{run_dir} holds an earlier run; its samples, metrics and checkpoints are replaced")
         trainer.metrics.path.unlink(missing_ok=True)
-        shutil.rmtree(run_dir / outputs.SAMPLES_DIR, ignore_errors=True)
-        trainer.checkpoints.clear(keep_set_aside=trainer.recipe.train.resume != "never")
+        outputs.remove_samples_after(run_dir, -1)
+        trainer.checkpoints.clear(keep_set_aside=not never)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -113,21 +126,21 @@ def resume_run(trainer: Trainer) -> None:
     train, accelerator = trainer.recipe.train, trainer.accelerator
     main = accelerator.is_main_process
     candidates = trainer.checkpoints.candidates(train.resume)
-    if main:
-        trainer.checkpoints.remove_partial()
-    accelerator.wait_for_everyone()
     errors = []
     resumed = None
     for folder in candidates:
-        check_recipe(trainer.recipe, folder)
-        try:
-            step = trainer.checkpoints.restore(folder)
+        try:  # nothing in a checkpoint is read before it is verified
+            manifest = verify(folder)
+            check_recipe(trainer.recipe, folder)
+        except RecipeMismatch:
+            raise
         except CheckpointError as error:
             if train.resume != "auto":
                 raise
             warn(f"{error}; falling back to the previous checkpoint")
             errors.append(str(error))
             continue
+        step = trainer.checkpoints.load(folder, manifest)
         if step > train.steps:
             raise GankitError(
                 f"{folder} is at step {step}, past train.steps={train.steps}: there is nothing "

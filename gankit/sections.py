@@ -198,7 +198,11 @@ class RecipeBase(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name")
     output_dir: str | None = Field(None, description="run folder; default runs/<name>")
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = Field(
+        None,
+        description="no, bf16 or fp16; unset: what Accelerate was launched with "
+        "(accelerate launch --mixed_precision, accelerate config), else no",
+    )
     optim: OptimSection = OptimSection()
     train: TrainSection
     ema: EMASection = EMASection()

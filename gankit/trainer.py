@@ -19,7 +19,7 @@ from accelerate.utils import AutocastKwargs, DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from gankit import fastpath, parallel, toy, tracking
+from gankit import fastpath, parallel, runfolder, toy, tracking
 from gankit.checkpoint import CheckpointManager, check_resume_folder
 from gankit.data import image_shape
 from gankit.data import num_classes as dataset_classes
@@ -44,9 +44,11 @@ class Trainer(IterationSteps):
     """Builds a recipe's components and trains them; `fit()` runs (or resumes) to `train.steps`."""
 
     def __init__(self, recipe: RecipeBase) -> None:
+        recipe, self.precision_from = parallel.resolve_precision(recipe)
         self.recipe = recipe
         self.run_dir = recipe.run_dir
-        if recipe.train.resume not in ("auto", "never"):  # before anything is written
+        runfolder.check_run_folder(self.run_dir)  # before any work: fit() checks again, locked
+        if recipe.train.resume not in ("auto", "never"):
             check_resume_folder(recipe.train.resume, self.run_dir)
         self.wandb_mode = tracking.wandb_mode(recipe.wandb)
         # Accelerate keeps one global state per process; a second run in the same process (a
@@ -172,7 +174,10 @@ class Trainer(IterationSteps):
             self.reporter.reference = toy_data.tensors[0][:2000]
         self.metrics = self.reporter.metrics
         self.checkpoints = CheckpointManager(
-            self.accelerator, self.run_dir, recipe.train.keep_checkpoints
+            self.accelerator,
+            self.run_dir,
+            recipe.train.keep_checkpoints,
+            writer=parallel.writer_token(self.accelerator),
         )
         self.accelerator.register_for_checkpointing(Progress(self), *self.lr_schedules)
         self.stop_vote = parallel.StopVote() if self.accelerator.num_processes > 1 else None
@@ -242,7 +247,16 @@ class Trainer(IterationSteps):
         return z, None if labels is None else labels[mine]
 
     def fit(self) -> int:
-        """Train (or resume) to `train.steps`; returns the exit code: 0, or 130 after Ctrl-C."""
+        """Train (or resume) to `train.steps`; returns the exit code: 0, or 130 after Ctrl-C.
+        The run folder is locked meanwhile: a second run on it is refused."""
+        lock = runfolder.open_shared(self.accelerator, self.run_dir)
+        try:
+            return self._fit()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self) -> int:
         train = self.recipe.train
         main = self.accelerator.is_main_process
         self.resume()
@@ -396,7 +410,9 @@ class Trainer(IterationSteps):
         self.accelerator.end_training()
 
     def _describe(self) -> None:
-        info = parallel.run_info(self.accelerator, self.recipe, self.batch_size, self.batch_norm)
+        info = parallel.run_info(
+            self.accelerator, self.recipe, self.batch_size, self.batch_norm, self.precision_from
+        )
         self.accelerator.print(f"gankit: {self.recipe.name} -> {self.run_dir}")
         parallel.announce(self.accelerator, info, self.g_module, self.d_module, self.wandb_mode)
         if self.accelerator.is_main_process:

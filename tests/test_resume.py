@@ -124,7 +124,7 @@ def test_sigkill_anywhere_then_resume_ends_where_an_uninterrupted_run_does(strai
         )
         deadline = time.monotonic() + 120
         while process.poll() is None and time.monotonic() < deadline:
-            if attempt % 2 == 0 and any((run_dir / "checkpoints").glob(".step_*.tmp")):
+            if attempt % 2 == 0 and any((run_dir / "checkpoints").glob(".step_*.tmp-*")):
                 mid_write += 1
                 break
             if attempt % 2 == 1 and latest_logged_step(run_dir) >= targets[attempt // 2]:
