@@ -22,7 +22,7 @@ from gankit import outputs
 from gankit.checkpoint import list_checkpoints
 from gankit.cli import main
 from gankit.recipe import load_recipe
-from gankit.runfolder import LOCK_FILE, MARK_FILE
+from gankit.runfolder import LOCK_FILE, MARK_FILE, open_run_folder
 from gankit.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, ROOT, TINY
@@ -245,6 +245,34 @@ def test_a_second_run_on_a_busy_folder_is_refused_and_a_killed_one_leaves_no_sta
     assert code == 0, stderr
     assert not any(path.exists() for path in leftovers)
     assert (run_dir / LOCK_FILE).read_text() == ""  # released at the end
+
+
+def test_every_process_of_a_launch_stops_on_a_busy_folder(tmp_path: Path, mnist_root: Path) -> None:
+    from test_distributed import SMALL as TWO_PROCESS_RECIPE
+    from test_distributed import launch_command, launch_env
+
+    run_dir = tmp_path / "run"
+    lock = open_run_folder(run_dir)  # this test's process is the other run
+    try:
+        command = launch_command(
+            ROOT / "scripts" / "train.py",
+            str(REFERENCE_RECIPE),
+            *TWO_PROCESS_RECIPE,
+            "train.steps=2",
+            f"output_dir={run_dir}",
+        )
+        result = subprocess.run(
+            command, env=launch_env(), capture_output=True, text=True, timeout=300
+        )
+    finally:
+        lock.release()
+    assert result.returncode != 0
+    ours = result.stderr.split("torch/distributed/elastic")[0]  # then the launcher's report
+    assert "Traceback" not in ours
+    busy = f"is in use by another gankit run (pid {os.getpid()} on "
+    lines = [line for line in result.stderr.splitlines() if line.startswith("gankit: error:")]
+    assert len(lines) == 2 and all(busy in line for line in lines), result.stderr[-3000:]
+    assert sorted(path.name for path in run_dir.iterdir()) == [LOCK_FILE, MARK_FILE]
 
 
 # ---- checkpoints are verified before anything in them is read ---------------------------------
