@@ -7,7 +7,6 @@ at that path with the nearest valid key, and `gankit validate --schema` can prin
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +16,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from gankit.errors import RecipeError, did_you_mean
+from gankit.recipe_file import (
+    RecipeLoader,
+    check_bounds,
+    cut,
+    parse_override_value,
+    read_recipe_file,
+    shown,
+)
 from gankit.registry import REGISTRIES, Entry, Registry, load_plugins
 from gankit.sections import (
     AdamParams,
@@ -32,7 +39,7 @@ from gankit.sections import (
     WandbSection,
 )
 
-__all__ = [  # the section models live in gankit.sections and are importable from here too
+__all__ = [  # the section models (gankit.sections) and the reader (gankit.recipe_file) too
     "AdamParams",
     "EMASection",
     "EvalSection",
@@ -40,11 +47,13 @@ __all__ = [  # the section models live in gankit.sections and are importable fro
     "OptimSection",
     "PerfSection",
     "RecipeBase",
+    "RecipeLoader",
     "Strict",
     "TrainSection",
     "WandbSection",
     "dump_recipe",
     "load_recipe",
+    "read_recipe_file",
     "recipe_dict",
     "recipe_model",
     "training_changes",
@@ -111,7 +120,9 @@ def section_model(registry: Registry, entry: Entry) -> type[BaseModel]:
     )
     namespace = {
         "__annotations__": {"name": Literal[entry.name]},  # type: ignore[valid-type]
-        "model_config": ConfigDict(extra="forbid", title=f"{registry.kind} '{entry.name}'"),
+        "model_config": ConfigDict(
+            extra="forbid", allow_inf_nan=False, title=f"{registry.kind} '{entry.name}'"
+        ),
         "__module__": entry.params.__module__,
         "__doc__": entry.summary or entry.params.__doc__,
     }
@@ -142,58 +153,6 @@ def recipe_model() -> type[RecipeBase]:
     return _recipe_model(tuple(tuple(REGISTRIES[s].names()) for s in SECTION_ORDER))
 
 
-class RecipeLoader(yaml.SafeLoader):
-    """YAML 1.2 scalars: only true/false are booleans (`mixed_precision: no` stays a string)
-    and `1e-4` is a float without needing a dot."""
-
-
-RecipeLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith((":bool", ":float"))]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
-        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def read_recipe_file(path: str | Path) -> dict[str, Any]:
-    """Read a recipe's YAML into a dict, with errors that name the file, line and column."""
-    path = Path(path)
-    if not path.is_file():
-        shipped = Path(__file__).resolve().parent.parent / "recipes"
-        hint = f" Recipes shipped with gankit are in {shipped}." if shipped.is_dir() else ""
-        raise RecipeError(f"recipe file '{path}' not found (looked at {path.resolve()}).{hint}")
-    try:
-        raw = yaml.load(path.read_text(), Loader=RecipeLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise RecipeError(
-            f"recipe '{path}' is not valid YAML{where}: {problem}. Fix the syntax there "
-            "(indentation, a missing ':' or an unclosed bracket are the usual causes)."
-        ) from None
-    if raw is None:
-        raise RecipeError(f"recipe '{path}' is empty; start from recipes/mnist_dcgan.yaml")
-    if not isinstance(raw, dict):
-        raise RecipeError(
-            f"recipe '{path}' must be a mapping of sections, got {type(raw).__name__}"
-        )
-    return raw
-
-
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, str]:
     """Apply `a.b.c=value` overrides to the raw recipe in place (values parsed as YAML).
 
@@ -205,20 +164,17 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         parts = key.strip().split(".")
         if not sep or not all(parts):
             raise RecipeError(
-                f"override {override!r} is not of the form key=value (e.g. train.steps=100)"
+                f"override {shown(override)} is not of the form key=value (e.g. train.steps=100)"
             )
-        try:
-            value = yaml.load(text, Loader=RecipeLoader)
-        except yaml.YAMLError:
-            raise RecipeError(f"override {override!r}: cannot parse {text!r} as a value") from None
+        value = parse_override_value(text, override, ".".join(parts))
         node = raw
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
                 raise RecipeError(
-                    f"override {override!r}: {where} is a value ({child!r}), not a section, "
-                    f"so it has no key '{parts[depth + 1]}'"
+                    f"override {shown(override)}: {cut(where)} is a value ({shown(child)}), not "
+                    f"a section, so it has no key {shown(parts[depth + 1])}"
                 )
             node = child
         node[parts[-1]] = value
@@ -230,9 +186,12 @@ def validate_recipe(
     raw: Mapping[str, Any], *, source: str = "recipe", overrides: Mapping[str, str] | None = None
 ) -> RecipeBase:
     """Validate a raw recipe dict; errors name each bad key's path and what to do."""
+    check_bounds(raw, source)
     model = recipe_model()
     try:
         return model.model_validate(raw)
+    except RecursionError:
+        raise RecipeError(f"{source} is nested too deeply to validate") from None
     except ValidationError as error:
         problems = [_describe(problem, raw, overrides or {}) for problem in error.errors()]
         raise RecipeError(
@@ -266,48 +225,68 @@ def _describe(
     problem: Mapping[str, Any], raw: Mapping[str, Any], overrides: Mapping[str, str]
 ) -> str:
     loc = _user_loc(problem["loc"], raw)
-    path = ".".join(map(str, loc))
+    key = ".".join(map(str, loc))
+    path = ".".join(cut(str(part), 40) for part in loc)
     kind, value = problem["type"], problem.get("input")
     section = loc[0] if loc and loc[0] in REGISTRIES else None
     registry = REGISTRIES.get(section) if section else None
     names_component = registry is not None and loc[1:] in ((), ("name",))
     if names_component and kind in ("union_tag_invalid", "literal_error"):
-        path = f"{section}.name"
+        key = path = f"{section}.name"
         name = raw[section].get("name") if isinstance(raw.get(section), dict) else value
-        message = registry.unknown_message(name)
+        message = registry.unknown_message(_Echo.of(name))
     elif names_component and kind in ("union_tag_not_found", "missing"):
-        path = f"{section}.name"
+        key = path = f"{section}.name"
         message = (
             f"{section}.name is missing; available {registry.plural}: {', '.join(registry.names())}"
         )
     elif kind == "extra_forbidden":
         valid = _fields_at(loc[:-1], raw)
         renamed = overrides.get(f"{section}.name") if section and len(loc) == 2 else None
-        from_file = not any(k == path or path.startswith(k + ".") for k in overrides)
+        from_file = not any(k == key or key.startswith(k + ".") for k in overrides)
         if renamed and from_file:  # the file's other keys belong to the component it named
             message = (
-                f"unknown key {path}: {renamed!r} swaps the component but keeps the file's other "
-                f"{section} keys; replace the whole section instead, e.g. "
-                f"{section}='{{name: {raw[section].get('name')}, ...}}'. Valid keys here: "
-                f"{', '.join(valid)}"
+                f"unknown key {path}: {shown(renamed)} swaps the component but keeps the file's "
+                f"other {section} keys; replace the whole section instead, e.g. "
+                f"{section}='{{name: {cut(str(raw[section].get('name')))}, ...}}'. Valid keys "
+                f"here: {', '.join(valid)}"
             )
         else:
-            hint = did_you_mean(str(loc[-1]), valid) or ";"
+            hint = did_you_mean(cut(str(loc[-1])), valid) or ";"
             message = f"unknown key {path}{hint} valid keys here: {', '.join(valid)}"
     elif kind == "missing":
         message = f"{path} is required but missing"
     elif kind == "value_error":  # a validator's own sentence, without pydantic's prefix
         error = problem["ctx"]["error"]
         message = f"{path}: {error}" if path else str(error)  # a whole-recipe check names its keys
+    elif kind == "finite_number":
+        message = (
+            f"{path} must be a finite number, not {shown(value)}; .inf and .nan are not allowed"
+        )
     else:
-        message = f"{path}: {problem['msg']} (got {value!r})"
+        message = f"{path}: {problem['msg']} (got {shown(value)})"
     blamed = (
-        [o for k, o in overrides.items() if not path and k in message]  # a whole-recipe check
-        or [o for k, o in overrides.items() if k == path]
-        or [o for k, o in overrides.items() if path.startswith(k + ".")]
-        or [o for k, o in overrides.items() if k.startswith(path + ".")]
+        [o for k, o in overrides.items() if not key and k in message]  # a whole-recipe check
+        or [o for k, o in overrides.items() if k == key]
+        or [o for k, o in overrides.items() if key.startswith(k + ".")]
+        or [o for k, o in overrides.items() if k.startswith(key + ".")]
     )
-    return message + (f" [set by override '{blamed[0]}']" if blamed else "")
+    return message + (f" [set by override {shown(blamed[0])}]" if blamed else "")
+
+
+class _Echo:
+    """A user's value in a message that formats it with !r: its repr, cut short."""
+
+    def __init__(self, value: Any) -> None:
+        self.text = shown(value)
+
+    def __repr__(self) -> str:
+        return self.text
+
+    @classmethod
+    def of(cls, value: Any) -> Any:
+        """A short string as it is (so a typo still gets its suggestion), anything else cut."""
+        return value if isinstance(value, str) and repr(value) == shown(value) else cls(value)
 
 
 def _user_loc(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> tuple[Any, ...]:

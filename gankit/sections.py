@@ -6,6 +6,7 @@ these are the same for every recipe. Cross-section rules are checked in `RecipeB
 
 from __future__ import annotations
 
+import math
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -18,6 +19,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from gankit.recipe_file import cut
 
 
 def takes_numbers_not_booleans(annotation: Any) -> bool:
@@ -55,7 +58,8 @@ def misread_boolean(annotation: Any, value: Any) -> bool:
 
 class NumbersAreNumbers(BaseModel):
     """Refuses true/false where a number belongs (pydantic would read them as 1 and 0, so a
-    slip such as `lr: true` would train at a learning rate of 1)."""
+    slip such as `lr: true` would train at a learning rate of 1), and inf or nan in nested
+    models whose own config allows them (`allow_inf_nan=False` covers the model's own fields)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -64,13 +68,43 @@ class NumbersAreNumbers(BaseModel):
             return values
         wrong = [
             f"{key} takes {'numbers' if isinstance(value, list | tuple) else 'a number'}, "
-            f"not {yaml_text(value)}"
+            f"not {cut(yaml_text(value))}"
             for key, value in values.items()
             if key in cls.model_fields and misread_boolean(cls.model_fields[key].annotation, value)
         ]
         if wrong:
             raise ValueError("; ".join(wrong))
         return values
+
+    @model_validator(mode="after")
+    def _finite_inside(self) -> Any:
+        bad = [
+            path
+            for name in type(self).model_fields
+            for path in _infinite(getattr(self, name), name)
+        ]
+        if bad:
+            what = "a finite number" if len(bad) == 1 else "finite numbers"
+            raise ValueError(f"{', '.join(bad[:5])} must be {what}; .inf and .nan are not allowed")
+        return self
+
+
+def _infinite(value: Any, path: str) -> list[str]:
+    """Key paths of inf and nan floats in a value, not looking inside NumbersAreNumbers models
+    (they check themselves)."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [path]
+    if isinstance(value, NumbersAreNumbers):
+        return []
+    if isinstance(value, BaseModel):
+        return [
+            p for k in type(value).model_fields for p in _infinite(getattr(value, k), f"{path}.{k}")
+        ]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _infinite(v, f"{path}.{k}")]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in _infinite(v, f"{path}[{i}]")]
+    return []
 
 
 def yaml_text(value: Any) -> str:
@@ -83,9 +117,10 @@ def yaml_text(value: Any) -> str:
 
 
 class Strict(NumbersAreNumbers):
-    """A recipe section: unknown keys are errors, and so are booleans given for numbers."""
+    """A recipe section: unknown keys are errors, and so are booleans given for numbers and
+    non-finite numbers (inf, nan)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class AdamParams(Strict):
@@ -231,6 +266,16 @@ class RecipeBase(Strict):
         if conflicts:
             raise ValueError("cuda_graph cannot be combined with " + "; ".join(conflicts))
         return perf
+
+    @field_validator("output_dir")
+    @classmethod
+    def _names_a_folder(cls, output_dir: str | None) -> str | None:
+        """An empty path or one holding a NUL character names no folder."""
+        if output_dir is not None and not output_dir.strip():
+            raise ValueError("the path is empty; give a folder, or leave output_dir out")
+        if output_dir is not None and "\0" in output_dir:
+            raise ValueError("the path contains a NUL character (\\0); remove it")
+        return output_dir
 
     @model_validator(mode="after")
     def _conditioned_alike(self) -> RecipeBase:
