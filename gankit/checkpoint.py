@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import Accelerator
 from safetensors import SafetensorError
 
 from gankit._version import __version__
 from gankit.atomic import publish_folder
-from gankit.errors import GankitError
+from gankit.errors import GankitError, RecipeError
+from gankit.recipe_file import read_recipe_file
 
 CHECKPOINTS_DIR = "checkpoints"
 ABANDONED_DIR = "abandoned"  # inside CHECKPOINTS_DIR: later checkpoints set aside on resume
@@ -141,17 +141,15 @@ def verify(folder: Path) -> dict[str, Any]:
 
 
 def read_recipe(folder: Path) -> dict[str, Any] | None:
-    """The recipe a verified checkpoint was trained with, as raw values (None if it has none)."""
+    """The recipe a verified checkpoint was trained with, as raw values (None if it has none).
+    Read with the same bounds as any recipe file."""
     path = folder / RECIPE_FILE
     if not path.is_file():
         return None
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise CheckpointError(f"{path} is unreadable ({type(error).__name__})") from None
-    if not isinstance(values, dict):
-        raise CheckpointError(f"{path} is not a recipe (a mapping of sections)")
-    return values
+        return read_recipe_file(path)
+    except RecipeError as error:
+        raise CheckpointError(f"{path} is unreadable: {error}") from None
 
 
 def check_resume_folder(resume: str, run_dir: Path) -> Path:
