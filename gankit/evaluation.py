@@ -122,6 +122,7 @@ class MNISTMetrics:
         """Add generated images, (N, 1, 28, 28) in [-1, 1], and the class each was asked to
         show when the generator is class-conditional."""
         images = images.float()
+        check_finite_samples(images)
         self.frechet.update(images, real=False)
         self.score.update(images)
         self.histogram.update(images)
@@ -154,6 +155,17 @@ class MNISTMetrics:
         self.score.reset()
         self.histogram.reset()
         self.agreement.reset()
+
+
+def check_finite_samples(images: torch.Tensor) -> None:
+    """Refuse generated images holding NaN or inf before they reach any feature statistics
+    (whose matrix square root would crash on them)."""
+    bad = int((~torch.isfinite(images.reshape(images.shape[0], -1)).all(1)).sum())
+    if bad:
+        raise GankitError(
+            f"{bad} of {images.shape[0]} generated samples hold NaN or inf values: the generator "
+            "diverged, so there is nothing to measure; evaluate an earlier export or checkpoint"
+        )
 
 
 def check_mnist_shaped(image_shape: tuple[int, ...]) -> None:
@@ -271,15 +283,12 @@ def evaluate_export(
     generate = conditional_generate(generator)
 
     reference = reference_images(data_root, split)
-    results = evaluate(
-        generate,
-        reference,
-        n=n,
-        split=split,
-        seed=seed,
-        batch_size=batch_size,
-        device=device,
-    )
+    try:
+        results = evaluate(
+            generate, reference, n=n, split=split, seed=seed, batch_size=batch_size, device=device
+        )
+    except GankitError as error:
+        raise GankitError(f"evaluating the generator exported in '{path}': {error}") from None
     if inception_weights:
         inception = inception_metrics(
             generate, reference, weights=inception_weights, n=n, seed=seed, device=device
@@ -408,6 +417,7 @@ def inception_metrics(
     rng = torch.Generator(device).manual_seed(seed)
     for start in range(0, n, batch_size):
         images, _ = split_generated(generate(min(batch_size, n - start), rng))
+        check_finite_samples(images)
         batch = to_inception_input(images)
         fid.update(batch, real=False)
         kid.update(batch, real=False)

@@ -25,13 +25,14 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from gankit._version import __version__
+from gankit.atomic import remove_leftovers
 from gankit.errors import GankitError, warn
 
 MARK_FILE = ".gankit-run"
 LOCK_FILE = ".gankit-lock"
 # Folders where gankit writes through temporary names (`.<name>.tmp...`, `.<name>.old-...`).
 STAGING_PARENTS = ("checkpoints", "export")
-_STAGING = re.compile(r"^\.[^/]+\.(tmp|old)(-[^/]*)?$")
+_STAGING = re.compile(r"^\.([^/]+)\.(?:tmp|old)(?:-[^/]*)?$")
 
 try:
     import fcntl
@@ -137,13 +138,17 @@ class RunLock:
 
 
 def remove_staging_leftovers(run_dir: Path) -> list[Path]:
-    """Remove the temporary folders and files of writes that were cut short (call under the
-    lock, so that no live writer owns them)."""
+    """Remove the temporary folders and files of writes that were cut short. Call under the
+    lock: no live writer owns them then. A folder retired by a writer killed between its two
+    renames is put back where it belongs (see `atomic.remove_leftovers`)."""
     removed = []
     for parent in (run_dir, *(run_dir / name for name in STAGING_PARENTS)):
         if not parent.is_dir():
             continue
-        for path in parent.iterdir():
+        names = {match.group(1) for match in map(_STAGING.match, os.listdir(parent)) if match}
+        for name in sorted(names):
+            removed += remove_leftovers(parent, name)
+        for path in parent.iterdir():  # what remains: earlier gankit versions' names
             if not _STAGING.match(path.name):
                 continue
             if path.is_dir() and not path.is_symlink():

@@ -34,6 +34,7 @@ from gankit.recipe import RecipeBase, dump_recipe, recipe_dict
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
 from gankit.reporting import Reporter, interactive
 from gankit.resume import Progress, resume_run
+from gankit.sizes import check_training_fits
 from gankit.steps import Inputs, IterationSteps
 from gankit.stopping import StopRequest
 
@@ -80,8 +81,14 @@ class Trainer(IterationSteps):
         if recipe.data.subset is not None:
             dataset = Subset(dataset, range(min(recipe.data.subset, len(dataset))))
         self.image_shape = image_shape(dataset)
-        generator = GENERATORS.build(recipe.generator, image_shape=self.image_shape)
-        discriminator = DISCRIMINATORS.build(recipe.discriminator, image_shape=self.image_shape)
+        builds = {
+            "generator": lambda: GENERATORS.build(recipe.generator, image_shape=self.image_shape),
+            "discriminator": lambda: DISCRIMINATORS.build(
+                recipe.discriminator, image_shape=self.image_shape
+            ),
+        }
+        check_training_fits(builds, self.accelerator.device, recipe.name)
+        generator, discriminator = builds["generator"](), builds["discriminator"]()
         if not isinstance(generator, Generator):
             raise GankitError(
                 f"generator '{recipe.generator.name}' must subclass gankit.Generator "

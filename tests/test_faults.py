@@ -106,6 +106,20 @@ def test_recipe_precision_that_contradicts_the_launcher_is_refused(
     assert not (tmp_path / "run").exists()
 
 
+def test_networks_too_large_for_memory_are_refused_with_the_estimate(
+    tmp_path: Path, mnist_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, stderr = train(capsys, tmp_path / "run", "generator.width=65536", "train.steps=1")
+    assert code == 2
+    line = one_error_line(stderr)
+    assert (
+        "training recipe 'mnist_dcgan' (weights, gradients and Adam's moments: generator " in line
+    )
+    assert "GiB, more than the" in line and "of physical memory" in line
+    assert "make the networks smaller" in line
+    assert not (tmp_path / "run").exists()
+
+
 # ---- never delete or overwrite what gankit did not write --------------------------------------
 
 
@@ -231,16 +245,18 @@ def test_a_second_run_on_a_busy_folder_is_refused_and_a_killed_one_leaves_no_sta
         first.stderr.close()
 
     # what a writer killed mid-way may leave: cleaned up by the next run, which holds the lock
+    newest = list_checkpoints(run_dir)[0].name
+    steps = int(newest.removeprefix("step_"))
+    dead = first.pid  # killed and waited for: no process has this id now
     leftovers = [
-        run_dir / "checkpoints" / ".step_0000099.tmp-123-abcd",
-        run_dir / "export" / ".generator.tmp-123-abcd",
-        run_dir / "checkpoints" / ".step_0000002.old-123",
+        run_dir / "checkpoints" / f".step_0000099.tmp-{dead}-abcd",
+        run_dir / "export" / f".generator.tmp-{dead}-abcd",
+        run_dir / "checkpoints" / f".{newest}.old-{dead}-abcd",
+        run_dir / "checkpoints" / ".step_0000098.tmp",  # as earlier gankit versions named them
     ]
     for leftover in leftovers:
         leftover.mkdir(parents=True)
         (leftover / "part.bin").write_bytes(b"partial")
-    newest = list_checkpoints(run_dir)[0].name
-    steps = int(newest.removeprefix("step_"))
     code, stderr = train(capsys, run_dir, f"train.steps={steps + 2}", "train.checkpoint_every=2")
     assert code == 0, stderr
     assert not any(path.exists() for path in leftovers)

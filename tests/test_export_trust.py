@@ -1,0 +1,458 @@
+"""Exports that can be trusted: checksums, finite weights, sizes checked before allocating,
+normal file modes, leftovers of killed writers cleared, user files never replaced, and write
+failures that leave the previous export intact. Real safetensors files, real registry models."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import pathlib
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import SafetensorError
+from torch import nn
+
+import gankit
+from gankit import export, sizes
+from gankit.atomic import atomic_folder, remove_leftovers
+from gankit.cli import main
+from gankit.errors import ExportError, GankitError, RegistryError
+from gankit.evaluation import MNISTMetrics
+from gankit.registry import Registry
+from gankit.sizes import GIB, check_fits, meta_state, parameter_bytes
+
+SPEC = {"name": "dcgan28", "width": 4, "z_dim": 12}
+
+
+def build_generator(**params) -> gankit.Generator:
+    torch.manual_seed(0)
+    return gankit.GENERATORS.build({**SPEC, **params}, image_shape=(1, 28, 28))
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below `folder` (hidden ones too), by relative path."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def flip_a_data_byte(weights: Path) -> None:
+    """Change one bit in the middle of the tensor data (past the header)."""
+    data = bytearray(weights.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    data[start + (len(data) - start) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("gankit: error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    return gankit.save_model(build_generator(), tmp_path / "generator", step=3)
+
+
+# checksum
+
+
+def test_the_checksum_is_recorded_and_old_exports_without_it_still_load(saved):
+    config = json.loads((saved / "config.json").read_text())
+    weights = saved / "model.safetensors"
+    assert config[export.SHA256_KEY] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert config["format_version"] == export.FORMAT_VERSION == 1
+    del config[export.SHA256_KEY]
+    (saved / "config.json").write_text(json.dumps(config))
+    loaded = gankit.load_generator(saved)
+    assert torch.equal(loaded.sample(2, seed=0), build_generator().eval().sample(2, seed=0))
+
+
+def test_a_flipped_byte_in_the_weights_is_refused(saved, tmp_path, capsys):
+    weights = saved / "model.safetensors"
+    flip_a_data_byte(weights)
+    before = hashes(tmp_path)
+    message = (
+        rf"{re.escape(str(weights))} has been altered or corrupted since export .*"
+        r"SHA-256 is [0-9a-f]{16}\.\.\., config\.json records [0-9a-f]{16}\.\.\.; restore the "
+        "file from a good copy or re-export the model"
+    )
+    with pytest.raises(ExportError, match=message):
+        gankit.load_generator(saved)
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(saved), "--n", "4", "--out", str(out)]) == 2
+    assert re.search(message, one_error_line(capsys))
+    assert not out.exists() and hashes(tmp_path) == before
+    # the flipped file is still valid safetensors: only the checksum catches it
+    config = json.loads((saved / "config.json").read_text())
+    del config[export.SHA256_KEY]
+    (saved / "config.json").write_text(json.dumps(config))
+    gankit.load_generator(saved)
+
+
+# non-finite weights and samples
+
+
+def test_nan_or_inf_weights_and_buffers_are_refused_unless_allowed(tmp_path, capsys):
+    generator = build_generator()
+    with torch.no_grad():
+        generator.project.weight[0, 0] = float("nan")
+        generator.project_norm.running_var[1] = float("inf")
+    folder = gankit.save_model(generator, tmp_path / "generator")
+    weights = folder / "model.safetensors"
+    before = hashes(tmp_path)
+    message = (
+        rf"{re.escape(str(weights))} holds NaN or infinite values in 2 tensors: "
+        r"project\.weight \(1 of 3456\), project_norm\.running_var \(1 of 32\); the training "
+        "diverged before this export.*allow_nonfinite=True"
+    )
+    with pytest.raises(ExportError, match=message):
+        gankit.load_generator(folder)
+    with pytest.raises(ExportError, match=message):
+        gankit.load_model(folder)
+    loaded = gankit.load_generator(folder, allow_nonfinite=True)
+    assert torch.isnan(loaded.project.weight[0, 0]) and torch.isinf(
+        loaded.project_norm.running_var[1]
+    )
+    assert main(["sample", str(folder), "--out", str(tmp_path / "grid.png")]) == 2
+    assert re.search(message, one_error_line(capsys))
+    assert hashes(tmp_path) == before
+
+
+def test_eval_of_an_all_nan_export_is_an_error_not_a_crash(tmp_path, mnist_root, capsys):
+    generator = build_generator()
+    with torch.no_grad():
+        for parameter in generator.parameters():
+            parameter.fill_(float("nan"))
+    folder = gankit.save_model(generator, tmp_path / "generator")
+    before = hashes(tmp_path)
+    code = main(["eval", str(folder), "--data-root", str(mnist_root), "--n", "100"])
+    assert code == 2
+    err = one_error_line(capsys)
+    assert "model.safetensors holds NaN or infinite values in 14 tensors: project.weight" in err
+    assert hashes(tmp_path) == before
+
+
+def test_eval_of_a_generator_whose_samples_overflow_is_an_error_not_a_crash(tmp_path, mnist_root):
+    generator = build_generator()
+    with torch.no_grad():  # finite weights whose products overflow: NaN and inf samples
+        generator.project.weight.fill_(3e38)
+    folder = gankit.save_model(generator, tmp_path / "generator")
+    assert not torch.isfinite(gankit.load_generator(folder).sample(50, seed=0)).all()
+    # a subprocess: the failure this guards against is a segmentation fault
+    command = ["eval", str(folder), "--data-root", str(mnist_root), "--n", "100"]
+    result = subprocess.run(
+        [sys.executable, "-m", "gankit.cli", *command, "--batch-size", "50"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert re.fullmatch(
+        rf"gankit: error: evaluating the generator exported in '{re.escape(str(folder))}': "
+        r"\d+ of 50 generated samples hold NaN or inf values: the generator diverged, so there "
+        r"is nothing to measure; evaluate an earlier export or checkpoint\n",
+        result.stderr,
+    )
+
+
+def test_the_metrics_count_non_finite_samples_before_any_statistics():
+    metrics = MNISTMetrics()
+    images = torch.zeros(10, 1, 28, 28)
+    images[1, 0, 3, 3] = float("nan")
+    images[4, 0, 0, 0] = float("inf")
+    images[7] = float("-inf")
+    with pytest.raises(GankitError, match=r"^3 of 10 generated samples hold NaN or inf values"):
+        metrics.update_generated(images)
+    assert metrics.frechet.fake_features_num_samples == 0
+    metrics.update_generated(torch.zeros(10, 1, 28, 28))
+    assert metrics.frechet.fake_features_num_samples == 10
+
+
+# sizes
+
+
+def test_a_config_asking_for_a_huge_model_is_refused_before_allocating(
+    saved, tmp_path, capsys, monkeypatch
+):
+    config = json.loads((saved / "config.json").read_text())
+    config["params"]["width"] = 1048576  # project.weight alone would be 30 GB
+    (saved / "config.json").write_text(json.dumps(config))
+    before = hashes(tmp_path)
+    real_build = Registry.build
+
+    def build_on_meta_only(self, spec, **runtime):
+        if torch.get_default_device().type != "meta":
+            raise AssertionError(f"{spec} was built for real")
+        return real_build(self, spec, **runtime)
+
+    monkeypatch.setattr(Registry, "build", build_on_meta_only)
+    weights, config_file = saved / "model.safetensors", saved / "config.json"
+    message = (
+        rf"{re.escape(str(weights))} does not match {re.escape(str(config_file))}: 21 tensors "
+        r"differ between the generator the config describes and the file: project\.bias: config "
+        r"\[75497472\] F32, file \[288\] F32; project\.weight: config \[75497472, 12\] F32, "
+        r"file \[288, 12\] F32; .* \(and 17 more\)\. Was config\.json edited\?"
+    )
+    with pytest.raises(ExportError, match=message):
+        gankit.load_generator(saved)
+    assert main(["sample", str(saved), "--out", str(tmp_path / "grid.png")]) == 2
+    assert re.search(message, one_error_line(capsys))
+    assert hashes(tmp_path) == before
+
+
+def test_a_half_precision_export_still_loads_into_its_float_model(tmp_path):
+    generator = build_generator().half()
+    folder = gankit.save_model(generator, tmp_path / "generator")
+    loaded = gankit.load_generator(folder)
+    assert loaded.project.weight.dtype == torch.float32
+    assert torch.equal(loaded.project.weight, generator.project.weight.float())
+
+
+def test_a_model_larger_than_the_memory_is_refused_with_its_size(saved, monkeypatch):
+    monkeypatch.setattr(sizes, "available_bytes", lambda device: 1000)
+    nbytes = sum(t.nbytes for t in build_generator().state_dict().values())
+    with pytest.raises(
+        GankitError,
+        match=rf"^the generator exported in '{re.escape(str(saved))}' needs about "
+        rf"{nbytes / GIB:.3g} GiB, more than the {1000 / GIB:.3g} GiB of physical memory; check "
+        "the sizes in .*config.json or load it on a machine with more memory$",
+    ):
+        gankit.load_generator(saved)
+
+
+def test_check_fits_compares_with_the_physical_memory():
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    check_fits(physical // 2, "cpu", "half the memory")
+    with pytest.raises(
+        GankitError,
+        match=rf"^a recipe's training state needs about {(physical + GIB) / GIB:,.1f} GiB, more "
+        rf"than the {physical / GIB:,.1f} GiB of physical memory; make it smaller",
+    ):
+        check_fits(physical + GIB, "cpu", "a recipe's training state")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_check_fits_compares_with_the_free_gpu_memory():
+    free, _total = torch.cuda.mem_get_info()
+    check_fits(free // 2, "cuda", "half the free memory")
+    with pytest.raises(GankitError, match=r"GiB of free memory on cuda"):
+        check_fits(free + 4 * GIB, "cuda", "more than the free memory")
+
+
+def test_meta_state_gives_the_real_state_without_allocating():
+    real = build_generator().state_dict()
+    state = meta_state(lambda: build_generator())
+    assert state == {name: (tuple(t.shape), t.dtype) for name, t in real.items()}
+    assert parameter_bytes(state) == sum(t.nbytes for t in real.values())
+    huge = meta_state(lambda: build_generator(width=1048576))
+    assert parameter_bytes(huge) > 2**50
+    shared = nn.Linear(3, 2)
+    assert set(meta_state(lambda: nn.Sequential(shared, nn.ReLU(), shared))) == {
+        "0.bias",
+        "0.weight",
+    }
+
+    def needs_real_values() -> nn.Module:
+        layer = nn.Linear(3, int(torch.ones(1).sum().item()))
+        return layer
+
+    assert meta_state(needs_real_values) is None
+    with pytest.raises(RegistryError, match="unknown generator 'dcgan82'"):
+        meta_state(lambda: gankit.GENERATORS.build({"name": "dcgan82"}, image_shape=(1, 28, 28)))
+
+
+# permissions
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_exports_get_the_modes_the_umask_gives(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        folder = gankit.save_model(build_generator(), tmp_path / "export" / "generator")
+        assert mode(folder) == 0o755 and mode(folder.parent) == 0o755
+        assert {p.name: mode(p) for p in folder.iterdir()} == {
+            "config.json": 0o644,
+            "model.safetensors": 0o644,
+        }
+        os.umask(0o027)
+        gankit.save_model(build_generator(), folder)  # replacing takes the current umask
+        assert mode(folder) == 0o750
+        assert {mode(p) for p in folder.iterdir()} == {0o640}
+    finally:
+        os.umask(previous)
+
+
+# leftovers of killed writers
+
+
+def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(saved, tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        names = {
+            "dead_staging": f".generator.tmp-{dead.pid}-0badc0de",
+            "dead_retired": f".generator.old-{dead.pid}-0badf00d",
+            "our_unused": f".generator.tmp-{os.getpid()}-5eed5eed",
+            "live": f".generator.tmp-{live.pid}-1ee71ee7",
+            "parent": f".generator.old-{os.getppid()}-12345678",
+            "other_export": f".discriminator.tmp-{dead.pid}-0badc0de",
+            "no_pid": ".generator.tmp-k3j_x9ab",
+        }
+        for name in names.values():
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "model.safetensors").write_bytes(b"partial")
+        gankit.save_model(build_generator(), saved, step=4)
+        left = {key for key, name in names.items() if (tmp_path / name).exists()}
+        assert left == {"live", "parent", "other_export", "no_pid"}
+        assert json.loads((saved / "config.json").read_text())["step"] == 4
+        with atomic_folder(tmp_path / "generator") as staging:  # in use: kept
+            assert staging.name.startswith(f".generator.tmp-{os.getpid()}-")
+            assert remove_leftovers(tmp_path, "generator") == [] and staging.is_dir()
+            assert remove_leftovers(os.path.relpath(tmp_path), "generator") == []
+            assert staging.is_dir()
+        live.kill()
+        live.wait()
+        assert remove_leftovers(tmp_path, "generator") == [tmp_path / names["live"]]
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_an_export_retired_by_a_killed_writer_is_put_back(saved, tmp_path):
+    before = hashes(saved)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    # killed between its two renames: the old export set aside, the new one staged
+    saved.rename(tmp_path / f".generator.old-{dead.pid}-0badf00d")
+    staging = tmp_path / f".generator.tmp-{dead.pid}-0badc0de"
+    staging.mkdir()
+    (staging / "config.json").write_text("{}")
+    assert remove_leftovers(tmp_path, "generator") == [staging]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generator"]
+    assert hashes(saved) == before
+    gankit.load_generator(saved)
+
+
+# user files
+
+
+def test_exporting_over_user_files_is_refused_and_touches_nothing(tmp_path):
+    generator = build_generator()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    (mine / "config.json").write_text('{"lr": 0.1}')
+    not_export = tmp_path / "not_export"
+    not_export.mkdir()
+    (not_export / "config.json").write_text('{"name": "mine"}')
+    (not_export / "model.safetensors").write_bytes(b"my weights")
+    a_file = tmp_path / "model.bin"
+    a_file.write_bytes(b"weights")
+    before = hashes(tmp_path)
+    choose = "choose another folder for the export"
+    with pytest.raises(
+        ExportError,
+        match=rf"'{re.escape(str(mine))}' holds files that are not part of a gankit export "
+        rf"\(notes\.txt\), which exporting there would delete; {choose}",
+    ):
+        gankit.save_model(generator, mine)
+    with pytest.raises(
+        ExportError,
+        match=rf"'{re.escape(str(not_export))}' is not a gankit export \(.*config\.json is "
+        rf"missing or has no format_version\), so gankit will not replace it; {choose}",
+    ):
+        gankit.save_model(generator, not_export)
+    with pytest.raises(
+        ExportError, match=rf"'{re.escape(str(a_file))}' is a file, not an export folder; {choose}"
+    ):
+        gankit.save_model(generator, a_file)
+    assert hashes(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "model.bin", "not_export"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    gankit.load_generator(gankit.save_model(generator, empty))  # an empty folder is fine
+
+
+# write failures
+
+
+def fail_with(error: Exception):
+    def write(*args, **kwargs):
+        raise error
+
+    return write
+
+
+def test_a_full_disk_leaves_the_previous_export_intact(saved, tmp_path, monkeypatch):
+    before = hashes(tmp_path)
+    monkeypatch.setattr(
+        export, "save_safetensors_from", fail_with(OSError(errno.ENOSPC, "No space left"))
+    )
+    with pytest.raises(
+        ExportError,
+        match=rf"^could not write the export to '{re.escape(str(saved))}': No space left; the "
+        rf"previous export at '{re.escape(str(saved))}' is intact; free disk space there",
+    ) as caught:
+        gankit.save_model(build_generator(), saved, step=4)
+    assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC
+    assert hashes(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generator"]
+    # safetensors reports its OS errors as text
+    full = SafetensorError(
+        "Error while serializing: I/O error: No space left on device (os error 28)"
+    )
+    monkeypatch.setattr(export, "save_safetensors_from", fail_with(full))
+    with pytest.raises(ExportError, match=": No space left on device; the previous export at"):
+        gankit.save_model(build_generator(), saved, step=4)
+    assert hashes(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generator"]
+
+
+def test_permission_denied_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        export,
+        "save_safetensors_from",
+        fail_with(PermissionError(errno.EACCES, "Permission denied")),
+    )
+    folder = tmp_path / "generator"
+    with pytest.raises(
+        ExportError,
+        match=rf"^could not write the export to '{re.escape(str(folder))}': Permission denied; "
+        rf"nothing was written at '{re.escape(str(folder))}'; export to a folder you may write to",
+    ):
+        gankit.save_model(build_generator(), folder)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_rename_puts_the_previous_export_back(saved, tmp_path, monkeypatch):
+    before = hashes(tmp_path)
+    real_rename = pathlib.Path.rename
+
+    def rename(self, target):
+        if self.name.startswith(".generator.tmp-"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(pathlib.Path, "rename", rename)
+    with pytest.raises(ExportError, match=r"Input/output error; the previous export at .* intact"):
+        gankit.save_model(build_generator(), saved, step=4)
+    assert hashes(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generator"]
