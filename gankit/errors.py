@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 import sys
 from collections.abc import Iterable
+from typing import Any
+
+SHOWN_CHARS = 80  # the most of a user's value that a message echoes
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 30, SHOWN_CHARS
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
 
 
 class GankitError(Exception):
@@ -29,6 +36,19 @@ class DatasetError(GankitError):
 
 class ExportError(GankitError):
     """An exported model folder is missing, malformed or does not match its config."""
+
+
+def cut(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text`, or its first `limit` characters and an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A user's value as a message echoes it: its repr, cut to `limit` characters (computed
+    without building the full repr of a large value)."""
+    if isinstance(value, str):
+        return cut(repr(value[: limit + 1]), limit)
+    return cut(_REPR.repr(value), limit)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -15,15 +15,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from gankit.errors import RecipeError, did_you_mean
-from gankit.recipe_file import (
-    RecipeLoader,
-    check_bounds,
-    cut,
-    parse_override_value,
-    read_recipe_file,
-    shown,
-)
+from gankit.errors import RecipeError, cut, did_you_mean, shown
+from gankit.recipe_file import RecipeLoader, check_bounds, parse_override_value, read_recipe_file
 from gankit.registry import REGISTRIES, Entry, Registry, load_plugins
 from gankit.sections import (
     AdamParams,

@@ -10,7 +10,6 @@ YAML alias is counted every time it is used ("billion laughs").
 from __future__ import annotations
 
 import re
-import reprlib
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,32 +18,15 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError
 
-from gankit.errors import RecipeError
+from gankit.errors import RecipeError, cut, shown
 
 MAX_BYTES = 1 << 20  # 1 MiB
 MAX_DEPTH = 64
 MAX_VALUES = 100_000
 MAX_TEXT = MAX_BYTES  # characters of keys and strings, each alias use counted again
-SHOWN_CHARS = 80
 
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 30, 30
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
 # What a scalar that Python cannot convert was meant to be, by its YAML tag.
 _KINDS = {"int": "integer", "float": "number", "timestamp": "date"}
-
-
-def cut(text: str, limit: int = SHOWN_CHARS) -> str:
-    """`text`, or its first `limit` characters and an ellipsis."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
-    """A user's value as a message echoes it: its repr, cut to `limit` characters (computed
-    without building the full repr of a large value)."""
-    if isinstance(value, str):
-        return cut(repr(value[: limit + 1]), limit)
-    return cut(_REPR.repr(value), limit)
 
 
 class _TooDeep(yaml.MarkedYAMLError):

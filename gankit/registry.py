@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gankit.errors import PluginError, RegistryError, did_you_mean
+from gankit.errors import PluginError, RegistryError, did_you_mean, shown
 
 PLUGIN_GROUP = "gankit.plugins"
 NO_PLUGINS_ENV = "GANKIT_NO_PLUGINS"
@@ -110,7 +110,7 @@ class Registry:
         known = self.names()
         hint = did_you_mean(str(name), known) if isinstance(name, str) else ""
         return (
-            f"unknown {self.kind} {name!r} at {self.section}.name{hint or ';'} "
+            f"unknown {self.kind} {shown(name)} at {self.section}.name{hint or ';'} "
             f"available: {', '.join(known) or '(none)'}. A component from another package is "
             f"found once that package is installed with a '{PLUGIN_GROUP}' entry point or imported."
         )

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from gankit.recipe_file import cut
+from gankit.errors import cut
 
 
 def takes_numbers_not_booleans(annotation: Any) -> bool:

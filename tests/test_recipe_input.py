@@ -17,9 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gankit.cli import main
-from gankit.errors import RecipeError
+from gankit.errors import SHOWN_CHARS, RecipeError
 from gankit.recipe import load_recipe, read_recipe_file, recipe_model, validate_recipe
-from gankit.recipe_file import MAX_BYTES, MAX_DEPTH, MAX_TEXT, MAX_VALUES, SHOWN_CHARS
+from gankit.recipe_file import MAX_BYTES, MAX_DEPTH, MAX_TEXT, MAX_VALUES
 from gankit.registry import LOSSES
 
 from conftest import REFERENCE_RECIPE
