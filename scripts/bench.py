@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 
 from gankit.errors import GankitError
 from gankit.optim import make_adam
+from gankit.parallel import resolve_precision
 from gankit.recipe import load_recipe
 from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES
 from gankit.trainer import Trainer
@@ -100,13 +101,14 @@ class PlainLoop:
 def check_comparable(recipe) -> None:
     """Refuse a recipe that asks for what the plain loop leaves out (it would time less work)."""
     optimizers = {"generator": recipe.optim.generator, "discriminator": recipe.optim.discriminator}
+    precision = resolve_precision(recipe)[0].mixed_precision  # the recipe's, else the launcher's
     missing = [
         f"the {recipe.schedule.name} schedule (only alternating)"
         if recipe.schedule.name != "alternating"
         else "",
         f"the {recipe.regularizer.name} regularizer" if recipe.regularizer.name != "none" else "",
         "an EMA of G (ema.decay)" if recipe.ema.decay else "",
-        f"mixed precision ({recipe.mixed_precision})" if recipe.mixed_precision != "no" else "",
+        f"mixed precision ({precision})" if precision != "no" else "",
         "gradient accumulation" if recipe.train.grad_accumulation > 1 else "",
         "class-conditional models" if getattr(recipe.generator, "num_classes", 0) else "",
         *(

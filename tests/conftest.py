@@ -1,4 +1,4 @@
-"""Shared fixtures: the real MNIST files, the reference recipe, a quiet W&B."""
+"""Shared fixtures: the real MNIST files, the reference recipe, a quiet W&B, no plugins."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from gankit.registry import NO_PLUGINS_ENV
+
+# The suite sees only gankit's own components, whatever `gankit.plugins` the environment holds:
+# plugin autoloading is off for the whole session, set here (on import, before any test is
+# collected) so that every subprocess a test starts inherits it too. The plugin tests switch it
+# back on for their own test plugins (tests/test_plugins.py).
+os.environ[NO_PLUGINS_ENV] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_RECIPE = ROOT / "recipes" / "mnist_dcgan.yaml"

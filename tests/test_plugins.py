@@ -2,10 +2,15 @@
 
 Each plugin is a real distribution on disk (a package plus a `*.dist-info` folder with METADATA and
 entry_points.txt), found by importlib.metadata once its folder is on sys.path / PYTHONPATH.
+
+The rest of the suite runs with plugin autoloading off (tests/conftest.py sets GANKIT_NO_PLUGINS);
+these tests switch it back on, so they also meet any plugin the environment holds: what they
+assert about the loaded plugins is relative to what the environment already provides.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -18,9 +23,9 @@ import torch
 
 import gankit.registry as registry
 from gankit.errors import PluginError
-from gankit.registry import LOSSES, NO_PLUGINS_ENV, load_plugins
+from gankit.registry import LOSSES, NO_PLUGINS_ENV, PLUGIN_GROUP, REGISTRIES, load_plugins
 
-from conftest import REFERENCE_RECIPE
+from conftest import REFERENCE_RECIPE, ROOT
 
 GOOD_MODULE = "gankit_test_plugin"
 BROKEN_MODULE = "gankit_broken_plugin"
@@ -59,6 +64,64 @@ class PluginHingeLoss:
 
 BROKEN_SOURCE = 'raise RuntimeError("plugin exploded on import")\n'
 
+USER_MODULE = "gankit_user_plugin"
+
+# A plugin as a user installs it (the README's "Your own components"), with names that sort among
+# the built-in ones, so that a test listing every component would notice it, and that no real
+# plugin in the environment uses (the README's own `my_hinge` may well be installed).
+USER_SOURCE = '''
+"""A user's own gankit components."""
+
+import math
+
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+import gankit
+
+
+class HingeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    margin: float = Field(1.0, gt=0, description="hinge margin")
+
+
+@gankit.LOSSES.register("hinge_user_test", params=HingeParams)
+class MyHinge:
+    """Hinge loss (Lim & Ye 2017)."""
+
+    def __init__(self, margin: float = 1.0) -> None:
+        self.margin = margin
+
+    def discriminator(self, real_logits, fake_logits):
+        real = F.relu(self.margin - real_logits.float()).mean()
+        return real, F.relu(self.margin + fake_logits.float()).mean()
+
+    def generator(self, fake_logits):
+        return -fake_logits.float().mean()
+
+
+class GeneratorParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    z_dim: int = Field(8, gt=0, description="latent size")
+
+
+@gankit.GENERATORS.register("dcgan28_user_test", params=GeneratorParams)
+class UserGenerator(gankit.Generator):
+    """A user's generator: one linear layer."""
+
+    def __init__(self, z_dim: int = 8, image_shape=(1, 28, 28)) -> None:
+        super().__init__()
+        self.z_dim, self.noise, self.num_classes = z_dim, "normal", 0
+        self.shape = tuple(image_shape)
+        self.net = nn.Sequential(nn.Linear(z_dim, math.prod(self.shape)), nn.Tanh())
+
+    def forward(self, z, labels=None):
+        return self.net(z).view(-1, *self.shape)
+'''
+
 
 def make_distribution(
     root: Path, *, dist: str, version: str, module: str, entry_point: str, source: str
@@ -84,6 +147,23 @@ def good_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
         entry_point="myplugin",
         source=GOOD_SOURCE,
     )
+
+
+@pytest.fixture(scope="module")
+def user_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_distribution(
+        tmp_path_factory.mktemp("user_plugin"),
+        dist="gankit-user-plugin",
+        version="1.0",
+        module=USER_MODULE,
+        entry_point="userplugin",
+        source=USER_SOURCE,
+    )
+
+
+def plugin_entry_points() -> list[str]:
+    """The names in the `gankit.plugins` group that importlib.metadata finds on sys.path now."""
+    return [entry_point.name for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP)]
 
 
 @pytest.fixture(scope="module")
@@ -225,30 +305,42 @@ def test_no_plugins_env_works_around_a_broken_plugin(broken_plugin: Path, tmp_pa
 
 @pytest.fixture
 def fresh_plugin_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """Plugins not loaded yet; afterwards the test plugin's loss and modules are gone again."""
+    """Plugins not loaded yet; afterwards every component and plugin module that the test loaded
+    (its own plugins', and any the environment holds) is gone again."""
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     monkeypatch.setattr(registry, "_plugin_failures", [])
     monkeypatch.delenv(NO_PLUGINS_ENV, raising=False)
     for module in (GOOD_MODULE, BROKEN_MODULE):
         sys.modules.pop(module, None)
+    components = {section: set(entries.names()) for section, entries in REGISTRIES.items()}
+    modules = set(sys.modules)
     try:
         yield monkeypatch
     finally:
-        LOSSES.unregister("plugin_loss")
-        for module in (GOOD_MODULE, BROKEN_MODULE):
-            sys.modules.pop(module, None)
+        for section, entries in REGISTRIES.items():
+            for name in set(entries.names()) - components[section]:
+                entries.unregister(name)
+        plugins = {
+            entry_point.module.partition(".")[0]
+            for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP)
+        }
+        for module in set(sys.modules) - modules:
+            if module.partition(".")[0] in plugins:
+                sys.modules.pop(module)
 
 
 def test_load_plugins_is_idempotent(
     good_plugin: Path, fresh_plugin_state: pytest.MonkeyPatch
 ) -> None:
+    environment = plugin_entry_points()  # plugins installed where the tests run: usually none
     fresh_plugin_state.syspath_prepend(str(good_plugin))
+    everything = sorted(["myplugin", *environment])
 
-    assert load_plugins() == ["myplugin"]
+    assert sorted(load_plugins()) == everything
     assert "plugin_loss" in LOSSES
     assert load_plugins() == []  # already loaded: nothing is imported again
     assert "plugin_loss" in LOSSES
-    assert load_plugins(force=True) == ["myplugin"]  # reloading does not register twice
+    assert sorted(load_plugins(force=True)) == everything  # reloading does not register twice
     fresh_plugin_state.setenv(NO_PLUGINS_ENV, "1")
     assert load_plugins(force=True) == []
 
@@ -301,3 +393,38 @@ def test_a_broken_plugin_does_not_stop_the_others_loading(
     with pytest.raises(PluginError, match="brokenplugin"):
         load_plugins()
     assert "plugin_loss" in LOSSES
+
+
+# Isolation of the rest of the suite ------------------------------------------------------------
+
+
+def test_the_suite_ignores_plugins_installed_where_it_runs(
+    user_plugin: Path, tmp_path: Path
+) -> None:
+    """Tests that count the registered components pass with a user's plugin installed."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(user_plugin))
+        assert "userplugin" in plugin_entry_points()  # a real, discoverable distribution
+    sensitive = [
+        "tests/test_recipe.py::test_unknown_component_name",  # loads recipes, so plugins (5 cases)
+        "tests/test_losses.py::test_every_registered_loss_has_a_value_test",  # after a recipe
+        "tests/test_cli.py::test_recipe_errors_are_one_clean_message[unknown-component]",  # child
+        "tests/test_plugins.py::test_load_plugins_is_idempotent",  # autoloading on
+    ]
+    env = {key: value for key, value in os.environ.items() if key != NO_PLUGINS_ENV}  # a shell's
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(user_plugin), env.get("PYTHONPATH")]))
+
+    inner = [f"--basetemp={tmp_path / 'inner'}", "-p", "no:cacheprovider", "-q", *sensitive]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *inner],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    report = result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, report
+    assert "8 passed" in result.stdout, report
