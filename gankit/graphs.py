@@ -20,15 +20,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gankit.errors import GankitError, warn
 from gankit.schedules import Phase
-from gankit.steps import Inputs
 
-Iteration = Callable[[Inputs, Sequence[Phase]], Any]
+if TYPE_CHECKING:
+    from gankit.iteration import Inputs
+
+Iteration = Callable[["Inputs", Sequence[Phase]], Any]
 
 
 class IterationGraphs:
@@ -85,9 +87,9 @@ class IterationGraphs:
     def _stage(self, inputs: Inputs) -> Inputs:
         """Copy `inputs` into the static buffers (made from the first inputs)."""
         if self.static is None:
-            self.static = Inputs(*(None if t is None else t.clone() for t in inputs))
+            self.static = type(inputs)(*(None if t is None else t.clone() for t in inputs))
             return self.static
-        for name, buffer, tensor in zip(Inputs._fields, self.static, inputs, strict=True):
+        for name, buffer, tensor in zip(inputs._fields, self.static, inputs, strict=True):
             if _kind(buffer) != _kind(tensor):
                 raise GankitError(
                     f"perf.cuda_graph: the iteration's {name} changed from "

@@ -21,10 +21,12 @@ def interactive() -> bool:
 class Reporter:
     """Writes metric records, sample grids, and at the end the GIF and the loss plot."""
 
-    def __init__(self, accelerator: Accelerator, run_dir: Path) -> None:
+    def __init__(
+        self, accelerator: Accelerator, run_dir: Path, reference: torch.Tensor | None = None
+    ) -> None:
         self.accelerator, self.run_dir = accelerator, run_dir
         self.metrics = outputs.MetricsLog(run_dir / outputs.METRICS_FILE)
-        self.reference: torch.Tensor | None = None  # real points drawn under 2-D scatter plots
+        self.reference = reference  # real points drawn under 2-D scatter plots
 
     def record(self, step: int, values: dict[str, Any], line: str) -> None:
         """Append `values` to metrics.jsonl and print `line` (main process); log to trackers."""

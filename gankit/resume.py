@@ -27,8 +27,11 @@ if TYPE_CHECKING:
     from gankit.trainer import Trainer
 
 
-class Progress:
-    """The trainer's counters a checkpoint must carry besides weights, optimizers and RNGs."""
+class RunState:
+    """What a checkpoint carries besides weights, optimizers, RNGs and learning-rate schedules:
+    the iteration's state, the position in the data, the fixed sample noise, the W&B run."""
+
+    FORMAT = 2  # 1: the iteration's counters were positions in one tensor
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
@@ -36,35 +39,46 @@ class Progress:
     def state_dict(self) -> dict[str, Any]:
         t = self.trainer
         return {
-            "step": t.step,
+            "format": self.FORMAT,
+            "iteration": t.iteration.state_dict(),
             "epoch": t.epoch,
             "batch_in_epoch": t.batch_in_epoch,
             "fixed_noise": t.fixed_noise.cpu(),
-            "loss_sums": t._sums.cpu(),
-            "loss_counts": list(t._counts),
-            "schedule": t.schedule.state_dict(),
             "wandb_run_id": t.wandb_run_id,
-            "ema": t.ema.state_dict() if t.ema is not None else None,
             "processes": t.accelerator.num_processes,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         t = self.trainer
-        t.step, t.epoch, t.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        if "format" not in state:  # written before the iteration kept its losses by name
+            state = {**state, "iteration": _iteration_state_v1(state)}
+        t.iteration.load_state_dict(state["iteration"])
+        t.epoch, t.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
         t.fixed_noise = state["fixed_noise"].to(t.accelerator.device)
-        t._sums.copy_(state["loss_sums"])  # in place: a CUDA graph holds these tensors
-        t._device_step.fill_(t.step)
-        t._counts = list(state["loss_counts"])
-        t.schedule.load_state_dict(state["schedule"])
         t.wandb_run_id = state["wandb_run_id"]
-        if t.ema is not None:  # a checkpoint from before the average was on starts it from G
-            t.ema.load_state_dict(state.get("ema") or t.g_module.state_dict())
         if state.get("processes", t.accelerator.num_processes) != t.accelerator.num_processes:
             warn(
                 f"this checkpoint was written by {state['processes']} processes and is resumed "
                 f"by {t.accelerator.num_processes}: the data order within the current epoch "
                 "changes (weights and optimizers continue as they were)"
             )
+
+
+def _iteration_state_v1(state: dict[str, Any]) -> dict[str, Any]:
+    """The iteration's state from a checkpoint of format 1, as `Iteration.state_dict` gives it."""
+    names = ("d_loss_real", "d_loss_fake", "g_loss", "d_penalty")
+    d_updates, g_updates, penalty_updates = state["loss_counts"]
+    return {
+        "step": state["step"],
+        "loss_sums": dict(zip(names, state["loss_sums"], strict=True)),
+        "updates": {
+            "discriminator": d_updates,
+            "generator": g_updates,
+            "regularize": penalty_updates,
+        },
+        "schedule": state["schedule"],
+        "ema": state.get("ema"),
+    }
 
 
 class RecipeMismatch(CheckpointError):
@@ -91,10 +105,11 @@ def check_recipe(recipe: RecipeBase, folder: Path) -> None:
 def apply_optimizer_settings(trainer: Trainer) -> None:
     """The recipe's optimizer settings, over those the checkpoint restored (see
     `apply_hyperparameters`)."""
-    schedules = {id(schedule.optimizer): schedule for schedule in trainer.lr_schedules}
+    parts = trainer.parts
+    schedules = {id(schedule.optimizer): schedule for schedule in parts.lr_schedules}
     for prepared, params in (
-        (trainer.g_optimizer, trainer.recipe.optim.generator),
-        (trainer.d_optimizer, trainer.recipe.optim.discriminator),
+        (parts.g_optimizer, trainer.recipe.optim.generator),
+        (parts.d_optimizer, trainer.recipe.optim.discriminator),
     ):
         optimizer = prepared.optimizer  # under Accelerate's wrapper
         apply_hyperparameters(optimizer, params, schedules.get(id(optimizer)))

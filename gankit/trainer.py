@@ -15,34 +15,24 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import AutocastKwargs, DataLoaderConfiguration, set_seed
-from torch.utils.data import DataLoader, Subset
+from accelerate.utils import AutocastKwargs, DataLoaderConfiguration
 from tqdm.auto import tqdm
 
-from gankit import fastpath, parallel, runfolder, toy, tracking
+from gankit import parallel, runfolder, tracking
 from gankit.checkpoint import CheckpointManager, check_resume_folder
-from gankit.data import image_shape
-from gankit.data import num_classes as dataset_classes
-from gankit.divergence import check_losses, check_weights
-from gankit.ema import EMA
-from gankit.errors import GankitError
+from gankit.divergence import check_weights
 from gankit.export import save_model
-from gankit.graphs import IterationGraphs
-from gankit.models.base import Generator, check_conditioning, grid_labels, sample_noise
-from gankit.optim import keep_implementation, lr_schedules, make_adam, make_capturable
+from gankit.iteration import Inputs, Iteration
+from gankit.models.base import grid_labels, sample_noise
+from gankit.parts import build_parts
 from gankit.recipe import RecipeBase, dump_recipe, recipe_dict
-from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
 from gankit.reporting import Reporter, interactive
-from gankit.resume import Progress, resume_run
-from gankit.sizes import check_training_fits
-from gankit.steps import Inputs, IterationSteps
+from gankit.resume import RunState, resume_run
 from gankit.stopping import StopRequest
 
-LOSS_NAMES = ("d_loss_real", "d_loss_fake", "g_loss", "d_penalty")
 
-
-class Trainer(IterationSteps):
-    """Builds a recipe's components and trains them; `fit()` runs (or resumes) to `train.steps`."""
+class Trainer:
+    """Builds a recipe's parts and trains them; `fit()` runs (or resumes) to `train.steps`."""
 
     def __init__(self, recipe: RecipeBase) -> None:
         recipe, self.precision_from = parallel.resolve_precision(recipe)
@@ -57,7 +47,6 @@ class Trainer(IterationSteps):
         # group (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
         self.batch_norm = parallel.check_device(recipe)
-        pinned = parallel.uses_cuda()  # batches from pinned memory, copied without a wait
         self.accelerator = Accelerator(
             mixed_precision=recipe.mixed_precision,
             log_with="wandb" if self.wandb_mode != "disabled" else None,
@@ -65,7 +54,7 @@ class Trainer(IterationSteps):
             dataloader_config=DataLoaderConfiguration(
                 use_seedable_sampler=True,
                 data_seed=recipe.train.seed,
-                non_blocking=pinned,
+                non_blocking=parallel.uses_cuda(),  # pinned batches, copied without a wait
             ),
             kwargs_handlers=[
                 parallel.ddp_kwargs(self.batch_norm),
@@ -74,111 +63,33 @@ class Trainer(IterationSteps):
             ],
         )
         graphs = parallel.use_cuda_graph(recipe, self.accelerator)
-        self.batch_size = parallel.per_process_batch(recipe, self.accelerator.num_processes)
-        seed = recipe.train.seed
-        set_seed(seed)  # identical initial weights on every process
-        dataset = DATASETS.build(recipe.data)
-        if recipe.data.subset is not None:
-            dataset = Subset(dataset, range(min(recipe.data.subset, len(dataset))))
-        self.image_shape = image_shape(dataset)
-        builds = {
-            "generator": lambda: GENERATORS.build(recipe.generator, image_shape=self.image_shape),
-            "discriminator": lambda: DISCRIMINATORS.build(
-                recipe.discriminator, image_shape=self.image_shape
-            ),
-        }
-        check_training_fits(builds, self.accelerator.device, recipe.name)
-        generator, discriminator = builds["generator"](), builds["discriminator"]()
-        if not isinstance(generator, Generator):
-            raise GankitError(
-                f"generator '{recipe.generator.name}' must subclass gankit.Generator "
-                "(it provides z_dim, noise and sample)"
-            )
-        self.num_classes = check_conditioning(generator, discriminator, dataset_classes(dataset))
-        self.evaluator: Any = None
-        toy_data = toy.toy_source(dataset)
-        if recipe.eval.every and toy_data is not None:
-            self.evaluator = toy.ToyEvaluator(toy_data, recipe.eval.n, seed, self.accelerator)
-        elif recipe.eval.every:  # torchmetrics is imported only when evaluation is on
-            from gankit.evaluation import TrainingEvaluator
-
-            self.evaluator = TrainingEvaluator(recipe, self.image_shape, self.accelerator)
-        self.loss = LOSSES.build(recipe.loss)
-        self.schedule = SCHEDULES.build(recipe.schedule)
-        self.regularizer = REGULARIZERS.build(recipe.regularizer)
-        self.batches_per_step = getattr(self.schedule, "batches_per_step", 1)
-        if self.batch_norm == "sync" and self.accelerator.num_processes > 1:
-            generator, discriminator = parallel.use_sync_batch_norm(generator, discriminator)
-        loader = DataLoader(
-            dataset,
-            batch_size=self.batch_size * recipe.train.grad_accumulation,
-            shuffle=True,
-            drop_last=True,
-            num_workers=recipe.data.num_workers,
-            persistent_workers=recipe.data.num_workers > 0,  # not restarted every epoch
-            pin_memory=pinned,
-        )
-        if len(loader) == 0:
-            raise GankitError(
-                f"a batch of {loader.batch_size} images per process (data.batch_size x "
-                f"train.grad_accumulation) is more than the dataset's {len(dataset)}; lower it"
-            )
-        perf = recipe.perf
-        fastpath.apply(perf, generator, discriminator)
-        g_optimizer = make_adam(generator.parameters(), recipe.optim.generator, perf.fused_adam)
-        d_optimizer = make_adam(
-            discriminator.parameters(), recipe.optim.discriminator, perf.fused_adam
-        )
-        self.G, self.D, self.g_optimizer, self.d_optimizer, self.loader = self.accelerator.prepare(
-            generator, discriminator, g_optimizer, d_optimizer, loader
-        )
-        for optimizer in (g_optimizer, d_optimizer):
-            if graphs:
-                make_capturable(optimizer, self.accelerator.device)
-            keep_implementation(optimizer)
-        # Stepped once per iteration by us (Accelerate would step a prepared one per process).
-        self.lr_schedules = lr_schedules(
-            {g_optimizer: recipe.optim.generator, d_optimizer: recipe.optim.discriminator},
-            recipe.train.steps,
-        )
-        self.device_batches = (
-            fastpath.DeviceBatches(
-                dataset, loader.batch_size, seed, self.accelerator, labels=bool(self.num_classes)
-            )
-            if perf.data_on_device
-            else None
-        )
-        self.g_module: Generator = self.accelerator.unwrap_model(self.G)
-        self.d_module: torch.nn.Module = self.accelerator.unwrap_model(self.D)
-        self.ema = (
-            EMA(self.g_module, recipe.ema.decay, recipe.ema.warmup) if recipe.ema.decay else None
+        self.parts = parts = build_parts(recipe, self.accelerator, self.batch_norm, graphs)
+        self.iteration = Iteration(
+            parts,
+            self.accelerator,
+            grad_accumulation=recipe.train.grad_accumulation,
+            on_nan=recipe.train.on_nan,
+            fp16=recipe.mixed_precision == "fp16",
+            graphs=graphs,
         )
         device = self.accelerator.device
-        # Same fixed noise on every process, drawn apart from the training noise.
+        generator = parts.g_module
+        # Same fixed noise on every process, drawn apart from the training noise; for
+        # conditional models each grid row shows one class.
+        n_samples = recipe.train.n_samples
         self.fixed_noise = sample_noise(
             generator.noise,
-            recipe.train.n_samples,
+            n_samples,
             generator.z_dim,
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator().manual_seed(recipe.train.seed),
         ).to(device)
-        # Conditional models: each grid row shows one class.
         self.fixed_labels = (
-            grid_labels(recipe.train.n_samples, self.num_classes).to(device)
-            if self.num_classes
-            else None
+            grid_labels(n_samples, parts.num_classes).to(device) if parts.num_classes else None
         )
         self.noise_rng = torch.Generator(device)
-        self.step = self.epoch = self.batch_in_epoch = 0
+        self.epoch = self.batch_in_epoch = 0
         self.wandb_run_id: str | None = None
-        self._sums = torch.zeros(len(LOSS_NAMES), device=device)  # device-side, read at log steps
-        self._counts = [0, 0, 0]  # D, G and penalty updates since the last log
-        self._first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
-        self._device_step = torch.zeros((), dtype=torch.long, device=device)  # = self.step
-        self._skipped = 0
-        self._skipped_fp16 = [0, 0]  # D and G steps the fp16 loss scaler skipped (overflow)
-        self.reporter = Reporter(self.accelerator, self.run_dir)
-        if toy_data is not None:  # 2-D samples are drawn over the real points
-            self.reporter.reference = toy_data.tensors[0][:2000]
+        self.reporter = Reporter(self.accelerator, self.run_dir, parts.reference_points)
         self.metrics = self.reporter.metrics
         self.checkpoints = CheckpointManager(
             self.accelerator,
@@ -186,18 +97,27 @@ class Trainer(IterationSteps):
             recipe.train.keep_checkpoints,
             writer=parallel.writer_token(self.accelerator),
         )
-        self.accelerator.register_for_checkpointing(Progress(self), *self.lr_schedules)
+        self.accelerator.register_for_checkpointing(RunState(self), *parts.lr_schedules)
         self.stop_vote = parallel.StopVote() if self.accelerator.num_processes > 1 else None
-        self.graphs = IterationGraphs(self.run_phases) if graphs else None
 
     def resume(self) -> None:
         """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
         resume_run(self)
 
     @property
-    def sampling_generator(self) -> Generator:
-        """The generator that samples, exports and metrics use: the EMA one if there is one."""
-        return self.ema.module if self.ema is not None else self.g_module
+    def step(self) -> int:
+        """Iterations done."""
+        return self.iteration.step
+
+    def train_step(
+        self,
+        real: torch.Tensor,
+        z: torch.Tensor,
+        real_labels: torch.Tensor | None = None,
+        fake_labels: torch.Tensor | None = None,
+    ) -> None:
+        """One iteration on these tensors (see `Iteration.run`)."""
+        self.iteration.run(Inputs(real, z, real_labels, fake_labels))
 
     # ---- the loop ------------------------------------------------------------------------
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -205,13 +125,13 @@ class Trainer(IterationSteps):
         forever: each epoch's order is fixed by the seed and the epoch, and a resumed run skips
         the batches its epoch already used."""
         while True:
-            if self.device_batches is not None:
-                epoch = self.device_batches.epoch(self.epoch, start=self.batch_in_epoch)
+            if self.parts.device_batches is not None:
+                epoch = self.parts.device_batches.epoch(self.epoch, start=self.batch_in_epoch)
             else:
-                self.loader.set_epoch(self.epoch)
-                loader = self.loader
+                loader = self.parts.loader
+                loader.set_epoch(self.epoch)
                 if self.batch_in_epoch:
-                    loader = self.accelerator.skip_first_batches(self.loader, self.batch_in_epoch)
+                    loader = self.accelerator.skip_first_batches(loader, self.batch_in_epoch)
                 epoch = (self._split_batch(batch) for batch in loader)
             for batch in epoch:
                 self.batch_in_epoch += 1
@@ -223,12 +143,12 @@ class Trainer(IterationSteps):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not isinstance(batch, list | tuple):
             return batch, None
-        return batch[0], batch[1].long() if self.num_classes else None
+        return batch[0], batch[1].long() if self.parts.num_classes else None
 
     def next_inputs(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor | None]]) -> Inputs:
         """The real images (and labels), noise (and labels to generate) of the coming
         iteration: all the schedule's batches."""
-        drawn = [next(batches) for _ in range(self.batches_per_step)]
+        drawn = [next(batches) for _ in range(self.iteration.batches_per_step)]
         images, labels = zip(*drawn, strict=True)
         real = images[0] if len(images) == 1 else torch.cat(images)
         real_labels = None if labels[0] is None else torch.cat(labels)
@@ -249,8 +169,9 @@ class Trainer(IterationSteps):
         self.noise_rng.manual_seed(parallel.noise_seed(self.recipe.train.seed, self.step))
         rows = n * self.accelerator.num_processes
         mine = parallel.noise_slice(self.accelerator, n)
-        z = self.g_module.sample_noise(rows, generator=self.noise_rng)[mine]
-        labels = self.g_module.sample_labels(rows, generator=self.noise_rng)
+        generator = self.parts.g_module
+        z = generator.sample_noise(rows, generator=self.noise_rng)[mine]
+        labels = generator.sample_labels(rows, generator=self.noise_rng)
         return z, None if labels is None else labels[mine]
 
     def fit(self) -> int:
@@ -289,7 +210,7 @@ class Trainer(IterationSteps):
         batches = self.batches()
         with StopRequest() as stop:
             while self.step < train.steps:
-                self.train_step(*self.next_inputs(batches))
+                self.iteration.run(self.next_inputs(batches))
                 window_steps += 1
                 progress.update(1)
                 last = self.step == train.steps
@@ -301,7 +222,7 @@ class Trainer(IterationSteps):
                     window_start, window_steps = time.perf_counter(), 0
                 if self.step % train.sample_every == 0 or last:
                     self.save_samples()
-                if self.evaluator and (self.step % self.recipe.eval.every == 0 or last):
+                if self.parts.evaluator and (self.step % self.recipe.eval.every == 0 or last):
                     self.evaluate()
                 if self.step % train.checkpoint_every == 0 or last:
                     self.save_checkpoint()
@@ -333,42 +254,30 @@ class Trainer(IterationSteps):
             return stop.signal_name is not None
         return self.stop_vote.cast(stop.signal_name is not None)
 
-    def check_finite(self) -> None:
-        """Stop with a clear error if a loss went non-finite since the start (one host sync)."""
-        check_losses(self._first_bad_step, self._sums, LOSS_NAMES, self.run_dir)
-
     def save_checkpoint(self) -> None:
         """Check that training is still finite, then write a checkpoint (every process)."""
-        self.check_finite()
-        check_weights((self.g_module, self.d_module), self.step, self.run_dir)
-        # Counters are saved by the main process only: make every process's the same first.
-        self._sums.copy_(self.accelerator.reduce(self._sums, reduction="mean"))
+        self.iteration.check_finite(str(self.run_dir))
+        check_weights((self.parts.g_module, self.parts.d_module), self.step, self.run_dir)
+        self.iteration.share_loss_sums()  # the main process saves them for everyone
         self._share_batch_norm_statistics()
         self.checkpoints.save(self.step, dump_recipe(self.recipe))
 
     def log_metrics(self, steps_per_second: float) -> dict[str, Any]:
         """Average the losses since the last call across processes, then print and log them."""
-        self.check_finite()
-        d_updates, g_updates, penalty_updates = self._counts
-        counts = torch.tensor(
-            [d_updates, d_updates, g_updates, penalty_updates], device=self._sums.device
-        )
-        means = self._sums / counts  # NaN where no update of that kind ran (nothing to report)
-        values = self.accelerator.reduce(means, reduction="mean").tolist()
-        self._sums.zero_()
-        self._counts = [0, 0, 0]
-        record: dict[str, Any] = dict(zip(LOSS_NAMES, values, strict=True))
+        self.iteration.check_finite(str(self.run_dir))
+        record: dict[str, Any] = self.iteration.read_losses()
         record["d_loss"] = record["d_loss_real"] + record["d_loss_fake"]
-        if not self.regularizer.every:
+        if not self.parts.regularizer.every:
             del record["d_penalty"]
-        images = (
-            self.batch_size * self.recipe.train.grad_accumulation * self.accelerator.num_processes
-        )
+        images = self.parts.batch_size * self.recipe.train.grad_accumulation
+        images *= self.accelerator.num_processes
         record["images_per_sec"] = round(steps_per_second * images, 2)
-        if self._skipped:
-            record["skipped_updates"] = self._skipped
-        if any(self._skipped_fp16):
-            record["fp16_skipped_d_steps"], record["fp16_skipped_g_steps"] = self._skipped_fp16
+        if self.iteration.skipped_updates:
+            record["skipped_updates"] = self.iteration.skipped_updates
+        fp16 = self.iteration.fp16_skipped
+        if any(fp16.values()):
+            record["fp16_skipped_d_steps"] = fp16["discriminator"]
+            record["fp16_skipped_g_steps"] = fp16["generator"]
         self.reporter.record(
             self.step,
             record,
@@ -380,24 +289,25 @@ class Trainer(IterationSteps):
 
     def evaluate(self) -> dict[str, Any]:
         """Measure sample quality (every process makes its share), then log it."""
-        results = self.evaluator(self.sampling_generator)
+        evaluator = self.parts.evaluator
+        results = evaluator(self.parts.sampling_generator)
         self.reporter.record(
             self.step,
             {f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)},
-            f"step {self.step}  {self.evaluator.describe(results)}",
+            f"step {self.step}  {evaluator.describe(results)}",
         )
         return results
 
     def save_samples(self) -> None:
         """Write the grid of the fixed noise's samples (eval mode) and log it."""
         self.reporter.samples(
-            self.sampling_generator, self.fixed_noise, self.step, labels=self.fixed_labels
+            self.parts.sampling_generator, self.fixed_noise, self.step, labels=self.fixed_labels
         )
 
     def _share_batch_norm_statistics(self) -> None:
         # D's statistics also move in G's updates, where D runs outside DDP: align them.
         if self.batch_norm == "broadcast":
-            parallel.broadcast_buffers(self.accelerator, self.g_module, self.d_module)
+            parallel.broadcast_buffers(self.accelerator, self.parts.g_module, self.parts.d_module)
 
     def finish(self) -> None:
         """Export the networks and write the GIF and loss plot; close the trackers."""
@@ -405,23 +315,26 @@ class Trainer(IterationSteps):
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             info = {"step": self.step, "recipe": self.recipe.name, "dataset": self.recipe.data.name}
-            save_model(
-                self.sampling_generator,
-                self.run_dir / "export" / "generator",
-                ema=self.ema is not None,
-                **info,
-            )
+            export = self.run_dir / "export"
+            ema = self.parts.ema is not None
+            save_model(self.parts.sampling_generator, export / "generator", ema=ema, **info)
             if self.recipe.train.export_discriminator:
-                save_model(self.d_module, self.run_dir / "export" / "discriminator", **info)
+                save_model(self.parts.d_module, export / "discriminator", **info)
         self.reporter.close()
         self.accelerator.end_training()
 
     def _describe(self) -> None:
         info = parallel.run_info(
-            self.accelerator, self.recipe, self.batch_size, self.batch_norm, self.precision_from
+            self.accelerator,
+            self.recipe,
+            self.parts.batch_size,
+            self.batch_norm,
+            self.precision_from,
         )
         self.accelerator.print(f"gankit: {self.recipe.name} -> {self.run_dir}")
-        parallel.announce(self.accelerator, info, self.g_module, self.d_module, self.wandb_mode)
+        parallel.announce(
+            self.accelerator, info, self.parts.g_module, self.parts.d_module, self.wandb_mode
+        )
         if self.accelerator.is_main_process:
             (self.run_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
 

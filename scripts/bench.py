@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gankit.errors import GankitError
+from gankit.iteration import Inputs
 from gankit.optim import make_adam
 from gankit.parallel import resolve_precision
 from gankit.recipe import load_recipe
@@ -154,7 +155,7 @@ def gankit_step(trainer: Trainer):
     batches = trainer.batches()
 
     def step() -> None:
-        trainer.train_step(*trainer.next_inputs(batches))
+        trainer.iteration.run(trainer.next_inputs(batches))
 
     return step
 
@@ -172,13 +173,13 @@ def with_outputs_intervals(args, overrides: list[str], scratch: Path) -> list[fl
         )
     )
     stamps: list[float] = []
-    original = trainer.train_step
+    original = trainer.iteration.run
 
-    def stamped(*inputs: torch.Tensor | None) -> None:
+    def stamped(inputs: Inputs) -> None:
         stamps.append(time.perf_counter())
-        original(*inputs)
+        original(inputs)
 
-    trainer.train_step = stamped
+    trainer.iteration.run = stamped
     trainer.fit()
     timed = stamps[args.warmup :]
     return [later - earlier for earlier, later in itertools.pairwise(timed)]
@@ -313,7 +314,7 @@ def measure(
                 del steps[name]
     intervals = with_outputs_intervals(args, overrides, scratch)
 
-    batch = trainers["eager"].batch_size * recipe.train.grad_accumulation
+    batch = trainers["eager"].parts.batch_size * recipe.train.grad_accumulation
     plain_figures = figures(timings["plain"], batch)
     results = {
         "device": str(device)
@@ -340,7 +341,9 @@ def measure(
         row["ratio"] = round(row["ms_per_iter"] / plain_figures["ms_per_iter"], 3)
         row["speedup"] = round(plain_figures["ms_per_iter"] / row["ms_per_iter"], 3)
         results["modes"][mode] = row
-    graphs = trainers["graph"].graphs if "graph" in steps and "graph" in trainers else None
+    graphs = (
+        trainers["graph"].iteration.graphs if "graph" in steps and "graph" in trainers else None
+    )
     if graphs is not None:
         results["modes"]["graph"]["captured_graphs"] = len(graphs.graphs)
     results["gankit"] = {k: results["modes"]["eager"][k] for k in ("ms_per_iter", "images_per_sec")}

@@ -50,15 +50,15 @@ def test_real_labels_belong_to_their_images_and_fake_labels_follow_the_seed(tmp_
     assert torch.equal(again[0], inputs.z) and torch.equal(again[1], inputs.fake_labels)
     assert inputs.fake_labels.dtype == torch.long and inputs.fake_labels.min() >= 0
     assert inputs.fake_labels.max() < 10
-    run.step += 1
+    run.iteration.run(inputs)  # the next step draws other labels
     assert not torch.equal(run.next_latents(inputs.real.shape[0])[1], inputs.fake_labels)
 
 
 def test_both_networks_see_the_labels(tmp_path, mnist_root):
     run = trainer(tmp_path, "train.steps=1")
     seen = {"G": [], "D": []}
-    run.g_module.register_forward_hook(lambda m, args, out: seen["G"].append(len(args)))
-    run.d_module.register_forward_hook(lambda m, args, out: seen["D"].append(len(args)))
+    run.parts.g_module.register_forward_hook(lambda m, args, out: seen["G"].append(len(args)))
+    run.parts.d_module.register_forward_hook(lambda m, args, out: seen["D"].append(len(args)))
     run.train_step(*run.next_inputs(run.batches()))
     assert seen["G"] and set(seen["G"]) == {2} and seen["D"] and set(seen["D"]) == {2}
 
@@ -67,7 +67,7 @@ def test_the_grid_shows_one_class_per_row_and_the_export_keeps_its_classes(finis
     run_dir, run = finished
     assert torch.equal(run.fixed_labels.cpu(), grid_labels(20, 10))
     assert run.fixed_labels.view(-1).tolist()[:10] == [0] * 5 + [1] * 5  # 5 per row for 20
-    generator = run.sampling_generator.eval()
+    generator = run.parts.sampling_generator.eval()
     with torch.no_grad():
         expected = image_grid(generator(run.fixed_noise, run.fixed_labels))
     assert (iio.imread(run_dir / "samples" / "step_0000004.png") == expected).all()
@@ -75,7 +75,7 @@ def test_the_grid_shows_one_class_per_row_and_the_export_keeps_its_classes(finis
     config = json.loads((run_dir / "export" / "generator" / "config.json").read_text())
     assert loaded.num_classes == 10 and config["params"]["num_classes"] == 10
     sevens = loaded.sample(4, seed=0, labels=7)
-    assert torch.equal(sevens, run.g_module.sample(4, seed=0, labels=7))
+    assert torch.equal(sevens, run.parts.g_module.sample(4, seed=0, labels=7))
     assert not torch.equal(sevens, loaded.sample(4, seed=0, labels=1))
     with pytest.raises(ValueError, match="labels must lie in"):
         loaded.sample(2, labels=10)

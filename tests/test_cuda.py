@@ -32,7 +32,7 @@ def test_mixed_precision_trains_on_a_gpu(tmp_path, mnist_root, precision):
     for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         assert all(math.isfinite(record[k]) for k in ("d_loss", "g_loss")), record
-    assert next(trainer.g_module.parameters()).dtype == torch.float32
+    assert next(trainer.parts.g_module.parameters()).dtype == torch.float32
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
@@ -87,7 +87,7 @@ def fit(run_dir, *overrides: str, capture: bool = True) -> Trainer:
     common = [*TINY, "data.subset=256", "train.log_every=1", "train.sample_every=100"]
     trainer = Trainer(load_recipe(REFERENCE_RECIPE, [*common, *overrides, f"output_dir={run_dir}"]))
     if not capture:
-        trainer.graphs.capture = False
+        trainer.iteration.graphs.capture = False
     trainer.fit()
     return trainer
 
@@ -99,9 +99,9 @@ def logged_losses(run_dir) -> list[list[float]]:
 
 def trained_state(trainer: Trainer) -> dict[str, torch.Tensor]:
     """G, D (weights and BatchNorm statistics) and the EMA of G, by name."""
-    networks = {"G": trainer.g_module, "D": trainer.d_module}
-    if trainer.ema is not None:
-        networks["EMA"] = trainer.ema.module
+    networks = {"G": trainer.parts.g_module, "D": trainer.parts.d_module}
+    if trainer.parts.ema is not None:
+        networks["EMA"] = trainer.parts.ema.module
     return {
         f"{name}.{key}": value.float()
         for name, network in networks.items()
@@ -125,14 +125,16 @@ def test_cuda_graph_trains_like_eager(
 ):
     steps = "train.steps=10"
     graph = fit(tmp_path / "graph", steps, *GRAPH, *extra)
-    assert len(graph.graphs.graphs) == patterns
-    warmup = graph.graphs.warmup * patterns  # eager iterations before each pattern's capture
-    assert graph.graphs.replays == 10 - warmup
-    assert int(graph._device_step) == graph.step == 10
+    assert len(graph.iteration.graphs.graphs) == patterns
+    warmup = (
+        graph.iteration.graphs.warmup * patterns
+    )  # eager iterations before each pattern's capture
+    assert graph.iteration.graphs.replays == 10 - warmup
+    assert int(graph.iteration.device_step) == graph.step == 10
     # The same iterations without capture (same optimizer kernels and device-side rates):
     # weights, BatchNorm statistics and the EMA moved with the replays as they do eagerly.
     staged = fit(tmp_path / "staged", steps, *GRAPH, *extra, capture=False)
-    assert staged.graphs.replays == 0
+    assert staged.iteration.graphs.replays == 0
     torch.testing.assert_close(
         trained_state(graph), trained_state(staged), rtol=tolerance * 10, atol=tolerance
     )
@@ -164,8 +166,8 @@ def test_cuda_graph_run_resumes_where_it_stopped(tmp_path, mnist_root, determini
     fit(tmp_path / "resumed", "train.steps=4", *changing)
     resumed = fit(tmp_path / "resumed", "train.steps=12", *changing)
     # steps 4-11: each of the two patterns runs twice eagerly, then replays twice
-    assert resumed.graphs.replays == 4
-    lr = resumed.g_optimizer.param_groups[0]["lr"]
+    assert resumed.iteration.graphs.replays == 4
+    lr = resumed.parts.g_optimizer.param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor) and lr.device.type == "cuda"  # still read by replays
     torch.testing.assert_close(
         logged_losses(tmp_path / "resumed"),
@@ -196,4 +198,4 @@ def test_steady_state_steps_never_wait_for_the_gpu(tmp_path, mnist_root, mode):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
-    assert trainer.step == 20 and (mode == "eager") == (trainer.graphs is None)
+    assert trainer.step == 20 and (mode == "eager") == (trainer.iteration.graphs is None)

@@ -160,7 +160,7 @@ def test_two_processes_at_b_equal_one_process_at_2b(tmp_path, mnist_root, condit
             ],
         )
     )
-    start = {f"generator.{k}": v for k, v in initial.g_module.state_dict().items()}
+    start = {f"generator.{k}": v for k, v in initial.parts.g_module.state_dict().items()}
     assert any(not torch.equal(start[k], one[k]) for k in start)  # it trained
 
 
@@ -174,7 +174,7 @@ def test_gradient_accumulation_steps_both_networks_once_per_phase(tmp_path, mnis
     assert real.shape[0] == 32  # two micro-batches of 16
     trainer.train_step(real, trainer.next_noise(real.shape[0]))
     steps = lambda optimizer: {float(s["step"]) for s in optimizer.state.values()}  # noqa: E731
-    assert steps(trainer.d_optimizer) == {1.0} and steps(trainer.g_optimizer) == {2.0}
+    assert steps(trainer.parts.d_optimizer) == {1.0} and steps(trainer.parts.g_optimizer) == {2.0}
 
 
 def test_gradient_accumulation_equals_the_large_batch(tmp_path, mnist_root):
@@ -211,14 +211,14 @@ def test_sync_batch_norm_on_cpu_falls_back_with_a_message(tmp_path, mnist_root, 
     trainer = Trainer(recipe)
     assert "sync needs CUDA GPUs" in capsys.readouterr().err
     assert trainer.batch_norm == "broadcast"
-    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in trainer.g_module.modules())
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in trainer.parts.g_module.modules())
 
 
 def test_a_global_batch_is_split_over_processes_or_refused(tmp_path, mnist_root):
     whole = Trainer(
         load_recipe(REFERENCE_RECIPE, [*TINY, "data.global_batch=true", f"output_dir={tmp_path}"])
     )
-    assert whole.batch_size == 16  # one process: the global batch is its batch
+    assert whole.parts.batch_size == 16  # one process: the global batch is its batch
     result = subprocess.run(
         launch_command(
             ROOT / "scripts" / "train.py",

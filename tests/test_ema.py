@@ -54,12 +54,12 @@ def test_samples_and_export_use_the_average(tmp_path, mnist_root):
     config = json.loads((run_dir / "export" / "generator" / "config.json").read_text())
     assert config["ema"] is True
     exported = load_file(run_dir / "export" / "generator" / "model.safetensors")
-    average = trainer.ema.module.state_dict()
+    average = trainer.parts.ema.module.state_dict()
     assert all(torch.equal(exported[k], average[k]) for k in exported)
-    live = trainer.g_module.state_dict()
+    live = trainer.parts.g_module.state_dict()
     assert any(not torch.equal(exported[k], live[k]) for k in exported)
     with torch.no_grad():
-        expected = image_grid(trainer.ema.module.eval()(trainer.fixed_noise))
+        expected = image_grid(trainer.parts.ema.module.eval()(trainer.fixed_noise))
     import imageio.v3 as iio
 
     assert (iio.imread(run_dir / "samples" / "step_0000004.png") == expected).all()

@@ -49,7 +49,7 @@ def test_device_batches_follow_the_dataloader_order(tmp_path, mnist_root, condit
         for name, extra in (("loader", ()), ("device", ("perf.data_on_device=true",)))
     ]
     loader, device = (Trainer(load_recipe(REFERENCE_RECIPE, recipe)) for recipe in recipes)
-    assert device.device_batches is not None and loader.device_batches is None
+    assert device.parts.device_batches is not None and loader.parts.device_batches is None
     streams = [loader.batches(), device.batches()]
     for _ in range(9):  # two epochs of 4 batches, and into the third
         expected, got = (next(stream) for stream in streams)

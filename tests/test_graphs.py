@@ -11,10 +11,10 @@ from accelerate.state import AcceleratorState
 
 from gankit.errors import GankitError, RecipeError
 from gankit.graphs import IterationGraphs
+from gankit.iteration import Inputs
 from gankit.optim import keep_implementation, make_capturable
 from gankit.recipe import load_recipe
 from gankit.schedules import D_REGULARIZE, D_STEP, G_STEP
-from gankit.steps import Inputs
 from gankit.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
@@ -35,7 +35,7 @@ def run(tmp_path, name: str, steps: int, staged: bool) -> Trainer:
     recipe = load_recipe(REFERENCE_RECIPE, [*EVERYTHING, f"output_dir={tmp_path / name}"])
     trainer = Trainer(recipe)
     if staged:
-        trainer.graphs = IterationGraphs(trainer.run_phases, capture=False)
+        trainer.iteration.capture_graphs(capture=False)
     batches = trainer.batches()
     for _ in range(steps):
         trainer.train_step(*trainer.next_inputs(batches))
@@ -43,7 +43,11 @@ def run(tmp_path, name: str, steps: int, staged: bool) -> Trainer:
 
 
 def state(trainer: Trainer) -> dict[str, torch.Tensor]:
-    networks = {"G": trainer.g_module, "D": trainer.d_module, "EMA": trainer.ema.module}
+    networks = {
+        "G": trainer.parts.g_module,
+        "D": trainer.parts.d_module,
+        "EMA": trainer.parts.ema.module,
+    }
     return {
         f"{name}.{key}": value
         for name, network in networks.items()
@@ -56,7 +60,7 @@ def test_iterations_through_the_static_buffers_train_exactly_like_eager(
 ):
     eager = run(tmp_path, "eager", 6, staged=False)
     staged = run(tmp_path, "staged", 6, staged=True)
-    graphs = staged.graphs
+    graphs = staged.iteration.graphs
     regular, regularized = (D_STEP, G_STEP, G_STEP), (D_STEP, G_STEP, G_STEP, D_REGULARIZE)
     assert graphs.eager_runs == {regular: 3, regularized: 3} and graphs.replays == 0
     expected, got = state(eager), state(staged)
@@ -65,13 +69,21 @@ def test_iterations_through_the_static_buffers_train_exactly_like_eager(
         assert all(torch.equal(expected[key], got[key]) for key in expected), [
             key for key in expected if not torch.equal(expected[key], got[key])
         ]
-        assert torch.equal(eager._sums, staged._sums)
+        assert all(
+            torch.equal(eager.iteration.loss_sums[name], total)
+            for name, total in staged.iteration.loss_sums.items()
+        )
     else:  # CUDA: the staged iterations run on a side stream, with deterministic cuDNN
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(staged._sums, eager._sums, rtol=1e-4, atol=1e-5)
-    assert eager._counts == staged._counts
-    assert int(staged._device_step) == staged.step == 6
-    assert staged.g_optimizer.param_groups[0]["lr"] == eager.g_optimizer.param_groups[0]["lr"]
+        torch.testing.assert_close(
+            staged.iteration.loss_sums, eager.iteration.loss_sums, rtol=1e-4, atol=1e-5
+        )
+    assert eager.iteration.updates == staged.iteration.updates
+    assert int(staged.iteration.device_step) == staged.step == 6
+    assert (
+        staged.parts.g_optimizer.param_groups[0]["lr"]
+        == eager.parts.g_optimizer.param_groups[0]["lr"]
+    )
 
 
 def test_static_buffers_refuse_a_change_of_shape():
@@ -123,7 +135,7 @@ def test_without_a_gpu_cuda_graph_recipes_train_eagerly_and_say_so(
             REFERENCE_RECIPE, [*overrides, "perf.cuda_graph=true", f"output_dir={tmp_path / 'g'}"]
         )
     )
-    assert graph.graphs is None
+    assert graph.iteration.graphs is None
     assert "perf.cuda_graph needs one process on a CUDA GPU, but this runs on cpu" in (
         capsys.readouterr().err
     )
@@ -132,9 +144,11 @@ def test_without_a_gpu_cuda_graph_recipes_train_eagerly_and_say_so(
     eager.fit()
     assert all(
         torch.equal(a, b)
-        for a, b in zip(graph.g_module.parameters(), eager.g_module.parameters(), strict=True)
+        for a, b in zip(
+            graph.parts.g_module.parameters(), eager.parts.g_module.parameters(), strict=True
+        )
     )
-    assert not isinstance(graph.g_optimizer.param_groups[0]["lr"], torch.Tensor)
+    assert not isinstance(graph.parts.g_optimizer.param_groups[0]["lr"], torch.Tensor)
 
 
 def adam(lr: float = 0.1, **kwargs) -> torch.optim.Adam:
@@ -178,5 +192,5 @@ def test_resuming_with_fused_adam_switched_on_uses_it(tmp_path, mnist_root):
     )
     resumed.fit()
     assert resumed.step == 4
-    for optimizer in (resumed.g_optimizer, resumed.d_optimizer):
+    for optimizer in (resumed.parts.g_optimizer, resumed.parts.d_optimizer):
         assert optimizer.param_groups[0]["fused"] is True

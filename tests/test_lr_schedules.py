@@ -52,13 +52,13 @@ def test_each_network_follows_its_own_schedule_and_resumes(tmp_path, mnist_root)
         return trainer
 
     straight = run("straight", 8)
-    g_lr = straight.g_optimizer.param_groups[0]["lr"]
-    d_lr = straight.d_optimizer.param_groups[0]["lr"]
+    g_lr = straight.parts.g_optimizer.param_groups[0]["lr"]
+    d_lr = straight.parts.d_optimizer.param_groups[0]["lr"]
     assert g_lr == pytest.approx(0.0) and d_lr == pytest.approx(2e-4)  # decayed; warmed up
     run("resumed", 4)  # the schedule follows train.steps, so extending a run stretches it:
     resumed = run("resumed", 8)  # allowed, and here the same since both say 8 in the end
-    assert resumed.g_optimizer.param_groups[0]["lr"] == pytest.approx(g_lr)
-    assert resumed.d_optimizer.param_groups[0]["lr"] == pytest.approx(d_lr)
+    assert resumed.parts.g_optimizer.param_groups[0]["lr"] == pytest.approx(g_lr)
+    assert resumed.parts.d_optimizer.param_groups[0]["lr"] == pytest.approx(d_lr)
 
 
 def test_optimizer_settings_changed_on_resume_take_effect(tmp_path, mnist_root):
@@ -83,9 +83,12 @@ def test_optimizer_settings_changed_on_resume_take_effect(tmp_path, mnist_root):
         "optim.discriminator.weight_decay=0.01",
     ]
     trainer = run(6, *changed)
-    g_group, d_group = trainer.g_optimizer.param_groups[0], trainer.d_optimizer.param_groups[0]
+    g_group, d_group = (
+        trainer.parts.g_optimizer.param_groups[0],
+        trainer.parts.d_optimizer.param_groups[0],
+    )
     # after step 6, G's rate is the new base at 7/8 of its warm-up; later steps keep it up
     assert g_group["lr"] == pytest.approx(1e-3 * 7 / 8)
-    assert trainer.lr_schedules[0].base_lrs == [1e-3]
+    assert trainer.parts.lr_schedules[0].base_lrs == [1e-3]
     assert d_group["lr"] == 5e-4 and tuple(d_group["betas"]) == (0.0, 0.99)
     assert d_group["eps"] == 1e-6 and d_group["weight_decay"] == 0.01

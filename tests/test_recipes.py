@@ -77,7 +77,7 @@ def test_recipe_validates_and_trains(path: Path, tmp_path, mnist_root):
     ]
     trainer = Trainer(load_recipe(path, [*small, *models]))
     if recipe.generator.model_dump().get("num_classes"):
-        assert trainer.num_classes == num_classes(trainer.loader.dataset)
+        assert trainer.parts.num_classes == num_classes(trainer.parts.loader.dataset)
     trainer.fit()
     run_dir = tmp_path / "run"
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])

@@ -47,7 +47,7 @@ def test_a_lazy_penalty_adds_a_d_update_every_k_iterations(tmp_path, mnist_root)
     ]
     trainer = Trainer(load_recipe(REFERENCE_RECIPE, overrides))
     trainer.fit()
-    d_steps = {float(state["step"]) for state in trainer.d_optimizer.state.values()}
+    d_steps = {float(state["step"]) for state in trainer.parts.d_optimizer.state.values()}
     # one loss update per iteration and a penalty update every 2, for every parameter (the
     # output bias gets a zero penalty gradient, so DDP finds a gradient for each)
     assert d_steps == {4.0 + 2.0}

@@ -22,6 +22,7 @@ from gankit.checkpoint import CheckpointError, list_checkpoints, verify
 from gankit.divergence import DivergenceError
 from gankit.errors import GankitError
 from gankit.recipe import load_recipe
+from gankit.resume import RunState
 from gankit.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
@@ -261,7 +262,7 @@ def test_on_nan_skip_skips_the_update_and_finishes(tmp_path, mnist_root, nan_los
     )
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["skipped_updates"] == 1
-    assert all(torch.isfinite(p).all() for p in trainer.d_module.parameters())
+    assert all(torch.isfinite(p).all() for p in trainer.parts.d_module.parameters())
 
 
 def resumed(run_dir: Path, resume: str | Path, steps: int = 6) -> Trainer:
@@ -354,3 +355,39 @@ def test_a_checkpoint_past_train_steps_is_refused_and_the_run_left_alone(tmp_pat
     assert (run_dir / "recipe.yaml").read_text() == recipe_text  # still says 4 steps
     assert (run_dir / "metrics.jsonl").read_text() == metrics
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_0000004", "step_0000002"]
+
+
+def test_a_checkpoint_of_the_first_format_resumes_with_the_same_state(tmp_path, mnist_root):
+    lazy = ("regularizer={name: r1, every: 2}", "ema.decay=0.9", "train.log_every=5")
+    overrides = [*SMALL, "train.steps=3", *lazy]
+    trained = Trainer(load_recipe(REFERENCE_RECIPE, [*overrides, f"output_dir={tmp_path / 'a'}"]))
+    batches = trained.batches()
+    for _ in range(3):  # no log step: the counters hold three iterations
+        trained.iteration.run(trained.next_inputs(batches))
+    state = RunState(trained).state_dict()
+    iteration = state["iteration"]
+    # What the first format held: the counters as positions in one tensor and one list.
+    first_format = {
+        "step": iteration["step"],
+        "epoch": state["epoch"],
+        "batch_in_epoch": state["batch_in_epoch"],
+        "fixed_noise": state["fixed_noise"],
+        "loss_sums": torch.stack(list(iteration["loss_sums"].values())),
+        "loss_counts": list(iteration["updates"].values()),
+        "schedule": iteration["schedule"],
+        "wandb_run_id": None,
+        "ema": iteration["ema"],
+        "processes": 1,
+    }
+    assert list(iteration["loss_sums"]) == ["d_loss_real", "d_loss_fake", "g_loss", "d_penalty"]
+    assert iteration["updates"]["regularize"] == 1 and iteration["updates"]["generator"] == 6
+
+    fresh = Trainer(load_recipe(REFERENCE_RECIPE, [*overrides, f"output_dir={tmp_path / 'b'}"]))
+    RunState(fresh).load_state_dict(first_format)
+    loaded = fresh.iteration.state_dict()
+    assert loaded["step"] == 3 and loaded["updates"] == iteration["updates"]
+    for name, total in iteration["loss_sums"].items():
+        assert total != 0 and torch.equal(loaded["loss_sums"][name], total), name
+    for key, value in iteration["ema"].items():
+        assert torch.equal(loaded["ema"][key], value), key
+    assert (fresh.epoch, fresh.batch_in_epoch) == (trained.epoch, trained.batch_in_epoch)

@@ -19,7 +19,9 @@ def test_n_critic_gives_each_critic_update_its_own_batch():
     ]  # fmt: skip
 
 
-def test_an_n_critic_iteration_draws_fresh_batches_for_the_critic(tmp_path, mnist_root):
+def test_an_n_critic_iteration_draws_fresh_batches_for_the_critic(
+    tmp_path, mnist_root, monkeypatch
+):
     overrides = [
         *TINY,
         "schedule={name: n_critic, n_critic: 3}",
@@ -28,17 +30,17 @@ def test_an_n_critic_iteration_draws_fresh_batches_for_the_critic(tmp_path, mnis
     ]
     trainer = Trainer(load_recipe(REFERENCE_RECIPE, overrides))
     seen: list[torch.Tensor] = []
-    critic_loss = trainer._discriminator_loss
+    critic_loss = trainer.iteration.d_loss
 
     def recording(batch):
         seen.append(batch.real.clone())
         return critic_loss(batch)
 
-    trainer._discriminator_loss = recording
+    monkeypatch.setattr(trainer.iteration, "d_loss", recording)
     real, z, *_ = trainer.next_inputs(trainer.batches())
     assert real.shape[0] == 3 * 16 and z.shape[0] == 3 * 16
     trainer.train_step(real, z)
     assert len(seen) == 3 and all(batch.shape[0] == 16 for batch in seen)
     assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
     steps = lambda optimizer: {float(s["step"]) for s in optimizer.state.values()}  # noqa: E731
-    assert steps(trainer.d_optimizer) == {3.0} and steps(trainer.g_optimizer) == {1.0}
+    assert steps(trainer.parts.d_optimizer) == {3.0} and steps(trainer.parts.g_optimizer) == {1.0}

@@ -10,6 +10,7 @@ import sys
 
 import torch
 
+from gankit.iteration import Inputs
 from gankit.recipe import load_recipe
 from gankit.trainer import Trainer
 
@@ -29,26 +30,28 @@ def main() -> None:
     weights = torch.randn(28 * 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     seen: list[list[float]] = []
     noise: list[list[float]] = []
-    train_step = trainer.train_step
+    run = trainer.iteration.run
 
-    def recording_step(real: torch.Tensor, z: torch.Tensor, *labels: torch.Tensor | None) -> None:
-        seen.append(fingerprint(real, weights))
-        noise.append(z[:, 0].tolist())
-        train_step(real, z, *labels)
+    def recording_run(inputs: Inputs) -> None:
+        seen.append(fingerprint(inputs.real, weights))
+        noise.append(inputs.z[:, 0].tolist())
+        run(inputs)
 
-    trainer.train_step = recording_step
+    trainer.iteration.run = recording_run
     trainer.fit()
     report = {
         "process": trainer.accelerator.process_index,
         "processes": trainer.accelerator.num_processes,
         "seen": seen,
         "noise": noise,
-        "parameters": checksum([*trainer.g_module.parameters(), *trainer.d_module.parameters()]),
-        "buffers": checksum([*trainer.g_module.buffers(), *trainer.d_module.buffers()]),
+        "parameters": checksum(
+            [*trainer.parts.g_module.parameters(), *trainer.parts.d_module.parameters()]
+        ),
+        "buffers": checksum([*trainer.parts.g_module.buffers(), *trainer.parts.d_module.buffers()]),
         "fixed_noise": checksum([trainer.fixed_noise]),
     }
     if trainer.accelerator.is_main_process:
-        dataset = trainer.loader.dataset
+        dataset = trainer.parts.loader.dataset
         images = torch.stack([dataset[i][0] for i in range(len(dataset))])
         report["dataset"] = fingerprint(images, weights)
     with open(f"{out}.{report['process']}", "w") as handle:  # fit() closed the process group

@@ -1,0 +1,155 @@
+"""Everything a recipe builds, built once: data, networks, optimizers, loss, schedule,
+regularizer, EMA, learning-rate schedules and the evaluator, in one typed object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from gankit import fastpath, parallel, toy
+from gankit.data import image_shape as shape_of
+from gankit.data import num_classes as dataset_classes
+from gankit.ema import EMA
+from gankit.errors import GankitError
+from gankit.models.base import Generator, check_conditioning
+from gankit.optim import keep_implementation, lr_schedules, make_adam, make_capturable
+from gankit.recipe import RecipeBase
+from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
+from gankit.sizes import check_training_fits
+
+
+@dataclass
+class Parts:
+    """A recipe's components, prepared for Accelerate.
+
+    `generator` and `discriminator` are what runs the forward passes (DDP-wrapped with several
+    processes); `g_module` and `d_module` are the networks themselves.
+    """
+
+    dataset: Dataset
+    image_shape: tuple[int, ...]
+    num_classes: int
+    batch_size: int  # per process and micro-batch
+    loader: Any  # Accelerate's prepared DataLoader
+    device_batches: fastpath.DeviceBatches | None
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    g_module: Generator
+    d_module: torch.nn.Module
+    g_optimizer: Any  # Accelerate's prepared optimizers
+    d_optimizer: Any
+    lr_schedules: list[Any]
+    loss: Any
+    schedule: Any
+    regularizer: Any
+    ema: EMA | None
+    evaluator: Any
+    reference_points: torch.Tensor | None  # 2-D data: real points drawn under the samples
+
+    @property
+    def sampling_generator(self) -> Generator:
+        """The generator that samples, exports and metrics use: the EMA one if there is one."""
+        return self.ema.module if self.ema is not None else self.g_module
+
+
+def build_parts(
+    recipe: RecipeBase, accelerator: Accelerator, batch_norm: str, graphs: bool
+) -> Parts:
+    """Build and prepare every component of `recipe`, with the same initial weights on every
+    process. `graphs`: the optimizers must be capturable in a CUDA graph."""
+    batch_size = parallel.per_process_batch(recipe, accelerator.num_processes)
+    seed = recipe.train.seed
+    set_seed(seed)
+    dataset = DATASETS.build(recipe.data)
+    if recipe.data.subset is not None:
+        dataset = Subset(dataset, range(min(recipe.data.subset, len(dataset))))
+    image_shape = shape_of(dataset)
+    builds = {
+        "generator": lambda: GENERATORS.build(recipe.generator, image_shape=image_shape),
+        "discriminator": lambda: DISCRIMINATORS.build(
+            recipe.discriminator, image_shape=image_shape
+        ),
+    }
+    check_training_fits(builds, accelerator.device, recipe.name)
+    generator, discriminator = builds["generator"](), builds["discriminator"]()
+    if not isinstance(generator, Generator):
+        raise GankitError(
+            f"generator '{recipe.generator.name}' must subclass gankit.Generator "
+            "(it provides z_dim, noise and sample)"
+        )
+    num_classes = check_conditioning(generator, discriminator, dataset_classes(dataset))
+    if batch_norm == "sync" and accelerator.num_processes > 1:
+        generator, discriminator = parallel.use_sync_batch_norm(generator, discriminator)
+    pinned = parallel.uses_cuda()  # batches from pinned memory, copied without a wait
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size * recipe.train.grad_accumulation,
+        shuffle=True,
+        drop_last=True,
+        num_workers=recipe.data.num_workers,
+        persistent_workers=recipe.data.num_workers > 0,  # not restarted every epoch
+        pin_memory=pinned,
+    )
+    if len(loader) == 0:
+        raise GankitError(
+            f"a batch of {loader.batch_size} images per process (data.batch_size x "
+            f"train.grad_accumulation) is more than the dataset's {len(dataset)}; lower it"
+        )
+    perf = recipe.perf
+    fastpath.apply(perf, generator, discriminator)
+    g_optimizer = make_adam(generator.parameters(), recipe.optim.generator, perf.fused_adam)
+    d_optimizer = make_adam(discriminator.parameters(), recipe.optim.discriminator, perf.fused_adam)
+    prepared = accelerator.prepare(generator, discriminator, g_optimizer, d_optimizer, loader)
+    for optimizer in (g_optimizer, d_optimizer):
+        if graphs:
+            make_capturable(optimizer, accelerator.device)
+        keep_implementation(optimizer)
+    g_module = accelerator.unwrap_model(prepared[0])
+    toy_data = toy.toy_source(dataset)
+    return Parts(
+        dataset=dataset,
+        image_shape=image_shape,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        loader=prepared[4],
+        device_batches=fastpath.DeviceBatches(
+            dataset, loader.batch_size, seed, accelerator, labels=bool(num_classes)
+        )
+        if perf.data_on_device
+        else None,
+        generator=prepared[0],
+        discriminator=prepared[1],
+        g_module=g_module,
+        d_module=accelerator.unwrap_model(prepared[1]),
+        g_optimizer=prepared[2],
+        d_optimizer=prepared[3],
+        # stepped once per iteration (Accelerate would step a prepared one per process)
+        lr_schedules=lr_schedules(
+            {g_optimizer: recipe.optim.generator, d_optimizer: recipe.optim.discriminator},
+            recipe.train.steps,
+        ),
+        loss=LOSSES.build(recipe.loss),
+        schedule=SCHEDULES.build(recipe.schedule),
+        regularizer=REGULARIZERS.build(recipe.regularizer),
+        ema=EMA(g_module, recipe.ema.decay, recipe.ema.warmup) if recipe.ema.decay else None,
+        evaluator=_evaluator(recipe, image_shape, accelerator, toy_data),
+        reference_points=None if toy_data is None else toy_data.tensors[0][:2000],
+    )
+
+
+def _evaluator(
+    recipe: RecipeBase, image_shape: tuple[int, ...], accelerator: Accelerator, toy_data: Any
+) -> Any:
+    """What `eval.every` measures: mode coverage for 2-D toy data, else image metrics."""
+    if not recipe.eval.every:
+        return None
+    if toy_data is not None:
+        return toy.ToyEvaluator(toy_data, recipe.eval.n, recipe.train.seed, accelerator)
+    from gankit.evaluation import TrainingEvaluator  # torchmetrics only when evaluation is on
+
+    return TrainingEvaluator(recipe, image_shape, accelerator)
