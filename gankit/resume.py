@@ -41,8 +41,7 @@ class RunState:
         return {
             "format": self.FORMAT,
             "iteration": t.iteration.state_dict(),
-            "epoch": t.epoch,
-            "batch_in_epoch": t.batch_in_epoch,
+            **t.inputs.state_dict(),  # epoch, batch_in_epoch
             "fixed_noise": t.fixed_noise.cpu(),
             "wandb_run_id": t.wandb_run_id,
             "processes": t.accelerator.num_processes,
@@ -53,7 +52,7 @@ class RunState:
         if "format" not in state:  # written before the iteration kept its losses by name
             state = {**state, "iteration": _iteration_state_v1(state)}
         t.iteration.load_state_dict(state["iteration"])
-        t.epoch, t.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
+        t.inputs.load_state_dict(state)
         t.fixed_noise = state["fixed_noise"].to(t.accelerator.device)
         t.wandb_run_id = state["wandb_run_id"]
         if state.get("processes", t.accelerator.num_processes) != t.accelerator.num_processes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from gankit import parallel, runfolder, tracking
 from gankit.checkpoint import CheckpointManager, check_resume_folder
 from gankit.divergence import check_weights
 from gankit.export import save_model
+from gankit.inputs import InputStream
 from gankit.iteration import Inputs, Iteration
 from gankit.models.base import grid_labels, sample_noise
 from gankit.parts import build_parts
@@ -86,8 +86,9 @@ class Trainer:
         self.fixed_labels = (
             grid_labels(n_samples, parts.num_classes).to(device) if parts.num_classes else None
         )
-        self.noise_rng = torch.Generator(device)
-        self.epoch = self.batch_in_epoch = 0
+        self.inputs = InputStream(
+            parts, self.accelerator, recipe.train.seed, self.iteration.batches_per_step
+        )
         self.wandb_run_id: str | None = None
         self.reporter = Reporter(self.accelerator, self.run_dir, parts.reference_points)
         self.metrics = self.reporter.metrics
@@ -118,61 +119,6 @@ class Trainer:
     ) -> None:
         """One iteration on these tensors (see `Iteration.run`)."""
         self.iteration.run(Inputs(real, z, real_labels, fake_labels))
-
-    # ---- the loop ------------------------------------------------------------------------
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Real images and their labels (None unless the models are class-conditional)
-        forever: each epoch's order is fixed by the seed and the epoch, and a resumed run skips
-        the batches its epoch already used."""
-        while True:
-            if self.parts.device_batches is not None:
-                epoch = self.parts.device_batches.epoch(self.epoch, start=self.batch_in_epoch)
-            else:
-                loader = self.parts.loader
-                loader.set_epoch(self.epoch)
-                if self.batch_in_epoch:
-                    loader = self.accelerator.skip_first_batches(loader, self.batch_in_epoch)
-                epoch = (self._split_batch(batch) for batch in loader)
-            for batch in epoch:
-                self.batch_in_epoch += 1
-                yield batch
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-
-    def _split_batch(
-        self, batch: torch.Tensor | list[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not isinstance(batch, list | tuple):
-            return batch, None
-        return batch[0], batch[1].long() if self.parts.num_classes else None
-
-    def next_inputs(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor | None]]) -> Inputs:
-        """The real images (and labels), noise (and labels to generate) of the coming
-        iteration: all the schedule's batches."""
-        drawn = [next(batches) for _ in range(self.iteration.batches_per_step)]
-        images, labels = zip(*drawn, strict=True)
-        real = images[0] if len(images) == 1 else torch.cat(images)
-        real_labels = None if labels[0] is None else torch.cat(labels)
-        z, fake_labels = self.next_latents(real.shape[0])
-        return Inputs(real, z, real_labels, fake_labels)
-
-    def next_noise(self, n: int) -> torch.Tensor:
-        """This process's `n` rows of the coming step's global noise (see `next_latents`)."""
-        return self.next_latents(n)[0]
-
-    def next_latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This process's `n` rows of the coming step's global noise, and of the labels to
-        generate (None for unconditional models).
-
-        Both depend only on the seed and the step, so a resumed run, or one on another number
-        of processes, draws the same noise for the same images.
-        """
-        self.noise_rng.manual_seed(parallel.noise_seed(self.recipe.train.seed, self.step))
-        rows = n * self.accelerator.num_processes
-        mine = parallel.noise_slice(self.accelerator, n)
-        generator = self.parts.g_module
-        z = generator.sample_noise(rows, generator=self.noise_rng)[mine]
-        labels = generator.sample_labels(rows, generator=self.noise_rng)
-        return z, None if labels is None else labels[mine]
 
     def fit(self) -> int:
         """Train (or resume) to `train.steps`; returns the exit code: 0, or 130 after Ctrl-C.
@@ -207,10 +153,10 @@ class Trainer:
             unit="it",
         )
         window_start, window_steps = time.perf_counter(), 0
-        batches = self.batches()
+        batches = self.inputs.batches()
         with StopRequest() as stop:
             while self.step < train.steps:
-                self.iteration.run(self.next_inputs(batches))
+                self.iteration.run(self.inputs.next(batches, self.step))
                 window_steps += 1
                 progress.update(1)
                 last = self.step == train.steps

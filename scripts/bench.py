@@ -152,10 +152,10 @@ def figures(seconds: list[float], batch: int) -> dict[str, float]:
 
 
 def gankit_step(trainer: Trainer):
-    batches = trainer.batches()
+    batches = trainer.inputs.batches()
 
     def step() -> None:
-        trainer.iteration.run(trainer.next_inputs(batches))
+        trainer.iteration.run(trainer.inputs.next(batches, trainer.step))
 
     return step
 

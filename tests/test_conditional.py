@@ -41,17 +41,19 @@ def test_real_labels_belong_to_their_images_and_fake_labels_follow_the_seed(tmp_
     run = trainer(tmp_path, "train.steps=4")
     dataset = gankit.data.mnist(TINY[0].split("=", 1)[1], download=False)
     images, labels = dataset.tensors[0][:64], dataset.tensors[1][:64]
-    inputs = run.next_inputs(run.batches())
+    inputs = run.inputs.next(run.inputs.batches(), run.step)
     assert inputs.real_labels is not None and inputs.fake_labels is not None
     for image, label in zip(inputs.real, inputs.real_labels, strict=True):
         (index,) = [i for i in range(64) if torch.equal(images[i], image)][:1]
         assert labels[index] == label
-    again = run.next_latents(inputs.real.shape[0])
+    again = run.inputs.latents(inputs.real.shape[0], run.step)
     assert torch.equal(again[0], inputs.z) and torch.equal(again[1], inputs.fake_labels)
     assert inputs.fake_labels.dtype == torch.long and inputs.fake_labels.min() >= 0
     assert inputs.fake_labels.max() < 10
     run.iteration.run(inputs)  # the next step draws other labels
-    assert not torch.equal(run.next_latents(inputs.real.shape[0])[1], inputs.fake_labels)
+    assert not torch.equal(
+        run.inputs.latents(inputs.real.shape[0], run.step)[1], inputs.fake_labels
+    )
 
 
 def test_both_networks_see_the_labels(tmp_path, mnist_root):
@@ -59,7 +61,7 @@ def test_both_networks_see_the_labels(tmp_path, mnist_root):
     seen = {"G": [], "D": []}
     run.parts.g_module.register_forward_hook(lambda m, args, out: seen["G"].append(len(args)))
     run.parts.d_module.register_forward_hook(lambda m, args, out: seen["D"].append(len(args)))
-    run.train_step(*run.next_inputs(run.batches()))
+    run.train_step(*run.inputs.next(run.inputs.batches(), run.step))
     assert seen["G"] and set(seen["G"]) == {2} and seen["D"] and set(seen["D"]) == {2}
 
 

@@ -187,14 +187,14 @@ def test_steady_state_steps_never_wait_for_the_gpu(tmp_path, mnist_root, mode):
     trainer = Trainer(
         load_recipe(REFERENCE_RECIPE, [*overrides, *(GRAPH if mode == "graph" else FAST)])
     )
-    batches = trainer.batches()
+    batches = trainer.inputs.batches()
     for _ in range(4):  # warm-up (and capture): they may synchronise
-        trainer.train_step(*trainer.next_inputs(batches))
+        trainer.train_step(*trainer.inputs.next(batches, trainer.step))
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any host synchronisation now raises
     try:
         for _ in range(16):
-            trainer.train_step(*trainer.next_inputs(batches))
+            trainer.train_step(*trainer.inputs.next(batches, trainer.step))
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()

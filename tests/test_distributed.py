@@ -170,9 +170,9 @@ def test_gradient_accumulation_steps_both_networks_once_per_phase(tmp_path, mnis
         [*TINY, "train.grad_accumulation=2", "train.steps=1", f"output_dir={tmp_path}"],
     )
     trainer = Trainer(recipe)
-    real, _ = next(trainer.batches())
+    real, _ = next(trainer.inputs.batches())
     assert real.shape[0] == 32  # two micro-batches of 16
-    trainer.train_step(real, trainer.next_noise(real.shape[0]))
+    trainer.train_step(real, trainer.inputs.latents(real.shape[0], trainer.step)[0])
     steps = lambda optimizer: {float(s["step"]) for s in optimizer.state.values()}  # noqa: E731
     assert steps(trainer.parts.d_optimizer) == {1.0} and steps(trainer.parts.g_optimizer) == {2.0}
 

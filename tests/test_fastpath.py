@@ -50,14 +50,14 @@ def test_device_batches_follow_the_dataloader_order(tmp_path, mnist_root, condit
     ]
     loader, device = (Trainer(load_recipe(REFERENCE_RECIPE, recipe)) for recipe in recipes)
     assert device.parts.device_batches is not None and loader.parts.device_batches is None
-    streams = [loader.batches(), device.batches()]
+    streams = [loader.inputs.batches(), device.inputs.batches()]
     for _ in range(9):  # two epochs of 4 batches, and into the third
         expected, got = (next(stream) for stream in streams)
         assert_same_batch(expected, got)
         assert (expected[1] is not None) == conditional
-    device.epoch, device.batch_in_epoch = 1, 2  # as a resumed run would be
-    loader.epoch, loader.batch_in_epoch = 1, 2
-    assert_same_batch(next(loader.batches()), next(device.batches()))
+    device.inputs.load_state_dict({"epoch": 1, "batch_in_epoch": 2})  # as a resumed run would
+    loader.inputs.load_state_dict({"epoch": 1, "batch_in_epoch": 2})
+    assert_same_batch(next(loader.inputs.batches()), next(device.inputs.batches()))
 
 
 def test_data_on_device_trains_the_same_weights(tmp_path, mnist_root):

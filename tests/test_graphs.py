@@ -36,9 +36,9 @@ def run(tmp_path, name: str, steps: int, staged: bool) -> Trainer:
     trainer = Trainer(recipe)
     if staged:
         trainer.iteration.capture_graphs(capture=False)
-    batches = trainer.batches()
+    batches = trainer.inputs.batches()
     for _ in range(steps):
-        trainer.train_step(*trainer.next_inputs(batches))
+        trainer.train_step(*trainer.inputs.next(batches, trainer.step))
     return trainer
 
 

@@ -282,7 +282,9 @@ def test_resume_from_an_explicit_checkpoint_folder(tmp_path, mnist_root):
     in_process(run_dir, "train.steps=6", "train.checkpoint_every=2")
     branch_a = verify(run_dir / "checkpoints" / "step_0000006")  # its manifest: file hashes
     trainer = resumed(run_dir, list_checkpoints(run_dir)[1])  # back to step 4
-    assert trainer.step == 4 and trainer.epoch * 4 + trainer.batch_in_epoch == 4  # 4 an epoch
+    assert (
+        trainer.step == 4 and trainer.inputs.epoch * 4 + trainer.inputs.batch_in_epoch == 4
+    )  # 4 an epoch
     # the abandoned step-6 checkpoint is set aside, where `auto` does not pick it up later
     assert names(list_checkpoints(run_dir)) == ["step_0000004", "step_0000002"]
     aside = run_dir / "checkpoints" / "abandoned" / "branch_001" / "step_0000006"
@@ -361,9 +363,9 @@ def test_a_checkpoint_of_the_first_format_resumes_with_the_same_state(tmp_path, 
     lazy = ("regularizer={name: r1, every: 2}", "ema.decay=0.9", "train.log_every=5")
     overrides = [*SMALL, "train.steps=3", *lazy]
     trained = Trainer(load_recipe(REFERENCE_RECIPE, [*overrides, f"output_dir={tmp_path / 'a'}"]))
-    batches = trained.batches()
+    batches = trained.inputs.batches()
     for _ in range(3):  # no log step: the counters hold three iterations
-        trained.iteration.run(trained.next_inputs(batches))
+        trained.iteration.run(trained.inputs.next(batches, trained.step))
     state = RunState(trained).state_dict()
     iteration = state["iteration"]
     # What the first format held: the counters as positions in one tensor and one list.
@@ -390,4 +392,7 @@ def test_a_checkpoint_of_the_first_format_resumes_with_the_same_state(tmp_path, 
         assert total != 0 and torch.equal(loaded["loss_sums"][name], total), name
     for key, value in iteration["ema"].items():
         assert torch.equal(loaded["ema"][key], value), key
-    assert (fresh.epoch, fresh.batch_in_epoch) == (trained.epoch, trained.batch_in_epoch)
+    assert (fresh.inputs.epoch, fresh.inputs.batch_in_epoch) == (
+        trained.inputs.epoch,
+        trained.inputs.batch_in_epoch,
+    )

@@ -37,7 +37,7 @@ def test_an_n_critic_iteration_draws_fresh_batches_for_the_critic(
         return critic_loss(batch)
 
     monkeypatch.setattr(trainer.iteration, "d_loss", recording)
-    real, z, *_ = trainer.next_inputs(trainer.batches())
+    real, z, *_ = trainer.inputs.next(trainer.inputs.batches(), trainer.step)
     assert real.shape[0] == 3 * 16 and z.shape[0] == 3 * 16
     trainer.train_step(real, z)
     assert len(seen) == 3 and all(batch.shape[0] == 16 for batch in seen)

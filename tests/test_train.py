@@ -186,7 +186,7 @@ def adam_steps(optimizer: torch.optim.Optimizer) -> set[float]:
 
 
 def test_one_iteration_is_one_d_update_then_two_g_updates(tiny_trainer):
-    real, _ = next(tiny_trainer.batches())
+    real, _ = next(tiny_trainer.inputs.batches())
     z = tiny_trainer.parts.g_module.sample_noise(real.shape[0])
     tiny_trainer.train_step(real, z)
     assert adam_steps(tiny_trainer.parts.d_optimizer) == {1.0}
@@ -198,7 +198,7 @@ def test_a_generator_step_leaves_the_discriminator_weights_and_grads_alone(tiny_
     discriminator, generator = tiny_trainer.parts.d_module, tiny_trainer.parts.g_module
     d_before = {k: v.clone() for k, v in discriminator.named_parameters()}
     g_before = {k: v.clone() for k, v in generator.named_parameters()}
-    real, _ = next(tiny_trainer.batches())
+    real, _ = next(tiny_trainer.inputs.batches())
     z = generator.sample_noise(real.shape[0])
     tiny_trainer.iteration.run_phases(Inputs(real, z), (G_STEP, G_STEP))  # two G updates only
     for name, parameter in discriminator.named_parameters():
@@ -212,6 +212,6 @@ def test_parameters_a_discriminator_froze_itself_stay_frozen(tiny_trainer):
     bias = tiny_trainer.parts.d_module.classify.bias
     bias.requires_grad_(False)
     before = bias.clone()
-    real, _ = next(tiny_trainer.batches())
-    tiny_trainer.train_step(real, tiny_trainer.next_noise(real.shape[0]))
+    real, _ = next(tiny_trainer.inputs.batches())
+    tiny_trainer.train_step(real, tiny_trainer.inputs.latents(real.shape[0], tiny_trainer.step)[0])
     assert not bias.requires_grad and torch.equal(bias, before)
