@@ -39,28 +39,14 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
+    from gankit.listing import markdown, plain
     from gankit.registry import REGISTRIES, load_plugins
 
     load_plugins()
     names = {name for r in REGISTRIES.values() for name in (r.section, r.kind, r.plural)}
     if args.kind and args.kind not in names:
         raise GankitError(f"unknown kind {args.kind!r}; use one of {', '.join(REGISTRIES)}")
-    for section, registry in REGISTRIES.items():
-        if args.kind and args.kind not in (section, registry.kind, registry.plural):
-            continue
-        print(f"{registry.plural} ({section}.name):")
-        for entry in registry:
-            print(f"  {entry.name:<16} {entry.summary}")
-            for field_name, field in entry.params.model_fields.items():
-                annotation = (
-                    field.annotation.__name__
-                    if isinstance(field.annotation, type)
-                    else str(field.annotation).replace("typing.", "")
-                )
-                default = "required" if field.is_required() else f"= {field.get_default()!r}"
-                described = f"  # {field.description}" if field.description else ""
-                print(f"      {field_name}: {annotation} {default}{described}")
-        print()
+    print((markdown if args.markdown else plain)(args.kind), end="")
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -185,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list registered components and their parameters")
     listing.add_argument("kind", nargs="?", help="only this kind, e.g. generator or loss")
+    listing.add_argument(
+        "--markdown", action="store_true", help="as README's table of built-in components"
+    )
     listing.set_defaults(run=_list)
 
     sample = commands.add_parser(

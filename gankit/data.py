@@ -9,10 +9,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from gankit.errors import DatasetError
@@ -85,21 +85,6 @@ CIFAR100_SOURCE = TorchvisionSource(
 )
 
 
-class TorchvisionParams(BaseModel):
-    """Where a torchvision dataset lives, whether it may be downloaded, and the image size."""
-
-    model_config = ConfigDict(extra="forbid")
-    root: str = Field(
-        "data",
-        description="folder holding the torchvision folder (MNIST/raw/, cifar-10-batches-py/...)",
-    )
-    download: bool = Field(True, description="download the files when they are missing")
-    split: Literal["train", "test"] = Field("train", description="train or test split")
-    size: int | None = Field(
-        None, gt=0, description="resize to size x size (bilinear, antialiased); none: native"
-    )
-
-
 def _register_torchvision(
     name: str,
     source: TorchvisionSource,
@@ -109,10 +94,23 @@ def _register_torchvision(
     """Register a torchvision dataset under `name`, loaded whole into memory (see `_in_memory`)."""
 
     def load(
-        root: str = "data",
-        download: bool = True,
-        split: Literal["train", "test"] = "train",
-        size: int | None = None,
+        root: Annotated[
+            str,
+            Field(
+                description="folder holding the torchvision folder "
+                "(MNIST/raw/, cifar-10-batches-py/...)"
+            ),
+        ] = "data",
+        download: Annotated[
+            bool, Field(description="download the files when they are missing")
+        ] = True,
+        split: Annotated[
+            Literal["train", "test"], Field(description="train or test split")
+        ] = "train",
+        size: Annotated[
+            int | None,
+            Field(gt=0, description="resize to size x size (bilinear, antialiased); none: native"),
+        ] = None,
     ) -> TensorDataset:
         dataset = _open_torchvision(source, root, download, split)
         images = dataset.data
@@ -121,7 +119,7 @@ def _register_torchvision(
 
     load.__name__ = load.__qualname__ = name
     load.__doc__ = summary
-    return DATASETS.register(name, params=TorchvisionParams)(load)
+    return DATASETS.register(name)(load)
 
 
 mnist = _register_torchvision(
@@ -237,27 +235,23 @@ def _in_memory(
     return dataset
 
 
-class ImageFolderParams(BaseModel):
-    """A folder of image files, with class subfolders or without."""
-
-    model_config = ConfigDict(extra="forbid")
-    root: str = Field(
-        description="folder of images: one subfolder per class, or the images directly in it"
-    )
-    size: int = Field(gt=0, description="images come out size x size")
-    channels: Literal[1, 3] = Field(3, description="1: greyscale, 3: RGB")
-    crop: Literal["center", "stretch"] = Field(
-        "center",
-        description="center: short side to size, then the central square; stretch: to size x size",
-    )
-
-
-@DATASETS.register("image_folder", params=ImageFolderParams)
+@DATASETS.register("image_folder")
 def image_folder(
-    root: str,
-    size: int,
-    channels: Literal[1, 3] = 3,
-    crop: Literal["center", "stretch"] = "center",
+    root: Annotated[
+        str,
+        Field(
+            description="folder of images: one subfolder per class, or the images directly in it"
+        ),
+    ],
+    size: Annotated[int, Field(gt=0, description="images come out size x size")],
+    channels: Annotated[Literal[1, 3], Field(description="1: greyscale, 3: RGB")] = 3,
+    crop: Annotated[
+        Literal["center", "stretch"],
+        Field(
+            description="center: short side to size, then the central square; "
+            "stretch: to size x size"
+        ),
+    ] = "center",
 ) -> ImageFolderDataset:
     """Image files from a folder, decoded per item; subfolders are classes."""
     return ImageFolderDataset(root, size, channels=channels, crop=crop)

@@ -16,14 +16,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from gankit.errors import RecipeError, cut, did_you_mean, shown
+from gankit.params import boolean_for_number
 from gankit.recipe_file import RecipeLoader, check_bounds, parse_override_value, read_recipe_file
 from gankit.registry import REGISTRIES, Entry, Registry, load_plugins
 from gankit.sections import (
     AdamParams,
     EMASection,
     EvalSection,
+    FiniteInside,
     LoaderFields,
-    NumbersAreNumbers,
     OptimSection,
     PerfSection,
     RecipeBase,
@@ -109,7 +110,7 @@ def section_model(registry: Registry, entry: Entry) -> type[BaseModel]:
     bases = (
         entry.params,
         *([SECTION_FIELDS[registry.section]] if registry.section in SECTION_FIELDS else []),
-        NumbersAreNumbers,  # for components' own params too, plugins' included
+        FiniteInside,  # for components' own params too, plugins' included
     )
     namespace = {
         "__annotations__": {"name": Literal[entry.name]},  # type: ignore[valid-type]
@@ -249,6 +250,8 @@ def _describe(
             message = f"unknown key {path}{hint} valid keys here: {', '.join(valid)}"
     elif kind == "missing":
         message = f"{path} is required but missing"
+    elif boolean := boolean_for_number(problem):
+        message = f"{path} {boolean}"
     elif kind == "value_error":  # a validator's own sentence, without pydantic's prefix
         error = problem["ctx"]["error"]
         message = f"{path}: {error}" if path else str(error)  # a whole-recipe check names its keys

@@ -1,12 +1,15 @@
 """Registries of named components, and the plugin loader that fills them from other packages.
 
-A component is a class or function registered with a pydantic model of its parameters:
+A component is a class or function whose signature declares its parameters (see `params.py`):
 
-    @GENERATORS.register("dcgan28", params=DCGAN28Params)
-    class DCGAN28Generator(Generator): ...
+    @GENERATORS.register("dcgan28")
+    class DCGAN28Generator(Generator):
+        def __init__(self, *, width: Annotated[int, Field(gt=0)] = 64, image_shape=...): ...
 
 `Registry.build(spec, **runtime)` validates the parameters and calls the component with them plus
-runtime facts the recipe should not repeat (for example the dataset's image shape).
+runtime facts the recipe should not repeat (for example the dataset's image shape): the names in
+`Registry.runtime`, which are not parameters. A pydantic model given as `register(params=...)`
+replaces the signature as the source of the parameters.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import importlib.metadata
 import inspect
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gankit.errors import PluginError, RegistryError, did_you_mean, shown
+from gankit.params import boolean_for_number, params_from_signature, refuse_booleans
 
 PLUGIN_GROUP = "gankit.plugins"
 NO_PLUGINS_ENV = "GANKIT_NO_PLUGINS"
@@ -62,9 +66,10 @@ def _origin(obj: Any) -> str:
 class Registry:
     """Named components of one kind (generator, loss, ...), looked up by recipes and exports."""
 
-    def __init__(self, kind: str, section: str) -> None:
+    def __init__(self, kind: str, section: str, runtime: Iterable[str] = ()) -> None:
         self.kind = kind  # what one entry is, in messages: "generator"
         self.section = section  # the recipe key that picks one: "generator"
+        self.runtime = tuple(runtime)  # what build() is given besides the params: "image_shape"
         self._entries: dict[str, Entry] = {}
 
     @property
@@ -73,11 +78,22 @@ class Registry:
         return self.kind + ("es" if self.kind.endswith("s") else "s")
 
     def register(
-        self, name: str, *, params: type[BaseModel] | None = None
+        self,
+        name: str,
+        *,
+        params: type[BaseModel] | None = None,
+        runtime: Iterable[str] = (),
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator that registers a class or function under `name` with its params model."""
+        """Decorator that registers a class or function under `name`.
+
+        Its params model is read from its signature: every parameter but `*args`, `**kwargs`,
+        the registry's `runtime` names and those in `runtime` here (passed to `build` by its
+        caller). A pydantic model given as `params` is used instead. Either way, the model's
+        numbers refuse booleans.
+        """
         if params is not None and not (isinstance(params, type) and issubclass(params, BaseModel)):
             raise TypeError(f"params for {self.kind} '{name}' must be a pydantic BaseModel class")
+        skipped = {*self.runtime, *runtime}
 
         def decorator(obj: Callable[..., Any]) -> Callable[..., Any]:
             origin = _origin(obj)
@@ -86,7 +102,11 @@ class Registry:
                     f"{self.kind} '{name}' is registered twice: first by "
                     f"{self._entries[name].origin}, again by {origin}. Rename one of them."
                 )
-            self._entries[name] = Entry(name, obj, params or NoParams, origin)
+            if params is not None:
+                model = refuse_booleans(params)
+            else:
+                model = params_from_signature(obj, skipped)
+            self._entries[name] = Entry(name, obj, model or NoParams, origin)
             return obj
 
         return decorator
@@ -152,9 +172,7 @@ class Registry:
         try:
             params = entry.params.model_validate(raw)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{self.section}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
-            )
+            problems = "; ".join(_problem(self.section, e) for e in error.errors())
             raise RegistryError(
                 f"bad parameters for {self.kind} '{entry.name}': {problems}"
             ) from None
@@ -172,12 +190,18 @@ class Registry:
         return built
 
 
+def _problem(section: str, error: Mapping[str, Any]) -> str:
+    path = ".".join(map(str, (section, *error["loc"])))
+    boolean = boolean_for_number(error)
+    return f"{path} {boolean}" if boolean else f"{path}: {error['msg']}"
+
+
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-GENERATORS = Registry("generator", "generator")
-DISCRIMINATORS = Registry("discriminator", "discriminator")
+GENERATORS = Registry("generator", "generator", runtime=("image_shape",))
+DISCRIMINATORS = Registry("discriminator", "discriminator", runtime=("image_shape",))
 LOSSES = Registry("loss", "loss")
 SCHEDULES = Registry("schedule", "schedule")
 DATASETS = Registry("dataset", "data")

@@ -8,21 +8,14 @@ iterations, multiplied by `every` so that its average strength does not depend o
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gankit.registry import REGULARIZERS
 
 Discriminator = Callable[[torch.Tensor], torch.Tensor]
-
-
-class LazyParams(BaseModel):
-    """How often and how strongly to regularize."""
-
-    model_config = ConfigDict(extra="forbid")
-    weight: float = Field(10.0, gt=0, description="penalty weight (R1: gamma)")
-    every: int = Field(1, gt=0, description="iterations between penalty updates (lazy: 16)")
 
 
 def _input_gradient_norms(
@@ -44,12 +37,22 @@ class NoRegularizer:
     every = 0
 
 
-@REGULARIZERS.register("r1", params=LazyParams)
-class R1Penalty:
-    """R1 (Mescheder et al. 2018): weight / 2 * E ||grad_x D(x)||^2 on real images."""
+class LazyPenalty:
+    """A penalty of some weight, applied every `every` iterations."""
 
-    def __init__(self, weight: float = 10.0, every: int = 1) -> None:
+    def __init__(
+        self,
+        weight: Annotated[float, Field(gt=0, description="penalty weight (R1: gamma)")] = 10.0,
+        every: Annotated[
+            int, Field(gt=0, description="iterations between penalty updates (lazy: 16)")
+        ] = 1,
+    ) -> None:
         self.weight, self.every = weight, every
+
+
+@REGULARIZERS.register("r1")
+class R1Penalty(LazyPenalty):
+    """R1 (Mescheder et al. 2018): weight / 2 * E ||grad_x D(x)||^2 on real images."""
 
     def penalty(
         self, discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor
@@ -58,13 +61,12 @@ class R1Penalty:
         return self.weight / 2 * norms.square().mean() + zero
 
 
-@REGULARIZERS.register("gradient_penalty", params=LazyParams)
-class GradientPenalty:
-    """WGAN-GP (Gulrajani et al. 2017): weight * E (||grad D(x_hat)|| - 1)^2, with x_hat
-    random points between real and fake images."""
+@REGULARIZERS.register("gradient_penalty")
+class GradientPenalty(LazyPenalty):
+    """WGAN-GP (Gulrajani et al. 2017): weight * E (||grad D(x_hat)|| - 1)^2.
 
-    def __init__(self, weight: float = 10.0, every: int = 1) -> None:
-        self.weight, self.every = weight, every
+    x_hat are random points between real and fake images.
+    """
 
     def penalty(
         self, discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor

@@ -8,9 +8,9 @@ reference recipe.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gankit.registry import SCHEDULES
 
@@ -59,34 +59,30 @@ class FixedSchedule:
         pass
 
 
-class AlternatingParams(BaseModel):
-    """Parameters of the alternating schedule."""
-
-    model_config = ConfigDict(extra="forbid")
-    d_steps: int = Field(1, ge=1, description="discriminator updates per iteration")
-    g_steps: int = Field(1, ge=1, description="generator updates per iteration, after D's")
-
-
-@SCHEDULES.register("alternating", params=AlternatingParams)
+@SCHEDULES.register("alternating")
 class AlternatingSchedule(FixedSchedule):
     """`d_steps` D updates, then `g_steps` G updates, every iteration (reference: 1 and 2)."""
 
-    def __init__(self, d_steps: int = 1, g_steps: int = 1) -> None:
+    def __init__(
+        self,
+        d_steps: Annotated[int, Field(ge=1, description="discriminator updates per iteration")] = 1,
+        g_steps: Annotated[
+            int, Field(ge=1, description="generator updates per iteration, after D's")
+        ] = 1,
+    ) -> None:
         self._phases = (D_STEP,) * d_steps + (G_STEP,) * g_steps
 
 
-class NCriticParams(BaseModel):
-    """Parameters of the n-critic schedule."""
-
-    model_config = ConfigDict(extra="forbid")
-    n_critic: int = Field(5, ge=1, description="critic updates per generator update")
-
-
-@SCHEDULES.register("n_critic", params=NCriticParams)
+@SCHEDULES.register("n_critic")
 class NCriticSchedule(FixedSchedule):
     """`n_critic` D updates, each on a fresh batch and fresh noise, then one G update (WGAN)."""
 
-    def __init__(self, n_critic: int = 5) -> None:
+    def __init__(
+        self,
+        n_critic: Annotated[
+            int, Field(ge=1, description="critic updates per generator update")
+        ] = 5,
+    ) -> None:
         self.batches_per_step = n_critic
         self._phases = (
             *(Phase("discriminator", batch=index) for index in range(n_critic)),

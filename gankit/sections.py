@@ -7,9 +7,8 @@ these are the same for every recipe. Cross-section rules are checked in `RecipeB
 from __future__ import annotations
 
 import math
-import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -20,61 +19,12 @@ from pydantic import (
     model_validator,
 )
 
-from gankit.errors import cut
+from gankit.params import refuse_booleans
 
 
-def takes_numbers_not_booleans(annotation: Any) -> bool:
-    """Whether a field of this type takes numbers (int, float, numeric literals, optional or
-    constrained ones) but not booleans."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Annotated:
-        return takes_numbers_not_booleans(args[0])
-    if origin is Literal:
-        return not any(isinstance(v, bool) for v in args) and any(
-            isinstance(v, int | float) for v in args
-        )
-    if origin in (Union, types.UnionType):
-        return bool not in args and any(takes_numbers_not_booleans(a) for a in args)
-    return annotation in (int, float)
-
-
-def misread_boolean(annotation: Any, value: Any) -> bool:
-    """Whether pydantic would read a boolean in `value` as a number for this type (also inside
-    a tuple or list, such as Adam's betas)."""
-    if isinstance(value, bool):
-        return takes_numbers_not_booleans(annotation)
-    if not isinstance(value, list | tuple):
-        return False
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Annotated or origin in (Union, types.UnionType):
-        inner = args[:1] if origin is Annotated else args
-        return any(misread_boolean(a, value) for a in inner)
-    if origin in (tuple, list) and args:
-        repeated = origin is list or (len(args) == 2 and args[1] is Ellipsis)
-        kinds = [args[0]] * len(value) if repeated else list(args)
-        return any(misread_boolean(k, v) for k, v in zip(kinds, value, strict=False))
-    return False
-
-
-class NumbersAreNumbers(BaseModel):
-    """Refuses true/false where a number belongs (pydantic would read them as 1 and 0, so a
-    slip such as `lr: true` would train at a learning rate of 1), and inf or nan in nested
-    models whose own config allows them (`allow_inf_nan=False` covers the model's own fields)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_booleans(cls, values: Any) -> Any:
-        if not isinstance(values, dict):
-            return values
-        wrong = [
-            f"{key} takes {'numbers' if isinstance(value, list | tuple) else 'a number'}, "
-            f"not {cut(yaml_text(value))}"
-            for key, value in values.items()
-            if key in cls.model_fields and misread_boolean(cls.model_fields[key].annotation, value)
-        ]
-        if wrong:
-            raise ValueError("; ".join(wrong))
-        return values
+class FiniteInside(BaseModel):
+    """Refuses inf and nan in nested models whose own config allows them (`allow_inf_nan=False`
+    covers the model's own fields)."""
 
     @model_validator(mode="after")
     def _finite_inside(self) -> Any:
@@ -90,11 +40,11 @@ class NumbersAreNumbers(BaseModel):
 
 
 def _infinite(value: Any, path: str) -> list[str]:
-    """Key paths of inf and nan floats in a value, not looking inside NumbersAreNumbers models
+    """Key paths of inf and nan floats in a value, not looking inside FiniteInside models
     (they check themselves)."""
     if isinstance(value, float):
         return [] if math.isfinite(value) else [path]
-    if isinstance(value, NumbersAreNumbers):
+    if isinstance(value, FiniteInside):
         return []
     if isinstance(value, BaseModel):
         return [
@@ -107,22 +57,16 @@ def _infinite(value: Any, path: str) -> list[str]:
     return []
 
 
-def yaml_text(value: Any) -> str:
-    """A value as it was written in YAML (true, not True)."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(yaml_text(v) for v in value) + "]"
-    return str(value)
-
-
-class Strict(NumbersAreNumbers):
-    """A recipe section: unknown keys are errors, and so are booleans given for numbers and
-    non-finite numbers (inf, nan)."""
+class Strict(FiniteInside):
+    """A recipe section: unknown keys are errors, and so are non-finite numbers (inf, nan).
+    A section with numbers is decorated with `params.refuse_booleans`: its numbers refuse true
+    and false (pydantic would read them as 1 and 0, so `lr: true` would train at a learning rate
+    of 1)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+@refuse_booleans
 class AdamParams(Strict):
     """Adam for one network (reference: lr 2e-4, betas (0.5, 0.999))."""
 
@@ -146,6 +90,7 @@ class OptimSection(Strict):
     discriminator: AdamParams = AdamParams()
 
 
+@refuse_booleans
 class LoaderFields(Strict):
     """How batches are drawn from any dataset (added to every `data` section)."""
 
@@ -157,6 +102,7 @@ class LoaderFields(Strict):
     subset: int | None = Field(None, gt=0, description="use only the first N images (debugging)")
 
 
+@refuse_booleans
 class TrainSection(Strict):
     """Length, seed and output cadence of a run."""
 
@@ -188,6 +134,7 @@ class TrainSection(Strict):
     )
 
 
+@refuse_booleans
 class EvalSection(Strict):
     """Sample-quality metrics during training: MNIST metrics (see `gankit eval`) for 1x28x28
     images, mode coverage for ring data."""
@@ -199,6 +146,7 @@ class EvalSection(Strict):
     batch_size: int = Field(500, gt=0, description="images per evaluation batch")
 
 
+@refuse_booleans
 class EMASection(Strict):
     """An exponential moving average of G's weights, used for samples, exports and metrics."""
 

@@ -7,24 +7,13 @@ generator that has collapsed puts its samples near one or a few of the modes.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from gankit.registry import DATASETS
-
-
-class RingParams(BaseModel):
-    """Parameters of the ring of Gaussians."""
-
-    model_config = ConfigDict(extra="forbid")
-    modes: int = Field(8, ge=2, description="Gaussians evenly spaced on the circle")
-    radius: float = Field(2.0, gt=0, description="radius of the circle")
-    std: float = Field(0.02, gt=0, description="standard deviation of each Gaussian")
-    size: int = Field(20_000, gt=0, description="points in the dataset")
-    data_seed: int = Field(0, ge=0, description="seed of the points (not of training)")
 
 
 def ring_centers(modes: int = 8, radius: float = 2.0) -> torch.Tensor:
@@ -33,13 +22,13 @@ def ring_centers(modes: int = 8, radius: float = 2.0) -> torch.Tensor:
     return (torch.stack([angles.cos(), angles.sin()], dim=1) * radius).float()
 
 
-@DATASETS.register("ring", params=RingParams)
+@DATASETS.register("ring")
 def ring(
-    modes: int = 8,
-    radius: float = 2.0,
-    std: float = 0.02,
-    size: int = 20_000,
-    data_seed: int = 0,
+    modes: Annotated[int, Field(ge=2, description="Gaussians evenly spaced on the circle")] = 8,
+    radius: Annotated[float, Field(gt=0, description="radius of the circle")] = 2.0,
+    std: Annotated[float, Field(gt=0, description="standard deviation of each Gaussian")] = 0.02,
+    size: Annotated[int, Field(gt=0, description="points in the dataset")] = 20_000,
+    data_seed: Annotated[int, Field(ge=0, description="seed of the points (not of training)")] = 0,
 ) -> TensorDataset:
     """Points (2,) from a ring of `modes` Gaussians, each labelled with its mode."""
     rng = torch.Generator().manual_seed(data_seed)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from gankit.data import MNIST_FILES
+from gankit.listing import TABLE_END, TABLE_START, readme_table, with_table
 
-from conftest import REFERENCE_RECIPE, TINY
+from conftest import REFERENCE_RECIPE, ROOT, TINY
 
 REF = str(REFERENCE_RECIPE)
 # The tiny training overrides, minus the real MNIST folder (each test points at its own).
@@ -174,6 +175,33 @@ def test_list_shows_components_with_parameters_and_defaults(tmp_path: Path) -> N
     generators, rest = out.split("discriminators (discriminator.name):")
     assert "z_dim: int = 100" in generators and "z_dim" not in rest
     assert "d_steps: int = 1" in rest.split("datasets (data.name):")[0]
+
+
+def test_readme_component_table_is_gankit_list_markdown(tmp_path: Path) -> None:
+    result = gankit("list", "--markdown", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("| section | name | parameters (default) |\n")
+    assert "| `generator` | `dcgan28` | `bn_momentum` (0.1: torch momentum" in result.stdout
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme_table(readme) == result.stdout, (
+        "README's component table differs from `gankit list --markdown`; regenerate it with "
+        "GANKIT_NO_PLUGINS=1 python -m gankit.listing README.md"
+    )
+
+
+def test_the_readme_table_is_rewritten_between_its_markers(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# intro\n\n{TABLE_START}| old |\n{TABLE_END}\nrest\n", encoding="utf-8")
+    subprocess.run(
+        [sys.executable, "-m", "gankit.listing", str(readme)], cwd=tmp_path, check=True, timeout=120
+    )
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith(f"# intro\n\n{TABLE_START}| section | name |")
+    assert text.endswith(f"{TABLE_END}\nrest\n") and "| old |" not in text
+    assert readme_table(text) == gankit("list", "--markdown", cwd=tmp_path).stdout
+    assert with_table(text, "| new |\n") == f"# intro\n\n{TABLE_START}| new |\n{TABLE_END}\nrest\n"
+    with pytest.raises(ValueError, match="no <!-- components:start"):
+        readme_table("# no table here\n")
 
 
 def test_version_and_python_dash_m(tmp_path: Path) -> None:

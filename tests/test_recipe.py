@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from gankit.errors import GankitError, RecipeError
-from gankit.models.dcgan import DCGAN28DiscriminatorParams, DCGAN28GeneratorParams
 from gankit.recipe import (
     SECTION_DEFAULTS,
     SECTION_ORDER,
@@ -23,7 +22,6 @@ from gankit.recipe import (
     validate_recipe,
 )
 from gankit.registry import DISCRIMINATORS, GENERATORS, LOSSES, SCHEDULES
-from gankit.schedules import AlternatingParams
 
 from conftest import REFERENCE_RECIPE
 
@@ -113,10 +111,10 @@ def _toy_component(**params: Any) -> dict[str, Any]:
 def toy_components() -> Iterator[None]:
     """Register a second component in each section, with the same params as the built-in."""
     registrations = [
-        (GENERATORS, DCGAN28GeneratorParams),
-        (DISCRIMINATORS, DCGAN28DiscriminatorParams),
+        (GENERATORS, GENERATORS.get("dcgan28").params),
+        (DISCRIMINATORS, DISCRIMINATORS.get("dcgan28").params),
         (LOSSES, None),
-        (SCHEDULES, AlternatingParams),
+        (SCHEDULES, SCHEDULES.get("alternating").params),
     ]
     for registry, params in registrations:
         registry.register("toy", params=params)(_toy_component)
@@ -454,14 +452,18 @@ def test_a_whole_recipe_check_names_its_keys_and_blames_the_override() -> None:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("optim.generator.lr=true", "optim.generator: lr takes a number, not true"),
-        ("data.batch_size=true", "data: batch_size takes a number, not true"),
-        ("generator.z_dim=false", "generator: z_dim takes a number, not false"),
-        ("data.subset=true", "data: subset takes a number, not true"),  # int | None
-        ("optim.generator.betas=[false, 0.999]", "betas takes numbers, not [false, 0.999]"),
+        ("optim.generator.lr=true", "optim.generator.lr takes a number, not true"),
+        ("data.batch_size=true", "data.batch_size takes a number, not true"),
+        ("generator.z_dim=false", "generator.z_dim takes a number, not false"),
+        ("data.subset=true", "data.subset takes a number, not true"),  # int | None
+        (
+            "optim.generator.betas=[false, 0.999]",
+            "optim.generator.betas.0 takes a number, not false",
+        ),
+        ("optim.generator.betas=[0.5, true]", "optim.generator.betas.1 takes a number, not true"),
         (  # Literal[1, 3]: true would be read as 1, greyscale
-            "data={name: image_folder, root: images, channels: true}",
-            "data: channels takes a number, not true",
+            "data={name: image_folder, root: images, size: 8, channels: true}",
+            "data.channels takes a number, not true",
         ),
     ],
 )

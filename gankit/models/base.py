@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from gankit.errors import GankitError
 
 Noise = Literal["uniform", "normal"]
 Labels = int | Sequence[int] | torch.Tensor
+# Parameters that several models share
+ClassCount = Annotated[int, Field(ge=0, description="classes to condition on; 0: unconditional")]
+LatentSize = Annotated[int, Field(gt=0, description="latent size")]
+SpectralNorm = Annotated[bool, Field(description="spectral normalisation of every layer")]
 
 
 def sample_noise(

@@ -9,47 +9,28 @@ zero biases.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from gankit.models.base import (
+    ClassCount,
     Generator,
+    LatentSize,
     Noise,
     Projection,
+    SpectralNorm,
     apply_spectral_norm,
     check_labels,
 )
 from gankit.registry import DISCRIMINATORS, GENERATORS
 
-
-class BatchNormParams(BaseModel):
-    """BatchNorm settings shared by both networks (defaults: TF1 `batch_norm`)."""
-
-    model_config = ConfigDict(extra="forbid")
-    bn_momentum: float = Field(0.1, gt=0, le=1, description="torch momentum (TF decay 0.9)")
-    bn_eps: float = Field(1e-3, gt=0, description="variance epsilon")
-    bn_scale: bool = Field(False, description="learn a per-channel scale (TF default: no)")
-
-
-class DCGAN28GeneratorParams(BatchNormParams):
-    """Parameters of the 28x28 DCGAN generator."""
-
-    z_dim: int = Field(100, gt=0, description="latent size")
-    width: int = Field(64, gt=0, description="channels of the last hidden layer; 8x at the first")
-    noise: Noise = Field("uniform", description="uniform in [-1, 1] or standard normal")
-    num_classes: int = Field(0, ge=0, description="classes to condition on; 0: unconditional")
-    embed_dim: int = Field(50, gt=0, description="label embedding concatenated to z (classes)")
-
-
-class DCGAN28DiscriminatorParams(BatchNormParams):
-    """Parameters of the 28x28 DCGAN discriminator."""
-
-    width: int = Field(64, gt=0, description="channels of the first conv; 8x at the last")
-    batch_norm: bool = Field(True, description="BatchNorm after convs 2-4 (reference: yes)")
-    spectral_norm: bool = Field(False, description="spectral normalisation of every layer")
-    num_classes: int = Field(0, ge=0, description="classes (projection head); 0: unconditional")
+# BatchNorm settings shared by both networks (defaults: TF1 `batch_norm`)
+BNMomentum = Annotated[float, Field(gt=0, le=1, description="torch momentum (TF decay 0.9)")]
+BNEps = Annotated[float, Field(gt=0, description="variance epsilon")]
+BNScale = Annotated[bool, Field(description="learn a per-channel scale (TF default: no)")]
 
 
 def tf_batch_norm(
@@ -111,7 +92,7 @@ def check_image_shape(image_shape: Sequence[int], who: str) -> int:
     return int(image_shape[0])
 
 
-@GENERATORS.register("dcgan28", params=DCGAN28GeneratorParams)
+@GENERATORS.register("dcgan28")
 class DCGAN28Generator(Generator):
     """DCGAN generator for 28x28 images: dense to 3x3, three stride-2 upsamplings, 5x5 'valid'.
 
@@ -120,14 +101,21 @@ class DCGAN28Generator(Generator):
 
     def __init__(
         self,
-        z_dim: int = 100,
-        width: int = 64,
-        noise: Noise = "uniform",
-        bn_momentum: float = 0.1,
-        bn_eps: float = 1e-3,
-        bn_scale: bool = False,
-        num_classes: int = 0,
-        embed_dim: int = 50,
+        *,
+        bn_momentum: BNMomentum = 0.1,
+        bn_eps: BNEps = 1e-3,
+        bn_scale: BNScale = False,
+        z_dim: LatentSize = 100,
+        width: Annotated[
+            int, Field(gt=0, description="channels of the last hidden layer; 8x at the first")
+        ] = 64,
+        noise: Annotated[
+            Noise, Field(description="uniform in [-1, 1] or standard normal")
+        ] = "uniform",
+        num_classes: ClassCount = 0,
+        embed_dim: Annotated[
+            int, Field(gt=0, description="label embedding concatenated to z (classes)")
+        ] = 50,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()
@@ -155,7 +143,7 @@ class DCGAN28Generator(Generator):
         return torch.tanh(self.to_image(self.upsample(h)))
 
 
-@DISCRIMINATORS.register("dcgan28", params=DCGAN28DiscriminatorParams)
+@DISCRIMINATORS.register("dcgan28")
 class DCGAN28Discriminator(nn.Module):
     """DCGAN discriminator for 28x28 images: four stride-2 convs, then one logit per image.
 
@@ -164,13 +152,20 @@ class DCGAN28Discriminator(nn.Module):
 
     def __init__(
         self,
-        width: int = 64,
-        bn_momentum: float = 0.1,
-        bn_eps: float = 1e-3,
-        bn_scale: bool = False,
-        batch_norm: bool = True,
-        spectral_norm: bool = False,
-        num_classes: int = 0,
+        *,
+        bn_momentum: BNMomentum = 0.1,
+        bn_eps: BNEps = 1e-3,
+        bn_scale: BNScale = False,
+        width: Annotated[
+            int, Field(gt=0, description="channels of the first conv; 8x at the last")
+        ] = 64,
+        batch_norm: Annotated[
+            bool, Field(description="BatchNorm after convs 2-4 (reference: yes)")
+        ] = True,
+        spectral_norm: SpectralNorm = False,
+        num_classes: Annotated[
+            int, Field(ge=0, description="classes (projection head); 0: unconditional")
+        ] = 0,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()

@@ -14,50 +14,24 @@ the final kernel class-specific: <w + embed(y), h>.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
-from gankit.models.base import Generator, Noise, Projection, apply_spectral_norm, check_labels
+from gankit.models.base import (
+    Generator,
+    LatentSize,
+    Noise,
+    Projection,
+    SpectralNorm,
+    apply_spectral_norm,
+    check_labels,
+)
 from gankit.registry import DISCRIMINATORS, GENERATORS
 
 MIN_SIZE = 8
-
-
-class DCGANGeneratorParams(BaseModel):
-    """Parameters of the DCGAN generator."""
-
-    model_config = ConfigDict(extra="forbid")
-    z_dim: int = Field(100, gt=0, description="latent size")
-    width: int = Field(
-        64,
-        gt=0,
-        description="channels of the last hidden layer, doubled at each smaller size "
-        "(64x64: 512-256-128-64)",
-    )
-    noise: Noise = Field("normal", description="standard normal or uniform in [-1, 1]")
-    num_classes: int = Field(0, ge=0, description="classes to condition on (0: unconditional)")
-    embed_dim: int = Field(
-        50, gt=0, description="size of the label embedding concatenated to z (conditional only)"
-    )
-
-
-class DCGANDiscriminatorParams(BaseModel):
-    """Parameters of the DCGAN discriminator."""
-
-    model_config = ConfigDict(extra="forbid")
-    width: int = Field(
-        64,
-        gt=0,
-        description="channels of the first conv, doubled at each stride-2 conv "
-        "(64x64: 64-128-256-512)",
-    )
-    batch_norm: bool = Field(True, description="BatchNorm after every conv but the first and last")
-    spectral_norm: bool = Field(False, description="spectral normalisation of every layer")
-    num_classes: int = Field(
-        0, ge=0, description="classes to condition on with a projection term (0: unconditional)"
-    )
 
 
 def stride2_layers(image_shape: Sequence[int], who: str) -> tuple[int, int]:
@@ -95,17 +69,34 @@ def radford_init(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
-@GENERATORS.register("dcgan", params=DCGANGeneratorParams)
+@GENERATORS.register("dcgan")
 class DCGANGenerator(Generator):
     """DCGAN generator (Radford et al.) for square power-of-two images: 4x4, then doublings."""
 
     def __init__(
         self,
-        z_dim: int = 100,
-        width: int = 64,
-        noise: Noise = "normal",
-        num_classes: int = 0,
-        embed_dim: int = 50,
+        z_dim: LatentSize = 100,
+        width: Annotated[
+            int,
+            Field(
+                gt=0,
+                description="channels of the last hidden layer, doubled at each smaller size "
+                "(64x64: 512-256-128-64)",
+            ),
+        ] = 64,
+        noise: Annotated[
+            Noise, Field(description="standard normal or uniform in [-1, 1]")
+        ] = "normal",
+        num_classes: Annotated[
+            int, Field(ge=0, description="classes to condition on (0: unconditional)")
+        ] = 0,
+        embed_dim: Annotated[
+            int,
+            Field(
+                gt=0,
+                description="size of the label embedding concatenated to z (conditional only)",
+            ),
+        ] = 50,
         image_shape: Sequence[int] = (3, 64, 64),
     ) -> None:
         super().__init__()
@@ -138,16 +129,31 @@ class DCGANGenerator(Generator):
         return self.net(z[:, :, None, None])
 
 
-@DISCRIMINATORS.register("dcgan", params=DCGANDiscriminatorParams)
+@DISCRIMINATORS.register("dcgan")
 class DCGANDiscriminator(nn.Module):
     """DCGAN discriminator (Radford et al.) for square power-of-two images: halvings to 4x4."""
 
     def __init__(
         self,
-        width: int = 64,
-        batch_norm: bool = True,
-        spectral_norm: bool = False,
-        num_classes: int = 0,
+        width: Annotated[
+            int,
+            Field(
+                gt=0,
+                description="channels of the first conv, doubled at each stride-2 conv "
+                "(64x64: 64-128-256-512)",
+            ),
+        ] = 64,
+        batch_norm: Annotated[
+            bool, Field(description="BatchNorm after every conv but the first and last")
+        ] = True,
+        spectral_norm: SpectralNorm = False,
+        num_classes: Annotated[
+            int,
+            Field(
+                ge=0,
+                description="classes to condition on with a projection term (0: unconditional)",
+            ),
+        ] = 0,
         image_shape: Sequence[int] = (3, 64, 64),
     ) -> None:
         super().__init__()

@@ -8,40 +8,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from gankit.models.base import (
+    ClassCount,
     Generator,
+    LatentSize,
     Noise,
     Projection,
+    SpectralNorm,
     apply_spectral_norm,
     check_labels,
 )
 from gankit.registry import DISCRIMINATORS, GENERATORS
 
-
-class MLPParams(BaseModel):
-    """Width and depth of an MLP."""
-
-    model_config = ConfigDict(extra="forbid")
-    hidden: int = Field(256, gt=0, description="units per hidden layer")
-    depth: int = Field(2, ge=1, description="hidden layers")
-    num_classes: int = Field(0, ge=0, description="classes to condition on; 0: unconditional")
-
-
-class MLPGeneratorParams(MLPParams):
-    """Parameters of the MLP generator."""
-
-    z_dim: int = Field(64, gt=0, description="latent size")
-    noise: Noise = Field("normal", description="uniform in [-1, 1] or standard normal")
-    output: Literal["tanh", "linear"] = Field(
-        "tanh", description="tanh for images in [-1, 1], linear for unbounded data"
-    )
-    embed_dim: int = Field(16, gt=0, description="label embedding concatenated to z (classes)")
+# Width and depth of either network
+Hidden = Annotated[int, Field(gt=0, description="units per hidden layer")]
+Depth = Annotated[int, Field(ge=1, description="hidden layers")]
 
 
 def _stack(in_features: int, hidden: int, depth: int, activation: nn.Module) -> list[nn.Module]:
@@ -51,20 +38,30 @@ def _stack(in_features: int, hidden: int, depth: int, activation: nn.Module) -> 
     return layers
 
 
-@GENERATORS.register("mlp", params=MLPGeneratorParams)
+@GENERATORS.register("mlp")
 class MLPGenerator(Generator):
-    """MLP generator: noise (and a label embedding, when conditional) through `depth` ReLU
-    layers to a sample of the data's shape."""
+    """MLP generator: noise through `depth` ReLU layers to a sample of the data's shape.
+
+    When conditional, a label embedding is concatenated to the noise.
+    """
 
     def __init__(
         self,
-        z_dim: int = 64,
-        hidden: int = 256,
-        depth: int = 2,
-        noise: Noise = "normal",
-        output: Literal["tanh", "linear"] = "tanh",
-        num_classes: int = 0,
-        embed_dim: int = 16,
+        *,
+        hidden: Hidden = 256,
+        depth: Depth = 2,
+        num_classes: ClassCount = 0,
+        z_dim: LatentSize = 64,
+        noise: Annotated[
+            Noise, Field(description="uniform in [-1, 1] or standard normal")
+        ] = "normal",
+        output: Annotated[
+            Literal["tanh", "linear"],
+            Field(description="tanh for images in [-1, 1], linear for unbounded data"),
+        ] = "tanh",
+        embed_dim: Annotated[
+            int, Field(gt=0, description="label embedding concatenated to z (classes)")
+        ] = 16,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()
@@ -86,23 +83,20 @@ class MLPGenerator(Generator):
         return self.net(z).view(-1, *self.shape)
 
 
-class MLPDiscriminatorParams(MLPParams):
-    """Parameters of the MLP discriminator."""
-
-    spectral_norm: bool = Field(False, description="spectral normalisation of every layer")
-
-
-@DISCRIMINATORS.register("mlp", params=MLPDiscriminatorParams)
+@DISCRIMINATORS.register("mlp")
 class MLPDiscriminator(nn.Module):
-    """MLP discriminator: a flattened sample through `depth` LeakyReLU layers to one logit
-    (plus a projection class term when `num_classes` is set)."""
+    """MLP discriminator: a flattened sample through `depth` LeakyReLU layers to one logit.
+
+    When conditional (`num_classes`), a projection class term is added to the logit.
+    """
 
     def __init__(
         self,
-        hidden: int = 256,
-        depth: int = 2,
-        spectral_norm: bool = False,
-        num_classes: int = 0,
+        *,
+        hidden: Hidden = 256,
+        depth: Depth = 2,
+        num_classes: ClassCount = 0,
+        spectral_norm: SpectralNorm = False,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()
