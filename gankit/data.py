@@ -220,11 +220,11 @@ def _in_memory(
 ) -> TensorDataset:
     """A TensorDataset of uint8 (N, C, H, W) images scaled to [-1, 1] (and resized to `size`)."""
     if size is None or tuple(images.shape[-2:]) == (size, size):
-        scaled = images.float().div_(127.5).sub_(1.0)
+        scaled = from_uint8(images)
     else:
         scaled = torch.empty((images.shape[0], images.shape[1], size, size))
         for start in range(0, images.shape[0], RESIZE_CHUNK):
-            chunk = images[start : start + RESIZE_CHUNK].float().div_(127.5).sub_(1.0)
+            chunk = from_uint8(images[start : start + RESIZE_CHUNK])
             resized = torch.nn.functional.interpolate(
                 chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False
             )
@@ -327,7 +327,7 @@ class ImageFolderDataset(Dataset):
                 f"cannot read image {path} ({reason}). Replace or delete that file, or move "
                 f"it out of {self.root}."
             ) from None
-        return _fit(pixels, self.size, self.crop).float().div_(127.5).sub_(1.0), self.labels[index]
+        return from_uint8(_fit(pixels, self.size, self.crop)), self.labels[index]
 
 
 def _find_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
@@ -371,11 +371,26 @@ def _fit(pixels: torch.Tensor, size: int, crop: str) -> torch.Tensor:
     return resize(pixels, [size, size], antialias=True)
 
 
-def num_classes(dataset: Dataset) -> int:
-    """How many classes `dataset` has (its `classes`, seen through Subsets); 0 when unknown."""
+def base_dataset(dataset: Dataset) -> Dataset:
+    """The dataset behind any Subsets of it."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
-    classes = getattr(dataset, "classes", None)
+    return dataset
+
+
+def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (0..255) as float images in [-1, 1], the range networks train on."""
+    return pixels.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] as uint8 pixels, clamped and rounded."""
+    return images.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+
+
+def num_classes(dataset: Dataset) -> int:
+    """How many classes `dataset` has (its `classes`, seen through Subsets); 0 when unknown."""
+    classes = getattr(base_dataset(dataset), "classes", None)
     return len(classes) if classes is not None else 0
 
 

@@ -25,7 +25,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 
 from gankit import classifier
+from gankit.data import to_uint8
 from gankit.errors import GankitError, warn
+from gankit.models.base import eval_mode
 
 SCORE_SPLITS = 10
 
@@ -344,11 +346,8 @@ class TrainingEvaluator:
 
     @torch.no_grad()
     def __call__(self, generator: torch.nn.Module) -> dict[str, Any]:
-        was_training = generator.training
-        generator.eval()
-
         generate = conditional_generate(generator, self.accelerator.autocast)
-        try:
+        with eval_mode(generator):
             return evaluate(
                 generate,
                 self.reference,
@@ -361,8 +360,6 @@ class TrainingEvaluator:
                 processes=self.accelerator.num_processes,
                 metrics=self.metrics,
             )
-        finally:
-            generator.train(was_training)
 
 
 def check_inception_weights(weights: str) -> None:
@@ -377,7 +374,7 @@ def check_inception_weights(weights: str) -> None:
 
 def to_inception_input(images: torch.Tensor) -> torch.Tensor:
     """Grey or RGB images in [-1, 1] as the uint8 RGB batches the Inception extractor takes."""
-    images = images.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    images = to_uint8(images)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 

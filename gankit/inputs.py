@@ -65,7 +65,7 @@ class InputStream:
         self.noise_rng.manual_seed(parallel.noise_seed(self.seed, step))
         rows = n * self.accelerator.num_processes
         mine = parallel.noise_slice(self.accelerator, n)
-        generator = self.parts.g_module
+        generator = self.parts.generator
         z = generator.sample_noise(rows, generator=self.noise_rng)[mine]
         labels = generator.sample_labels(rows, generator=self.noise_rng)
         return z, None if labels is None else labels[mine]

@@ -19,6 +19,7 @@ from accelerate import Accelerator
 
 from gankit.divergence import DivergenceError
 from gankit.graphs import IterationGraphs
+from gankit.models.base import forward
 from gankit.parts import Parts
 from gankit.schedules import D_REGULARIZE, Phase
 
@@ -130,18 +131,18 @@ class Iteration:
             kind = update_kind(phase)
             micro_batches = batches[phase.batch]
             if kind == "generator":
-                with frozen(p.d_module):  # D collects no gradient in G's update
-                    parts = self.update(p.generator, p.g_optimizer, self.g_loss, micro_batches)
+                with frozen(p.discriminator):  # D collects no gradient in G's update
+                    parts = self.update(p.g_wrapped, p.g_optimizer, self.g_loss, micro_batches)
             elif kind == "regularize":
-                parts = self.update(p.discriminator, p.d_optimizer, self.penalty, micro_batches)
+                parts = self.update(p.d_wrapped, p.d_optimizer, self.penalty, micro_batches)
             else:
-                parts = self.update(p.discriminator, p.d_optimizer, self.d_loss, micro_batches)
+                parts = self.update(p.d_wrapped, p.d_optimizer, self.d_loss, micro_batches)
             if parts is not None:
                 for name, value in zip(LOSSES[kind], parts, strict=True):
                     self.loss_sums[name] += value
                 ran.append(phase)
         if p.ema is not None:
-            p.ema.update(p.g_module)
+            p.ema.update(p.generator)
         self.device_step += 1
         return ran
 
@@ -151,9 +152,9 @@ class Iteration:
         p = self.parts
         with self.accelerator.autocast():
             with torch.no_grad():
-                fake = call(p.generator, batch.z, batch.fake_labels)
-            real_logits = call(p.discriminator, batch.real, batch.real_labels)
-            fake_logits = call(p.discriminator, fake, batch.fake_labels)
+                fake = forward(p.g_wrapped, batch.z, batch.fake_labels)
+            real_logits = forward(p.d_wrapped, batch.real, batch.real_labels)
+            fake_logits = forward(p.d_wrapped, fake, batch.fake_labels)
         return p.loss.discriminator(real_logits, fake_logits)
 
     def g_loss(self, batch: Inputs) -> tuple[torch.Tensor, ...]:
@@ -161,8 +162,8 @@ class Iteration:
         nothing for it."""
         p = self.parts
         with self.accelerator.autocast():
-            fake = call(p.generator, batch.z, batch.fake_labels)
-            fake_logits = call(p.d_module, fake, batch.fake_labels)
+            fake = forward(p.g_wrapped, batch.z, batch.fake_labels)
+            fake_logits = forward(p.discriminator, fake, batch.fake_labels)
         return (p.loss.generator(fake_logits),)
 
     def penalty(self, batch: Inputs) -> tuple[torch.Tensor, ...]:
@@ -171,9 +172,9 @@ class Iteration:
         p = self.parts
         labels = batch.real_labels
         with self.accelerator.autocast(), torch.no_grad():
-            fake = call(p.generator, batch.z, labels)
+            fake = forward(p.g_wrapped, batch.z, labels)
         penalty = p.regularizer.penalty(
-            lambda images: call(p.discriminator, images, labels), batch.real, fake
+            lambda images: forward(p.d_wrapped, images, labels), batch.real, fake
         )
         return (penalty * p.regularizer.every,)
 
@@ -281,7 +282,7 @@ class Iteration:
         self.parts.schedule.load_state_dict(state["schedule"])
         ema = self.parts.ema
         if ema is not None:  # a checkpoint from before the average was on starts it from G
-            ema.load_state_dict(state.get("ema") or self.parts.g_module.state_dict())
+            ema.load_state_dict(state.get("ema") or self.parts.generator.state_dict())
 
 
 @contextlib.contextmanager
@@ -295,8 +296,3 @@ def frozen(module: torch.nn.Module):
     finally:
         for parameter in trainable:
             parameter.requires_grad_(True)
-
-
-def call(network: Any, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    """A network on `inputs`, with `labels` when the models are class-conditional."""
-    return network(inputs) if labels is None else network(inputs, labels)

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gankit.data import to_uint8
+
 SAMPLES_DIR = "samples"
 METRICS_FILE = "metrics.jsonl"
 GIF_FILE = "samples.gif"
@@ -25,7 +27,7 @@ def image_grid(images: torch.Tensor, padding: int = 1) -> np.ndarray:
     Returns (H', W') for one channel and (H', W', C) otherwise; uint8 because viewers and W&B
     show float images in [0, 1] as black.
     """
-    images = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    images = to_uint8(images.detach().cpu())
     n, channels, height, width = images.shape
     per_row = math.ceil(math.sqrt(n))
     rows = math.ceil(n / per_row)

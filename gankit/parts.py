@@ -27,8 +27,8 @@ from gankit.sizes import check_training_fits
 class Parts:
     """A recipe's components, prepared for Accelerate.
 
-    `generator` and `discriminator` are what runs the forward passes (DDP-wrapped with several
-    processes); `g_module` and `d_module` are the networks themselves.
+    `generator` and `discriminator` are the networks; `g_wrapped` and `d_wrapped` run their
+    training forward passes (DDP-wrapped with several processes, else the networks).
     """
 
     dataset: Dataset
@@ -37,10 +37,10 @@ class Parts:
     batch_size: int  # per process and micro-batch
     loader: Any  # Accelerate's prepared DataLoader
     device_batches: fastpath.DeviceBatches | None
-    generator: torch.nn.Module
+    g_wrapped: torch.nn.Module
+    d_wrapped: torch.nn.Module
+    generator: Generator
     discriminator: torch.nn.Module
-    g_module: Generator
-    d_module: torch.nn.Module
     g_optimizer: Any  # Accelerate's prepared optimizers
     d_optimizer: Any
     lr_schedules: list[Any]
@@ -54,7 +54,7 @@ class Parts:
     @property
     def sampling_generator(self) -> Generator:
         """The generator that samples, exports and metrics use: the EMA one if there is one."""
-        return self.ema.module if self.ema is not None else self.g_module
+        return self.ema.module if self.ema is not None else self.generator
 
 
 def build_parts(
@@ -109,7 +109,7 @@ def build_parts(
         if graphs:
             make_capturable(optimizer, accelerator.device)
         keep_implementation(optimizer)
-    g_module = accelerator.unwrap_model(prepared[0])
+    network = accelerator.unwrap_model(prepared[0])
     toy_data = toy.toy_source(dataset)
     return Parts(
         dataset=dataset,
@@ -122,10 +122,10 @@ def build_parts(
         )
         if perf.data_on_device
         else None,
-        generator=prepared[0],
-        discriminator=prepared[1],
-        g_module=g_module,
-        d_module=accelerator.unwrap_model(prepared[1]),
+        g_wrapped=prepared[0],
+        d_wrapped=prepared[1],
+        generator=network,
+        discriminator=accelerator.unwrap_model(prepared[1]),
         g_optimizer=prepared[2],
         d_optimizer=prepared[3],
         # stepped once per iteration (Accelerate would step a prepared one per process)
@@ -136,7 +136,7 @@ def build_parts(
         loss=LOSSES.build(recipe.loss),
         schedule=SCHEDULES.build(recipe.schedule),
         regularizer=REGULARIZERS.build(recipe.regularizer),
-        ema=EMA(g_module, recipe.ema.decay, recipe.ema.warmup) if recipe.ema.decay else None,
+        ema=EMA(network, recipe.ema.decay, recipe.ema.warmup) if recipe.ema.decay else None,
         evaluator=_evaluator(recipe, image_shape, accelerator, toy_data),
         reference_points=None if toy_data is None else toy_data.tensors[0][:2000],
     )

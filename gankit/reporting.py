@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from gankit import outputs, tracking
+from gankit.models.base import eval_mode, forward
 
 
 def interactive() -> bool:
@@ -47,11 +48,8 @@ class Reporter:
         generator: a class per row) in eval mode, and log it."""
         if not self.accelerator.is_main_process:
             return
-        was_training = generator.training
-        generator.eval()
-        with self.accelerator.autocast(), torch.no_grad():
-            images = generator(noise) if labels is None else generator(noise, labels)
-        generator.train(was_training)
+        with eval_mode(generator), self.accelerator.autocast():
+            images = forward(generator, noise, labels)
         grid = outputs.render_samples(images, labels, self.reference)
         outputs.save_image(grid, outputs.sample_path(self.run_dir, step))
         tracking.log_image(self.accelerator, "samples", grid, step)

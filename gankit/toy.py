@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 import torch
 from pydantic import Field
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
+from gankit.data import base_dataset
+from gankit.models.base import eval_mode
 from gankit.registry import DATASETS
 
 
@@ -43,7 +45,7 @@ def ring(
 
 def toy_source(dataset: Dataset) -> Any:
     """The ring dataset behind `dataset` (through a Subset), or None for other data."""
-    inner = dataset.dataset if isinstance(dataset, Subset) else dataset
+    inner = base_dataset(dataset)
     return inner if hasattr(inner, "centers") else None
 
 
@@ -79,14 +81,10 @@ class ToyEvaluator:
 
     @torch.no_grad()
     def __call__(self, generator: Any) -> dict[str, Any]:
-        was_training = generator.training
-        generator.eval()
-        try:
+        with eval_mode(generator):
             rng = torch.Generator(generator.sample_noise(1).device).manual_seed(self.seed)
             z = generator.sample_noise(self.n, generator=rng)
             samples = generator.generate(z, generator.sample_labels(self.n, generator=rng))
-        finally:
-            generator.train(was_training)
         return mode_coverage(samples, self.centers, self.std)
 
     @staticmethod

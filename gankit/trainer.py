@@ -73,7 +73,7 @@ class Trainer:
             graphs=graphs,
         )
         device = self.accelerator.device
-        generator = parts.g_module
+        generator = parts.generator
         # Same fixed noise on every process, drawn apart from the training noise; for
         # conditional models each grid row shows one class.
         n_samples = recipe.train.n_samples
@@ -203,7 +203,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Check that training is still finite, then write a checkpoint (every process)."""
         self.iteration.check_finite(str(self.run_dir))
-        check_weights((self.parts.g_module, self.parts.d_module), self.step, self.run_dir)
+        check_weights((self.parts.generator, self.parts.discriminator), self.step, self.run_dir)
         self.iteration.share_loss_sums()  # the main process saves them for everyone
         self._share_batch_norm_statistics()
         self.checkpoints.save(self.step, dump_recipe(self.recipe))
@@ -253,7 +253,9 @@ class Trainer:
     def _share_batch_norm_statistics(self) -> None:
         # D's statistics also move in G's updates, where D runs outside DDP: align them.
         if self.batch_norm == "broadcast":
-            parallel.broadcast_buffers(self.accelerator, self.parts.g_module, self.parts.d_module)
+            parallel.broadcast_buffers(
+                self.accelerator, self.parts.generator, self.parts.discriminator
+            )
 
     def finish(self) -> None:
         """Export the networks and write the GIF and loss plot; close the trackers."""
@@ -265,7 +267,7 @@ class Trainer:
             ema = self.parts.ema is not None
             save_model(self.parts.sampling_generator, export / "generator", ema=ema, **info)
             if self.recipe.train.export_discriminator:
-                save_model(self.parts.d_module, export / "discriminator", **info)
+                save_model(self.parts.discriminator, export / "discriminator", **info)
         self.reporter.close()
         self.accelerator.end_training()
 
@@ -279,7 +281,7 @@ class Trainer:
         )
         self.accelerator.print(f"gankit: {self.recipe.name} -> {self.run_dir}")
         parallel.announce(
-            self.accelerator, info, self.parts.g_module, self.parts.d_module, self.wandb_mode
+            self.accelerator, info, self.parts.generator, self.parts.discriminator, self.wandb_mode
         )
         if self.accelerator.is_main_process:
             (self.run_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")

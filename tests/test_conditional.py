@@ -59,8 +59,8 @@ def test_real_labels_belong_to_their_images_and_fake_labels_follow_the_seed(tmp_
 def test_both_networks_see_the_labels(tmp_path, mnist_root):
     run = trainer(tmp_path, "train.steps=1")
     seen = {"G": [], "D": []}
-    run.parts.g_module.register_forward_hook(lambda m, args, out: seen["G"].append(len(args)))
-    run.parts.d_module.register_forward_hook(lambda m, args, out: seen["D"].append(len(args)))
+    run.parts.generator.register_forward_hook(lambda m, args, out: seen["G"].append(len(args)))
+    run.parts.discriminator.register_forward_hook(lambda m, args, out: seen["D"].append(len(args)))
     run.train_step(*run.inputs.next(run.inputs.batches(), run.step))
     assert seen["G"] and set(seen["G"]) == {2} and seen["D"] and set(seen["D"]) == {2}
 
@@ -77,7 +77,7 @@ def test_the_grid_shows_one_class_per_row_and_the_export_keeps_its_classes(finis
     config = json.loads((run_dir / "export" / "generator" / "config.json").read_text())
     assert loaded.num_classes == 10 and config["params"]["num_classes"] == 10
     sevens = loaded.sample(4, seed=0, labels=7)
-    assert torch.equal(sevens, run.parts.g_module.sample(4, seed=0, labels=7))
+    assert torch.equal(sevens, run.parts.generator.sample(4, seed=0, labels=7))
     assert not torch.equal(sevens, loaded.sample(4, seed=0, labels=1))
     with pytest.raises(ValueError, match="labels must lie in"):
         loaded.sample(2, labels=10)

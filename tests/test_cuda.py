@@ -32,7 +32,7 @@ def test_mixed_precision_trains_on_a_gpu(tmp_path, mnist_root, precision):
     for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         assert all(math.isfinite(record[k]) for k in ("d_loss", "g_loss")), record
-    assert next(trainer.parts.g_module.parameters()).dtype == torch.float32
+    assert next(trainer.parts.generator.parameters()).dtype == torch.float32
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
@@ -99,7 +99,7 @@ def logged_losses(run_dir) -> list[list[float]]:
 
 def trained_state(trainer: Trainer) -> dict[str, torch.Tensor]:
     """G, D (weights and BatchNorm statistics) and the EMA of G, by name."""
-    networks = {"G": trainer.parts.g_module, "D": trainer.parts.d_module}
+    networks = {"G": trainer.parts.generator, "D": trainer.parts.discriminator}
     if trainer.parts.ema is not None:
         networks["EMA"] = trainer.parts.ema.module
     return {

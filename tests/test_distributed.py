@@ -160,7 +160,7 @@ def test_two_processes_at_b_equal_one_process_at_2b(tmp_path, mnist_root, condit
             ],
         )
     )
-    start = {f"generator.{k}": v for k, v in initial.parts.g_module.state_dict().items()}
+    start = {f"generator.{k}": v for k, v in initial.parts.generator.state_dict().items()}
     assert any(not torch.equal(start[k], one[k]) for k in start)  # it trained
 
 
@@ -211,7 +211,7 @@ def test_sync_batch_norm_on_cpu_falls_back_with_a_message(tmp_path, mnist_root, 
     trainer = Trainer(recipe)
     assert "sync needs CUDA GPUs" in capsys.readouterr().err
     assert trainer.batch_norm == "broadcast"
-    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in trainer.parts.g_module.modules())
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in trainer.parts.generator.modules())
 
 
 def test_a_global_batch_is_split_over_processes_or_refused(tmp_path, mnist_root):

@@ -56,7 +56,7 @@ def test_samples_and_export_use_the_average(tmp_path, mnist_root):
     exported = load_file(run_dir / "export" / "generator" / "model.safetensors")
     average = trainer.parts.ema.module.state_dict()
     assert all(torch.equal(exported[k], average[k]) for k in exported)
-    live = trainer.parts.g_module.state_dict()
+    live = trainer.parts.generator.state_dict()
     assert any(not torch.equal(exported[k], live[k]) for k in exported)
     with torch.no_grad():
         expected = image_grid(trainer.parts.ema.module.eval()(trainer.fixed_noise))

@@ -44,8 +44,8 @@ def run(tmp_path, name: str, steps: int, staged: bool) -> Trainer:
 
 def state(trainer: Trainer) -> dict[str, torch.Tensor]:
     networks = {
-        "G": trainer.parts.g_module,
-        "D": trainer.parts.d_module,
+        "G": trainer.parts.generator,
+        "D": trainer.parts.discriminator,
         "EMA": trainer.parts.ema.module,
     }
     return {
@@ -145,7 +145,7 @@ def test_without_a_gpu_cuda_graph_recipes_train_eagerly_and_say_so(
     assert all(
         torch.equal(a, b)
         for a, b in zip(
-            graph.parts.g_module.parameters(), eager.parts.g_module.parameters(), strict=True
+            graph.parts.generator.parameters(), eager.parts.generator.parameters(), strict=True
         )
     )
     assert not isinstance(graph.parts.g_optimizer.param_groups[0]["lr"], torch.Tensor)

@@ -262,7 +262,7 @@ def test_on_nan_skip_skips_the_update_and_finishes(tmp_path, mnist_root, nan_los
     )
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["skipped_updates"] == 1
-    assert all(torch.isfinite(p).all() for p in trainer.parts.d_module.parameters())
+    assert all(torch.isfinite(p).all() for p in trainer.parts.discriminator.parameters())
 
 
 def resumed(run_dir: Path, resume: str | Path, steps: int = 6) -> Trainer:

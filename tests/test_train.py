@@ -73,7 +73,7 @@ def test_losses_are_finite_and_the_discriminator_learned(finished_run):
 def test_export_matches_the_trained_generator(finished_run):
     run_dir, trainer = finished_run
     loaded = gankit.load_generator(run_dir / "export" / "generator")
-    trained = trainer.parts.g_module.eval()
+    trained = trainer.parts.generator.eval()
     with torch.no_grad():
         assert torch.equal(loaded(trainer.fixed_noise), trained(trainer.fixed_noise))
     config = json.loads((run_dir / "export" / "generator" / "config.json").read_text())
@@ -138,7 +138,7 @@ def test_bf16_trains_on_cpu(tmp_path, mnist_root):
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert all(math.isfinite(record[key]) for key in ("d_loss", "g_loss"))
     assert (
-        next(trainer.parts.g_module.parameters()).dtype == torch.float32
+        next(trainer.parts.generator.parameters()).dtype == torch.float32
     )  # master weights stay fp32
 
 
@@ -159,8 +159,8 @@ def test_loader_workers_serve_the_same_batches_and_persist_across_epochs(tmp_pat
         and not trainers[0].parts.loader.persistent_workers
     )
     for a, b in zip(
-        trainers[0].parts.g_module.parameters(),
-        trainers[1].parts.g_module.parameters(),
+        trainers[0].parts.generator.parameters(),
+        trainers[1].parts.generator.parameters(),
         strict=True,
     ):
         assert torch.equal(a, b)
@@ -187,7 +187,7 @@ def adam_steps(optimizer: torch.optim.Optimizer) -> set[float]:
 
 def test_one_iteration_is_one_d_update_then_two_g_updates(tiny_trainer):
     real, _ = next(tiny_trainer.inputs.batches())
-    z = tiny_trainer.parts.g_module.sample_noise(real.shape[0])
+    z = tiny_trainer.parts.generator.sample_noise(real.shape[0])
     tiny_trainer.train_step(real, z)
     assert adam_steps(tiny_trainer.parts.d_optimizer) == {1.0}
     assert adam_steps(tiny_trainer.parts.g_optimizer) == {2.0}
@@ -195,7 +195,7 @@ def test_one_iteration_is_one_d_update_then_two_g_updates(tiny_trainer):
 
 
 def test_a_generator_step_leaves_the_discriminator_weights_and_grads_alone(tiny_trainer):
-    discriminator, generator = tiny_trainer.parts.d_module, tiny_trainer.parts.g_module
+    discriminator, generator = tiny_trainer.parts.discriminator, tiny_trainer.parts.generator
     d_before = {k: v.clone() for k, v in discriminator.named_parameters()}
     g_before = {k: v.clone() for k, v in generator.named_parameters()}
     real, _ = next(tiny_trainer.inputs.batches())
@@ -209,7 +209,7 @@ def test_a_generator_step_leaves_the_discriminator_weights_and_grads_alone(tiny_
 
 
 def test_parameters_a_discriminator_froze_itself_stay_frozen(tiny_trainer):
-    bias = tiny_trainer.parts.d_module.classify.bias
+    bias = tiny_trainer.parts.discriminator.classify.bias
     bias.requires_grad_(False)
     before = bias.clone()
     real, _ = next(tiny_trainer.inputs.batches())

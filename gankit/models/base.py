@@ -8,8 +8,9 @@ of class indices. Unconditional networks keep `num_classes = 0` and one-argument
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Literal
 
 import torch
@@ -40,6 +41,22 @@ def sample_noise(
     if kind == "normal":
         return torch.randn(n, z_dim, device=device, generator=generator)
     raise ValueError(f"unknown noise {kind!r}; use 'uniform' or 'normal'")
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode inside the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def forward(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """A network on `inputs`, with `labels` when the models are class-conditional."""
+    return network(inputs) if labels is None else network(inputs, labels)
 
 
 def num_classes(module: nn.Module) -> int:
@@ -100,7 +117,7 @@ class Generator(nn.Module):
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Call the generator on noise (and labels when it is class-conditional)."""
-        return self(z) if labels is None else self(z, labels)
+        return forward(self, z, labels)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None, labels: Labels | None = None) -> torch.Tensor:
@@ -117,13 +134,8 @@ class Generator(nn.Module):
             chosen = self.sample_labels(n, generator=generator)
         else:
             chosen = self.labels_for(n, labels)
-        was_training = self.training
-        self.eval()
-        try:
-            images = self.generate(z, chosen)
-        finally:
-            self.train(was_training)
-        return images.float()
+        with eval_mode(self):
+            return self.generate(z, chosen).float()
 
     def _device(self) -> torch.device:
         first = next(self.parameters(), None)

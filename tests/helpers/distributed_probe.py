@@ -45,9 +45,11 @@ def main() -> None:
         "seen": seen,
         "noise": noise,
         "parameters": checksum(
-            [*trainer.parts.g_module.parameters(), *trainer.parts.d_module.parameters()]
+            [*trainer.parts.generator.parameters(), *trainer.parts.discriminator.parameters()]
         ),
-        "buffers": checksum([*trainer.parts.g_module.buffers(), *trainer.parts.d_module.buffers()]),
+        "buffers": checksum(
+            [*trainer.parts.generator.buffers(), *trainer.parts.discriminator.buffers()]
+        ),
         "fixed_noise": checksum([trainer.fixed_noise]),
     }
     if trainer.accelerator.is_main_process:
