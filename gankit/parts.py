@@ -11,7 +11,8 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from gankit import fastpath, parallel, toy
+from gankit import fastpath, parallel
+from gankit.data import base_dataset
 from gankit.data import image_shape as shape_of
 from gankit.data import num_classes as dataset_classes
 from gankit.ema import EMA
@@ -110,7 +111,7 @@ def build_parts(
             make_capturable(optimizer, accelerator.device)
         keep_implementation(optimizer)
     network = accelerator.unwrap_model(prepared[0])
-    toy_data = toy.toy_source(dataset)
+    source = base_dataset(dataset)
     return Parts(
         dataset=dataset,
         image_shape=image_shape,
@@ -137,19 +138,20 @@ def build_parts(
         schedule=SCHEDULES.build(recipe.schedule),
         regularizer=REGULARIZERS.build(recipe.regularizer),
         ema=EMA(network, recipe.ema.decay, recipe.ema.warmup) if recipe.ema.decay else None,
-        evaluator=_evaluator(recipe, image_shape, accelerator, toy_data),
-        reference_points=None if toy_data is None else toy_data.tensors[0][:2000],
+        evaluator=_evaluator(recipe, image_shape, accelerator, source),
+        reference_points=source.reference_points() if hasattr(source, "reference_points") else None,
     )
 
 
 def _evaluator(
-    recipe: RecipeBase, image_shape: tuple[int, ...], accelerator: Accelerator, toy_data: Any
+    recipe: RecipeBase, image_shape: tuple[int, ...], accelerator: Accelerator, source: Dataset
 ) -> Any:
-    """What `eval.every` measures: mode coverage for 2-D toy data, else image metrics."""
+    """What `eval.every` measures: what the dataset brings (`evaluator(n, seed, accelerator)`,
+    such as mode coverage for ring data), else image metrics."""
     if not recipe.eval.every:
         return None
-    if toy_data is not None:
-        return toy.ToyEvaluator(toy_data, recipe.eval.n, recipe.train.seed, accelerator)
+    if hasattr(source, "evaluator"):
+        return source.evaluator(recipe.eval.n, recipe.train.seed, accelerator)
     from gankit.evaluation import TrainingEvaluator  # torchmetrics only when evaluation is on
 
     return TrainingEvaluator(recipe, image_shape, accelerator)

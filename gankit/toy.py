@@ -11,9 +11,8 @@ from typing import Annotated, Any
 
 import torch
 from pydantic import Field
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
-from gankit.data import base_dataset
 from gankit.models.base import eval_mode
 from gankit.registry import DATASETS
 
@@ -24,6 +23,26 @@ def ring_centers(modes: int = 8, radius: float = 2.0) -> torch.Tensor:
     return (torch.stack([angles.cos(), angles.sin()], dim=1) * radius).float()
 
 
+class RingDataset(TensorDataset):
+    """Points of a ring of Gaussians, labelled by mode. As the dataset of a run it brings its
+    own evaluation (mode coverage) and the real points drawn under the sample plots."""
+
+    def __init__(
+        self, points: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor, std: float
+    ) -> None:
+        super().__init__(points, labels)
+        self.centers, self.std = centers, std
+        self.classes = [str(mode) for mode in range(len(centers))]
+
+    def evaluator(self, n: int, seed: int, accelerator: Any) -> ToyEvaluator:
+        """What `eval.every` measures on this data: mode coverage of `n` samples."""
+        return ToyEvaluator(self, n, seed, accelerator)
+
+    def reference_points(self, limit: int = 2000) -> torch.Tensor:
+        """Real points to draw under the generated ones."""
+        return self.tensors[0][:limit]
+
+
 @DATASETS.register("ring")
 def ring(
     modes: Annotated[int, Field(ge=2, description="Gaussians evenly spaced on the circle")] = 8,
@@ -31,22 +50,13 @@ def ring(
     std: Annotated[float, Field(gt=0, description="standard deviation of each Gaussian")] = 0.02,
     size: Annotated[int, Field(gt=0, description="points in the dataset")] = 20_000,
     data_seed: Annotated[int, Field(ge=0, description="seed of the points (not of training)")] = 0,
-) -> TensorDataset:
+) -> RingDataset:
     """Points (2,) from a ring of `modes` Gaussians, each labelled with its mode."""
     rng = torch.Generator().manual_seed(data_seed)
     labels = torch.randint(modes, (size,), generator=rng)
     centers = ring_centers(modes, radius)
     points = centers[labels] + std * torch.randn(size, 2, generator=rng)
-    dataset = TensorDataset(points, labels)
-    dataset.classes = [str(mode) for mode in range(modes)]  # type: ignore[attr-defined]
-    dataset.centers, dataset.std = centers, std  # type: ignore[attr-defined]
-    return dataset
-
-
-def toy_source(dataset: Dataset) -> Any:
-    """The ring dataset behind `dataset` (through a Subset), or None for other data."""
-    inner = base_dataset(dataset)
-    return inner if hasattr(inner, "centers") else None
+    return RingDataset(points, labels, centers, std)
 
 
 def mode_coverage(
