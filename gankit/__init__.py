@@ -1,12 +1,17 @@
 """gankit: train GANs from typed recipes, with pluggable components, on Accelerate."""
 
-from gankit import data, losses, models, regularizers, schedules, toy  # noqa: F401 (built-ins)
 from gankit._version import __version__
-from gankit.errors import GankitError
-from gankit.export import load_generator, load_model, save_model
-from gankit.models.base import Generator
-from gankit.recipe import load_recipe
-from gankit.registry import (
+from gankit.components import (  # noqa: F401 (built-ins, and their short public names)
+    data,
+    losses,
+    models,
+    regularizers,
+    schedules,
+    toy,
+)
+from gankit.components.models.base import Generator
+from gankit.config.recipe import load_recipe
+from gankit.config.registry import (
     DATASETS,
     DISCRIMINATORS,
     GENERATORS,
@@ -16,6 +21,8 @@ from gankit.registry import (
     Registry,
     load_plugins,
 )
+from gankit.core.errors import GankitError
+from gankit.outputs.export import load_generator, load_model, save_model
 
 __all__ = [
     "DATASETS",

@@ -11,20 +11,20 @@ from pathlib import Path
 from typing import Any
 
 from gankit._version import __version__
-from gankit.errors import GankitError
+from gankit.core.errors import GankitError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 def _train(args: argparse.Namespace) -> int:
-    from gankit.recipe import load_recipe
-    from gankit.trainer import train
+    from gankit.config.recipe import load_recipe
+    from gankit.training.trainer import train
 
     return train(load_recipe(args.recipe, args.overrides))
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from gankit.recipe import dump_recipe, load_recipe, recipe_model
+    from gankit.config.recipe import dump_recipe, load_recipe, recipe_model
 
     if args.schema:
         print(json.dumps(recipe_model().model_json_schema(), indent=2))
@@ -39,8 +39,8 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
-    from gankit.listing import markdown, plain
-    from gankit.registry import REGISTRIES, load_plugins
+    from gankit.config.listing import markdown, plain
+    from gankit.config.registry import REGISTRIES, load_plugins
 
     load_plugins()
     names = {name for r in REGISTRIES.values() for name in (r.section, r.kind, r.plural)}
@@ -50,8 +50,8 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from gankit.export import load_generator
-    from gankit.outputs import render_samples, save_image
+    from gankit.outputs.export import load_generator
+    from gankit.outputs.files import render_samples, save_image
 
     out = Path(args.out)
     if out.suffix.lower() not in IMAGE_SUFFIXES or out.is_dir():
@@ -70,7 +70,7 @@ def _sample(args: argparse.Namespace) -> None:
 def _labels(text: str | None, n: int, generator: Any) -> list[int] | None:
     """--labels as class indices: one for every image, or one per image; for a conditional
     generator without --labels, one class per grid row."""
-    from gankit.models.base import grid_labels
+    from gankit.components.models.base import grid_labels
 
     if not generator.num_classes:
         if text is not None:
@@ -90,7 +90,7 @@ def _labels(text: str | None, n: int, generator: Any) -> list[int] | None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from gankit.evaluation import evaluate_export
+    from gankit.metrics.evaluation import evaluate_export
 
     if args.out and Path(args.out).is_dir():
         raise GankitError(f"--out {args.out} is a folder; give a file name such as eval.json")

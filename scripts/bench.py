@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from gankit.errors import GankitError
-from gankit.iteration import Inputs
-from gankit.optim import make_adam
-from gankit.parallel import resolve_precision
-from gankit.recipe import load_recipe
-from gankit.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES
-from gankit.trainer import Trainer
+from gankit.config.recipe import load_recipe
+from gankit.config.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES
+from gankit.core.errors import GankitError
+from gankit.training.iteration import Inputs
+from gankit.training.optim import make_adam
+from gankit.training.parallel import resolve_precision
+from gankit.training.trainer import Trainer
 
 
 class BenchError(GankitError):

@@ -2,7 +2,7 @@
 
     python scripts/train_classifier.py --data-root ../shared/data/mnist
 
-Writes gankit/assets/mnist_classifier.safetensors and mnist_classifier.json (test accuracy,
+Writes gankit/metrics/assets/mnist_classifier.safetensors and mnist_classifier.json (test accuracy,
 settings, the weights' SHA-256). Same seed, same thread count, same torch: same weights.
 """
 
@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_model
 from torch.utils.data import DataLoader
 
-from gankit.classifier import CARD, WEIGHTS, MNISTClassifier
-from gankit.data import mnist
+from gankit.components.data import mnist
+from gankit.metrics.classifier import CARD, WEIGHTS, MNISTClassifier
 
 
 @torch.no_grad()
@@ -66,7 +66,7 @@ def main() -> None:
     CARD.write_text(
         json.dumps(
             {
-                "architecture": "gankit.classifier.MNISTClassifier",
+                "architecture": "gankit.metrics.classifier.MNISTClassifier",
                 "test_accuracy": round(test_accuracy, 4),
                 "trained_on": "MNIST train split (60,000), images in [-1, 1]",
                 "evaluated_on": "MNIST test split (10,000)",

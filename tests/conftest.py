@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gankit.registry import NO_PLUGINS_ENV
+from gankit.config.registry import NO_PLUGINS_ENV
 
 # The suite sees only gankit's own components, whatever `gankit.plugins` the environment holds:
 # plugin autoloading is off for the whole session, set here (on import, before any test is

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gankit.data import MNIST_FILES
-from gankit.listing import TABLE_END, TABLE_START, readme_table, with_table
+from gankit.components.data import MNIST_FILES
+from gankit.config.listing import TABLE_END, TABLE_START, readme_table, with_table
 
 from conftest import REFERENCE_RECIPE, ROOT, TINY
 
@@ -185,7 +185,7 @@ def test_readme_component_table_is_gankit_list_markdown(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert readme_table(readme) == result.stdout, (
         "README's component table differs from `gankit list --markdown`; regenerate it with "
-        "GANKIT_NO_PLUGINS=1 python -m gankit.listing README.md"
+        "GANKIT_NO_PLUGINS=1 python -m gankit.config.listing README.md"
     )
 
 
@@ -193,7 +193,10 @@ def test_the_readme_table_is_rewritten_between_its_markers(tmp_path: Path) -> No
     readme = tmp_path / "README.md"
     readme.write_text(f"# intro\n\n{TABLE_START}| old |\n{TABLE_END}\nrest\n", encoding="utf-8")
     subprocess.run(
-        [sys.executable, "-m", "gankit.listing", str(readme)], cwd=tmp_path, check=True, timeout=120
+        [sys.executable, "-m", "gankit.config.listing", str(readme)],
+        cwd=tmp_path,
+        check=True,
+        timeout=120,
     )
     text = readme.read_text(encoding="utf-8")
     assert text.startswith(f"# intro\n\n{TABLE_START}| section | name |")

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from gankit import DISCRIMINATORS, GENERATORS, LOSSES, SCHEDULES
-from gankit.errors import RegistryError
-from gankit.models.dcgan import ConvTranspose2dSame, conv2d_same, tf_same_padding
+from gankit.components.models.dcgan import ConvTranspose2dSame, conv2d_same, tf_same_padding
+from gankit.core.errors import RegistryError
 
 SHAPE = (1, 28, 28)
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import gankit
-from gankit.errors import GankitError
-from gankit.evaluation import MNISTMetrics, reference_images
-from gankit.models.base import grid_labels
-from gankit.outputs import image_grid
-from gankit.recipe import load_recipe
-from gankit.trainer import Trainer
+from gankit.components.models.base import grid_labels
+from gankit.config.recipe import load_recipe
+from gankit.core.errors import GankitError
+from gankit.metrics.evaluation import MNISTMetrics, reference_images
+from gankit.outputs.files import image_grid
+from gankit.training.trainer import Trainer
 
 from conftest import ROOT, TINY
 

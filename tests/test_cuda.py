@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
-from gankit.recipe import load_recipe
-from gankit.trainer import Trainer
+from gankit.config.recipe import load_recipe
+from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, ROOT, TINY
 

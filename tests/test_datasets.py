@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
-from gankit.data import (
+from gankit.components.data import (
     MNIST_FILES,
     ImageFolderDataset,
     _in_memory,
@@ -24,9 +24,9 @@ from gankit.data import (
     mnist,
     num_classes,
 )
-from gankit.errors import DatasetError, RecipeError
-from gankit.recipe import validate_recipe
-from gankit.registry import DATASETS
+from gankit.config.recipe import validate_recipe
+from gankit.config.registry import DATASETS
+from gankit.core.errors import DatasetError, RecipeError
 
 from conftest import REFERENCE_RECIPE
 

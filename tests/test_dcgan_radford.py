@@ -8,8 +8,8 @@ import torch
 
 import gankit
 from gankit import DISCRIMINATORS, GENERATORS
-from gankit.errors import RegistryError
-from gankit.models.dcgan_radford import DCGANDiscriminator, DCGANGenerator
+from gankit.components.models.dcgan_radford import DCGANDiscriminator, DCGANGenerator
+from gankit.core.errors import RegistryError
 
 
 def build_pair(shape, width=4, **extra):

@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gankit.checkpoint import list_checkpoints, verify
-from gankit.recipe import load_recipe
-from gankit.trainer import Trainer
+from gankit.config.recipe import load_recipe
+from gankit.training.checkpoint import list_checkpoints, verify
+from gankit.training.trainer import Trainer
 
 from conftest import MNIST_ROOT, REFERENCE_RECIPE, ROOT, TINY
 

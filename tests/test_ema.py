@@ -8,10 +8,10 @@ import torch
 from safetensors.torch import load_file
 
 import gankit
-from gankit.ema import EMA
-from gankit.outputs import image_grid
-from gankit.recipe import load_recipe
-from gankit.trainer import Trainer
+from gankit.config.recipe import load_recipe
+from gankit.outputs.files import image_grid
+from gankit.training.ema import EMA
+from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
 

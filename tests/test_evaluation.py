@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import gankit
-from gankit import classifier
-from gankit.errors import GankitError
-from gankit.evaluation import MNISTMetrics, evaluate, reference_images
-from gankit.recipe import load_recipe
-from gankit.trainer import Trainer
+from gankit.config.recipe import load_recipe
+from gankit.core.errors import GankitError
+from gankit.metrics import classifier
+from gankit.metrics.evaluation import MNISTMetrics, evaluate, reference_images
+from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
 

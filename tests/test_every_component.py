@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gankit import DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
-from gankit.models.base import Generator
+from gankit.components.models.base import Generator
 
 SHAPE = (1, 28, 28)
 SMALL = {"dcgan28": {"width": 4}, "dcgan": {"width": 4}, "mlp": {"hidden": 16}}

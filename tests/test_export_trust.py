@@ -21,13 +21,14 @@ from safetensors import SafetensorError
 from torch import nn
 
 import gankit
-from gankit import export, sizes
-from gankit.atomic import atomic_folder, remove_leftovers
 from gankit.cli import main
-from gankit.errors import ExportError, GankitError, RegistryError
-from gankit.evaluation import MNISTMetrics
-from gankit.registry import Registry
-from gankit.sizes import GIB, check_fits, meta_state, parameter_bytes
+from gankit.config.registry import Registry
+from gankit.core import sizes
+from gankit.core.atomic import atomic_folder, remove_leftovers
+from gankit.core.errors import ExportError, GankitError, RegistryError
+from gankit.core.sizes import GIB, check_fits, meta_state, parameter_bytes
+from gankit.metrics.evaluation import MNISTMetrics
+from gankit.outputs import export
 
 SPEC = {"name": "dcgan28", "width": 4, "z_dim": 12}
 

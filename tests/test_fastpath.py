@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 import gankit
-from gankit.recipe import load_recipe
-from gankit.trainer import Trainer
+from gankit.config.recipe import load_recipe
+from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
 
@@ -42,14 +42,14 @@ def assert_same_batch(expected, got) -> None:
 
 
 @pytest.mark.parametrize("conditional", [False, True], ids=["images", "images+labels"])
-def test_device_batches_follow_the_dataloader_order(tmp_path, mnist_root, conditional):
+def test_device_loader_follows_the_dataloader_order(tmp_path, mnist_root, conditional):
     models = CONDITIONAL if conditional else ()
     recipes = [
         [*SMALL, *models, f"output_dir={tmp_path / name}", *extra]
         for name, extra in (("loader", ()), ("device", ("perf.data_on_device=true",)))
     ]
     loader, device = (Trainer(load_recipe(REFERENCE_RECIPE, recipe)) for recipe in recipes)
-    assert device.parts.device_batches is not None and loader.parts.device_batches is None
+    assert device.parts.device_loader is not None and loader.parts.device_loader is None
     streams = [loader.inputs.batches(), device.inputs.batches()]
     for _ in range(9):  # two epochs of 4 batches, and into the third
         expected, got = (next(stream) for stream in streams)

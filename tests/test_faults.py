@@ -17,13 +17,13 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-import gankit.checkpoint
-from gankit import outputs
-from gankit.checkpoint import list_checkpoints
+import gankit.training.checkpoint
 from gankit.cli import main
-from gankit.recipe import load_recipe
-from gankit.runfolder import LOCK_FILE, MARK_FILE, open_run_folder
-from gankit.trainer import Trainer
+from gankit.config.recipe import load_recipe
+from gankit.outputs import files
+from gankit.training.checkpoint import list_checkpoints
+from gankit.training.runfolder import LOCK_FILE, MARK_FILE, open_run_folder
+from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, ROOT, TINY
 
@@ -385,7 +385,7 @@ def test_a_full_disk_during_a_checkpoint_names_the_intact_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run_dir = tmp_path / "run"
-    write_manifest = gankit.checkpoint.write_manifest
+    write_manifest = gankit.training.checkpoint.write_manifest
 
     def disk_fills_at_step_4(folder: Path, step: int) -> None:
         if step == 4:
@@ -393,7 +393,7 @@ def test_a_full_disk_during_a_checkpoint_names_the_intact_one(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "manifest.json"))
         write_manifest(folder, step)
 
-    monkeypatch.setattr(gankit.checkpoint, "write_manifest", disk_fills_at_step_4)
+    monkeypatch.setattr(gankit.training.checkpoint, "write_manifest", disk_fills_at_step_4)
     code, stderr = train(capsys, run_dir, "train.steps=6", "train.checkpoint_every=2")
     assert code == 2
     line = one_error_line(stderr)
@@ -402,9 +402,9 @@ def test_a_full_disk_during_a_checkpoint_names_the_intact_one(
     assert f"the newest intact checkpoint is {intact}" in line
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_0000002"]
     assert not any(p.name.startswith(".") for p in (run_dir / "checkpoints").iterdir())
-    gankit.checkpoint.verify(intact)
+    gankit.training.checkpoint.verify(intact)
 
-    monkeypatch.setattr(gankit.checkpoint, "write_manifest", write_manifest)  # space again
+    monkeypatch.setattr(gankit.training.checkpoint, "write_manifest", write_manifest)  # space again
     code, stderr = train(capsys, run_dir, "train.steps=6", "train.checkpoint_every=2")
     assert code == 0, stderr
     assert list_checkpoints(run_dir)[0].name == "step_0000006"
@@ -446,7 +446,7 @@ def test_a_really_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(
     intact = list_checkpoints(run_dir)
     assert intact, "the disk should hold at least one checkpoint"
     for folder in intact:
-        gankit.checkpoint.verify(folder)
+        gankit.training.checkpoint.verify(folder)
     assert str(intact[0]) in line or "run the same command" in line
 
 
@@ -471,8 +471,8 @@ def test_the_gif_reads_back_whole_with_every_grid(tmp_path: Path) -> None:
     full = rng.integers(0, 256, (29, 29), dtype=np.uint8)
     grids = [narrow, full, narrow[::-1], full[::-1]]
     for step, grid in enumerate(grids):
-        outputs.save_image(grid, outputs.sample_path(tmp_path, step))
-    frames = iio.imread(outputs.write_gif(tmp_path))
+        files.save_image(grid, files.sample_path(tmp_path, step))
+    frames = iio.imread(files.write_gif(tmp_path))
     assert frames.shape == (4, 29, 29)
     for frame, grid in zip(frames, grids, strict=True):
         assert (frame == grid).all()

@@ -9,13 +9,13 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 
-from gankit.errors import GankitError, RecipeError
-from gankit.graphs import IterationGraphs
-from gankit.iteration import Inputs
-from gankit.optim import keep_implementation, make_capturable
-from gankit.recipe import load_recipe
-from gankit.schedules import D_REGULARIZE, D_STEP, G_STEP
-from gankit.trainer import Trainer
+from gankit.components.schedules import D_REGULARIZE, D_STEP, G_STEP
+from gankit.config.recipe import load_recipe
+from gankit.core.errors import GankitError, RecipeError
+from gankit.training.graphs import IterationGraphs
+from gankit.training.iteration import Inputs
+from gankit.training.optim import keep_implementation, make_capturable
+from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
 

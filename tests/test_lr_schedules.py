@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from gankit.optim import lr_schedule
-from gankit.recipe import AdamParams, load_recipe
-from gankit.trainer import Trainer
+from gankit.config.recipe import AdamParams, load_recipe
+from gankit.training.optim import lr_schedule
+from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
 

@@ -11,11 +11,10 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gankit.cli import main
-from gankit.errors import RecipeError, RegistryError
-from gankit.params import boolean_for_number
-from gankit.recipe import load_recipe, section_model
-from gankit.registry import LOSSES, REGISTRIES, NoParams, Registry
-from gankit.sections import (
+from gankit.config.params import boolean_for_number
+from gankit.config.recipe import load_recipe, section_model
+from gankit.config.registry import LOSSES, REGISTRIES, NoParams, Registry
+from gankit.config.sections import (
     AdamParams,
     EMASection,
     EvalSection,
@@ -24,6 +23,7 @@ from gankit.sections import (
     TrainSection,
     WandbSection,
 )
+from gankit.core.errors import RecipeError, RegistryError
 
 from conftest import REFERENCE_RECIPE
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import gankit.registry as registry
-from gankit.errors import PluginError
-from gankit.registry import LOSSES, NO_PLUGINS_ENV, PLUGIN_GROUP, REGISTRIES, load_plugins
+import gankit.config.registry as registry
+from gankit.config.registry import LOSSES, NO_PLUGINS_ENV, PLUGIN_GROUP, REGISTRIES, load_plugins
+from gankit.core.errors import PluginError
 
 from conftest import REFERENCE_RECIPE, ROOT
 

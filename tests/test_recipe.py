@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gankit.errors import GankitError, RecipeError
-from gankit.recipe import (
+from gankit.config.recipe import (
     SECTION_DEFAULTS,
     SECTION_ORDER,
     apply_overrides,
@@ -21,7 +20,8 @@ from gankit.recipe import (
     recipe_model,
     validate_recipe,
 )
-from gankit.registry import DISCRIMINATORS, GENERATORS, LOSSES, SCHEDULES
+from gankit.config.registry import DISCRIMINATORS, GENERATORS, LOSSES, SCHEDULES
+from gankit.core.errors import GankitError, RecipeError
 
 from conftest import REFERENCE_RECIPE
 

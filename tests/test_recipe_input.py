@@ -17,10 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gankit.cli import main
-from gankit.errors import SHOWN_CHARS, RecipeError
-from gankit.recipe import load_recipe, read_recipe_file, recipe_model, validate_recipe
-from gankit.recipe_file import MAX_BYTES, MAX_DEPTH, MAX_TEXT, MAX_VALUES
-from gankit.registry import LOSSES
+from gankit.config.recipe import load_recipe, read_recipe_file, recipe_model, validate_recipe
+from gankit.config.recipe_file import MAX_BYTES, MAX_DEPTH, MAX_TEXT, MAX_VALUES
+from gankit.config.registry import LOSSES
+from gankit.core.errors import SHOWN_CHARS, RecipeError
 
 from conftest import REFERENCE_RECIPE
 

@@ -15,10 +15,10 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from gankit.data import num_classes
-from gankit.recipe import load_recipe
-from gankit.registry import DATASETS
-from gankit.trainer import Trainer
+from gankit.components.data import num_classes
+from gankit.config.recipe import load_recipe
+from gankit.config.registry import DATASETS
+from gankit.training.trainer import Trainer
 
 from conftest import MNIST_ROOT, ROOT
 

@@ -1,4 +1,4 @@
-"""Unit tests of gankit.registry.Registry: registration, build, and the errors people read."""
+"""Unit tests of the Registry class: registration, build, and the errors people read."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from gankit import GENERATORS
-from gankit.errors import GankitError, RegistryError
-from gankit.models.dcgan import DCGAN28Generator
-from gankit.registry import REGISTRIES, NoParams, Registry
+from gankit.components.models.dcgan import DCGAN28Generator
+from gankit.config.registry import REGISTRIES, NoParams, Registry
+from gankit.core.errors import GankitError, RegistryError
 
 
 class GizmoParams(BaseModel):
@@ -258,7 +258,7 @@ def test_duplicate_of_a_builtin_generator_names_the_builtin() -> None:
             GENERATORS.register("dcgan28")(Second)
         message = str(caught.value)
         assert "generator 'dcgan28' is registered twice" in message
-        assert "first by gankit.models.dcgan.DCGAN28Generator (" in message
+        assert "first by gankit.components.models.dcgan.DCGAN28Generator (" in message
         assert f"again by {origin_of(Second)}" in message
         assert GENERATORS.get("dcgan28") is builtin
     finally:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from gankit import REGULARIZERS
-from gankit.recipe import load_recipe
-from gankit.trainer import Trainer
+from gankit.config.recipe import load_recipe
+from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
 

@@ -18,12 +18,12 @@ import torch
 from safetensors.torch import load_file
 
 from gankit import LOSSES
-from gankit.checkpoint import CheckpointError, list_checkpoints, verify
-from gankit.divergence import DivergenceError
-from gankit.errors import GankitError
-from gankit.recipe import load_recipe
-from gankit.resume import RunState
-from gankit.trainer import Trainer
+from gankit.config.recipe import load_recipe
+from gankit.core.errors import GankitError
+from gankit.training.checkpoint import CheckpointError, list_checkpoints, verify
+from gankit.training.divergence import DivergenceError
+from gankit.training.resume import RunState
+from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
 

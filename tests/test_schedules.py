@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from gankit import SCHEDULES
-from gankit.recipe import load_recipe
-from gankit.trainer import Trainer
+from gankit.config.recipe import load_recipe
+from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
 

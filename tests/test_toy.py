@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import gankit
-from gankit.outputs import render_samples
-from gankit.recipe import load_recipe
-from gankit.toy import mode_coverage, ring, ring_centers
-from gankit.trainer import Trainer
+from gankit.components.toy import mode_coverage, ring, ring_centers
+from gankit.config.recipe import load_recipe
+from gankit.outputs.files import render_samples
+from gankit.training.trainer import Trainer
 
 from conftest import ROOT
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from gankit.recipe import WandbSection
-from gankit.tracking import wandb_mode
+from gankit.config.recipe import WandbSection
+from gankit.outputs.tracking import wandb_mode
 
 from conftest import REFERENCE_RECIPE, TINY
 
@@ -47,8 +47,8 @@ def test_disabled_training_never_imports_wandb(tmp_path, mnist_root):
     overrides = [*TINY, f"output_dir={tmp_path}", "train.steps=2"]
     script = (
         "import sys\n"
-        "from gankit.recipe import load_recipe\n"
-        "from gankit.trainer import train\n"
+        "from gankit.config.recipe import load_recipe\n"
+        "from gankit.training.trainer import train\n"
         f"train(load_recipe({str(REFERENCE_RECIPE)!r}, {overrides!r}))\n"
         "assert 'wandb' not in sys.modules, 'wandb was imported'\n"
     )

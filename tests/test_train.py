@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 import gankit
-from gankit.errors import GankitError
-from gankit.iteration import Inputs
-from gankit.recipe import load_recipe
-from gankit.schedules import G_STEP
-from gankit.trainer import Trainer
+from gankit.components.schedules import G_STEP
+from gankit.config.recipe import load_recipe
+from gankit.core.errors import GankitError
+from gankit.training.iteration import Inputs
+from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, ROOT, TINY
 

@@ -10,9 +10,9 @@ import sys
 
 import torch
 
-from gankit.iteration import Inputs
-from gankit.recipe import load_recipe
-from gankit.trainer import Trainer
+from gankit.config.recipe import load_recipe
+from gankit.training.iteration import Inputs
+from gankit.training.trainer import Trainer
 
 
 def fingerprint(images: torch.Tensor, weights: torch.Tensor) -> list[float]:

@@ -1,0 +1,200 @@
+"""What every generator offers (its noise distribution and `sample`), and the pieces that make
+a model class-conditional.
+
+A class-conditional pair sets `num_classes > 0` on both networks; the generator is then called
+as `G(z, labels)` and the discriminator as `D(images, labels)`, with `labels` a (N,) long tensor
+of class indices. Unconditional networks keep `num_classes = 0` and one-argument calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from gankit.core.errors import GankitError
+
+Noise = Literal["uniform", "normal"]
+Labels = int | Sequence[int] | torch.Tensor
+# Parameters that several models share
+ClassCount = Annotated[int, Field(ge=0, description="classes to condition on; 0: unconditional")]
+LatentSize = Annotated[int, Field(gt=0, description="latent size")]
+SpectralNorm = Annotated[bool, Field(description="spectral normalisation of every layer")]
+
+
+def sample_noise(
+    kind: Noise,
+    n: int,
+    z_dim: int,
+    *,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Draw `n` latent vectors: uniform in [-1, 1) or standard normal."""
+    if kind == "uniform":
+        return torch.rand(n, z_dim, device=device, generator=generator).mul_(2).sub_(1)
+    if kind == "normal":
+        return torch.randn(n, z_dim, device=device, generator=generator)
+    raise ValueError(f"unknown noise {kind!r}; use 'uniform' or 'normal'")
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode inside the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def forward(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """A network on `inputs`, with `labels` when the models are class-conditional."""
+    return network(inputs) if labels is None else network(inputs, labels)
+
+
+def num_classes(module: nn.Module) -> int:
+    """How many classes a network is conditioned on (0: unconditional)."""
+    return int(getattr(module, "num_classes", 0) or 0)
+
+
+class Generator(nn.Module):
+    """Base class of generators: maps (N, z_dim) noise to (N, C, H, W) images in [-1, 1].
+
+    Subclasses set `z_dim` and `noise` and implement `forward(z)`; a class-conditional one also
+    sets `num_classes` and implements `forward(z, labels)`. `sample` comes for free.
+    """
+
+    z_dim: int
+    noise: Noise
+    num_classes: int = 0
+
+    def sample_noise(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`n` latent vectors from this generator's noise distribution, on its device."""
+        return sample_noise(self.noise, n, self.z_dim, device=self._device(), generator=generator)
+
+    def sample_labels(
+        self, n: int, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
+        """`n` class labels drawn uniformly (None for an unconditional generator)."""
+        if not self.num_classes:
+            return None
+        return torch.randint(self.num_classes, (n,), device=self._device(), generator=generator)
+
+    def labels_for(self, n: int, labels: Labels | None) -> torch.Tensor | None:
+        """`labels` as a checked (n,) long tensor on this generator's device.
+
+        An int asks for `n` samples of that class; a sequence or tensor gives one label per
+        sample. None is returned for an unconditional generator (which refuses labels).
+        """
+        if not self.num_classes:
+            if labels is not None:
+                raise ValueError(
+                    f"{type(self).__name__} is unconditional (num_classes 0) and takes no labels"
+                )
+            return None
+        if labels is None:
+            raise ValueError(f"{type(self).__name__} is class-conditional: pass labels")
+        tensor = torch.as_tensor(labels, device=self._device())
+        if tensor.dim() == 0:
+            tensor = tensor.expand(n)
+        if tensor.shape != (n,) or tensor.dtype.is_floating_point or tensor.dtype == torch.bool:
+            raise ValueError(
+                f"labels must be an int or {n} integer class indices, got "
+                f"{tuple(tensor.shape)} {tensor.dtype}"
+            )
+        if n and (int(tensor.min()) < 0 or int(tensor.max()) >= self.num_classes):
+            raise ValueError(
+                f"labels must lie in [0, {self.num_classes}), got {tensor.min()}..{tensor.max()}"
+            )
+        return tensor.long()
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Call the generator on noise (and labels when it is class-conditional)."""
+        return forward(self, z, labels)
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int | None = None, labels: Labels | None = None) -> torch.Tensor:
+        """Generate `n` images in [-1, 1] as a float32 (N, C, H, W) tensor, in eval mode.
+
+        `seed` makes the noise (and drawn labels) reproducible without touching the global RNG.
+        A class-conditional generator takes `labels` (an int for one class, or one per image);
+        without them, classes are drawn uniformly.
+        """
+        device = self._device()
+        generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
+        z = self.sample_noise(n, generator=generator)
+        if self.num_classes and labels is None:
+            chosen = self.sample_labels(n, generator=generator)
+        else:
+            chosen = self.labels_for(n, labels)
+        with eval_mode(self):
+            return self.generate(z, chosen).float()
+
+    def _device(self) -> torch.device:
+        first = next(self.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
+
+def grid_labels(n: int, classes: int) -> torch.Tensor:
+    """Labels for an n-image square grid with one class per row (cycling when rows > classes)."""
+    per_row = max(1, math.ceil(math.sqrt(n)))
+    return (torch.arange(n) // per_row) % classes
+
+
+class Projection(nn.Module):
+    """The projection discriminator's class term (Miyato & Koyama 2018): <embed(y), h>.
+
+    Added to the unconditional logit computed from the same features `h`.
+    """
+
+    def __init__(self, num_classes: int, features: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, features)
+        nn.init.xavier_uniform_(self.embed.weight)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (self.embed(labels) * features).sum(1, keepdim=True)
+
+
+def check_labels(module: nn.Module, labels: torch.Tensor | None) -> None:
+    """Refuse a call whose labels do not match whether `module` is conditional."""
+    if num_classes(module) and labels is None:
+        raise ValueError(f"{type(module).__name__} is class-conditional: pass labels")
+    if not num_classes(module) and labels is not None:
+        raise ValueError(f"{type(module).__name__} is unconditional and takes no labels")
+
+
+def check_conditioning(generator: nn.Module, discriminator: nn.Module, classes: int) -> int:
+    """The class count both networks are conditioned on (0: unconditional), checked against
+    each other and against the dataset's `classes`; a mismatch is a clear error."""
+    g_classes, d_classes = num_classes(generator), num_classes(discriminator)
+    if g_classes != d_classes:
+        raise GankitError(
+            f"the generator is conditioned on {g_classes} classes but the discriminator on "
+            f"{d_classes}; set generator.num_classes and discriminator.num_classes alike"
+        )
+    if g_classes and not classes:
+        raise GankitError(
+            f"the models are class-conditional (num_classes {g_classes}) but the dataset has "
+            "no class labels; use a labelled dataset or set num_classes: 0"
+        )
+    if g_classes and g_classes != classes:
+        raise GankitError(
+            f"the dataset has {classes} classes but the models are conditioned on {g_classes}; "
+            f"set generator.num_classes and discriminator.num_classes to {classes}"
+        )
+    return g_classes
+
+
+def apply_spectral_norm(module: nn.Module) -> None:
+    """Spectrally normalise every conv, linear and embedding layer in place (Miyato et al.)."""
+    for layer in list(module.modules()):
+        if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d | nn.Linear | nn.Embedding):
+            nn.utils.parametrizations.spectral_norm(layer)

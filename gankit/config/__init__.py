@@ -1,0 +1,1 @@
+"""Recipes and the registries they pick components from: reading, validating, listing."""

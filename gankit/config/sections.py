@@ -1,0 +1,250 @@
+"""The fixed sections of a recipe (optimizers, loader, training, EMA, evaluation, perf, W&B).
+
+The component sections (data, generator, ...) are built from the registries in `recipe.py`;
+these are the same for every recipe. Cross-section rules are checked in `RecipeBase`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from gankit.config.params import refuse_booleans
+
+
+class FiniteInside(BaseModel):
+    """Refuses inf and nan in nested models whose own config allows them (`allow_inf_nan=False`
+    covers the model's own fields)."""
+
+    @model_validator(mode="after")
+    def _finite_inside(self) -> Any:
+        bad = [
+            path
+            for name in type(self).model_fields
+            for path in _infinite(getattr(self, name), name)
+        ]
+        if bad:
+            what = "a finite number" if len(bad) == 1 else "finite numbers"
+            raise ValueError(f"{', '.join(bad[:5])} must be {what}; .inf and .nan are not allowed")
+        return self
+
+
+def _infinite(value: Any, path: str) -> list[str]:
+    """Key paths of inf and nan floats in a value, not looking inside FiniteInside models
+    (they check themselves)."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [path]
+    if isinstance(value, FiniteInside):
+        return []
+    if isinstance(value, BaseModel):
+        return [
+            p for k in type(value).model_fields for p in _infinite(getattr(value, k), f"{path}.{k}")
+        ]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _infinite(v, f"{path}.{k}")]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in _infinite(v, f"{path}[{i}]")]
+    return []
+
+
+class Strict(FiniteInside):
+    """A recipe section: unknown keys are errors, and so are non-finite numbers (inf, nan).
+    A section with numbers is decorated with `params.refuse_booleans`: its numbers refuse true
+    and false (pydantic would read them as 1 and 0, so `lr: true` would train at a learning rate
+    of 1)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+@refuse_booleans
+class AdamParams(Strict):
+    """Adam for one network (reference: lr 2e-4, betas (0.5, 0.999))."""
+
+    lr: float = Field(2e-4, gt=0, description="learning rate")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+        0.5,
+        0.999,
+    )
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="after warm-up: keep lr, or decay it to 0 at train.steps"
+    )
+    warmup_steps: int = Field(0, ge=0, description="iterations of linear warm-up from 0")
+
+
+class OptimSection(Strict):
+    """One optimizer per network."""
+
+    generator: AdamParams = AdamParams()
+    discriminator: AdamParams = AdamParams()
+
+
+@refuse_booleans
+class LoaderFields(Strict):
+    """How batches are drawn from any dataset (added to every `data` section)."""
+
+    batch_size: int = Field(100, gt=0, description="images per batch, per process by default")
+    global_batch: bool = Field(
+        False, description="batch_size is the global batch, split evenly across processes"
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    subset: int | None = Field(None, gt=0, description="use only the first N images (debugging)")
+
+
+@refuse_booleans
+class TrainSection(Strict):
+    """Length, seed and output cadence of a run."""
+
+    steps: int = Field(gt=0, description="training iterations (each runs the schedule once)")
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds weights, noise and data order")
+    log_every: int = Field(100, gt=0, description="steps between metric lines")
+    sample_every: int = Field(1000, gt=0, description="steps between sample grids")
+    n_samples: int = Field(100, gt=0, description="images in each grid, from fixed noise")
+    export_discriminator: bool = Field(True, description="also export D next to G")
+    progress: bool = Field(True, description="show a progress bar (on a terminal)")
+    checkpoint_every: int = Field(1000, gt=0, description="steps between resumable checkpoints")
+    keep_checkpoints: int = Field(3, gt=0, description="how many of the newest to keep")
+    resume: str = Field(
+        "auto", min_length=1, description="auto (newest checkpoint, if any), never, or a folder"
+    )
+    allow_recipe_changes: bool = Field(
+        False, description="resume even if the recipe changed in a way that changes training"
+    )
+    on_nan: Literal["stop", "skip"] = Field(
+        "stop", description="on a non-finite loss: stop, or skip that update (costs a sync)"
+    )
+    grad_accumulation: int = Field(
+        1, gt=0, description="micro-batches of data.batch_size accumulated into each update"
+    )
+    batch_norm: Literal["broadcast", "sync", "local"] = Field(
+        "broadcast",
+        description="with several processes: BatchNorm statistics from process 0 (broadcast), "
+        "synchronised per batch (sync, CUDA only), or kept per process (local)",
+    )
+
+
+@refuse_booleans
+class EvalSection(Strict):
+    """Sample-quality metrics during training: MNIST metrics (see `gankit eval`) for 1x28x28
+    images, mode coverage for ring data."""
+
+    every: int = Field(0, ge=0, description="steps between evaluations; 0: off")
+    n: int = Field(2000, gt=1, description="generated samples per evaluation, over all processes")
+    split: Literal["test", "train"] = Field("test", description="MNIST reference split")
+    data_root: str | None = Field(None, description="MNIST folder; default: data.root")
+    batch_size: int = Field(500, gt=0, description="images per evaluation batch")
+
+
+@refuse_booleans
+class EMASection(Strict):
+    """An exponential moving average of G's weights, used for samples, exports and metrics."""
+
+    decay: float = Field(0.0, ge=0, lt=1, description="e.g. 0.999; 0 turns the average off")
+    warmup: bool = Field(True, description="start with a lower decay: min(decay, (1+t)/(10+t))")
+
+
+class PerfSection(Strict):
+    """Opt-in speed switches; none changes what is trained (see gankit/training/fastpath.py)."""
+
+    data_on_device: bool = Field(False, description="hold the dataset on the device")
+    fused_adam: bool = Field(False, description="fused Adam kernels")
+    channels_last: bool = Field(False, description="NHWC layout for convolutions")
+    tf32: bool = Field(False, description="TF32 matmuls and convolutions on NVIDIA GPUs")
+    compile: bool = Field(False, description="torch.compile both networks")
+    cuda_graph: bool = Field(
+        False, description="replay each iteration as one CUDA graph (one GPU, fp32 or bf16)"
+    )
+
+
+class WandbSection(Strict):
+    """Weights & Biases logging. Without `mode`, WANDB_MODE decides; without a key, offline."""
+
+    project: str = "gankit"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = None
+    tags: list[str] = []
+
+
+class RecipeBase(Strict):
+    """Fields of a recipe besides its component sections."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name")
+    output_dir: str | None = Field(None, description="run folder; default runs/<name>")
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = Field(
+        None,
+        description="no, bf16 or fp16; unset: what Accelerate was launched with "
+        "(accelerate launch --mixed_precision, accelerate config), else no",
+    )
+    optim: OptimSection = OptimSection()
+    train: TrainSection
+    ema: EMASection = EMASection()
+    eval: EvalSection = EvalSection()
+    perf: PerfSection = PerfSection()
+    wandb: WandbSection = WandbSection()
+
+    @field_validator("perf")
+    @classmethod
+    def _graphable(cls, perf: PerfSection, info: ValidationInfo) -> PerfSection:
+        """A CUDA graph replays device work only: refuse what needs the host every step."""
+        if not perf.cuda_graph:
+            return perf
+        train = info.data.get("train")
+        conflicts = [
+            "mixed_precision: fp16 (its loss scaler checks the gradients on the host every "
+            "step; use bf16 or no)"
+            if info.data.get("mixed_precision") == "fp16"
+            else None,
+            "train.on_nan: skip (it reads every loss on the host; use stop)"
+            if train is not None and train.on_nan == "skip"
+            else None,
+            "perf.compile (choose one of the two)" if perf.compile else None,
+        ]
+        conflicts = [conflict for conflict in conflicts if conflict]
+        if conflicts:
+            raise ValueError("cuda_graph cannot be combined with " + "; ".join(conflicts))
+        return perf
+
+    @field_validator("output_dir")
+    @classmethod
+    def _names_a_folder(cls, output_dir: str | None) -> str | None:
+        """An empty path or one holding a NUL character names no folder."""
+        if output_dir is not None and not output_dir.strip():
+            raise ValueError("the path is empty; give a folder, or leave output_dir out")
+        if output_dir is not None and "\0" in output_dir:
+            raise ValueError("the path contains a NUL character (\\0); remove it")
+        return output_dir
+
+    @model_validator(mode="after")
+    def _conditioned_alike(self) -> RecipeBase:
+        """Both networks are conditioned on the same classes (where both have the setting)."""
+        g_classes = getattr(getattr(self, "generator", None), "num_classes", None)
+        d_classes = getattr(getattr(self, "discriminator", None), "num_classes", None)
+        if g_classes is not None and d_classes is not None and g_classes != d_classes:
+            raise ValueError(
+                f"generator.num_classes is {g_classes} but discriminator.num_classes is "
+                f"{d_classes}; a class-conditional pair sets both to the dataset's class count "
+                "(0: unconditional)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _default_output_dir(self) -> RecipeBase:
+        if self.output_dir is None:
+            self.output_dir = f"runs/{self.name}"
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder (outputs, exports, resolved recipe)."""
+        return Path(self.output_dir or f"runs/{self.name}")

@@ -1,0 +1,1 @@
+"""Errors meant for people, atomic folders, model sizes: what every layer may use."""

@@ -1,0 +1,1 @@
+"""Sample quality: Frechet distance, classifier score, class coverage, `gankit eval`."""

@@ -1,6 +1,0 @@
-"""Built-in generators and discriminators (importing this registers them)."""
-
-from gankit.models import dcgan, dcgan_radford, mlp
-from gankit.models.base import Generator, sample_noise
-
-__all__ = ["Generator", "dcgan", "dcgan_radford", "mlp", "sample_noise"]

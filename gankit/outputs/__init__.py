@@ -1,0 +1,1 @@
+"""What a run leaves behind: exports, sample grids, metrics files and trackers."""

@@ -1,0 +1,1 @@
+"""The training run: parts built once, the iteration, inputs, checkpoints, resume."""

@@ -1,0 +1,128 @@
+"""The optimizers: Adam from a recipe's section, learning-rate schedules, and the settings that
+decide which kernels Adam runs (fused, capturable for CUDA graphs), kept across checkpoints."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from gankit.config.sections import AdamParams
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, params: AdamParams, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then constant, linear or cosine decay to 0 at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < params.warmup_steps:
+            return (step + 1) / params.warmup_steps
+        progress = min(
+            1.0, (step - params.warmup_steps) / max(1, total_steps - params.warmup_steps)
+        )
+        if params.lr_schedule == "linear":
+            return 1.0 - progress
+        if params.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def lr_schedules(
+    optimizers: dict[torch.optim.Optimizer, AdamParams], total_steps: int
+) -> list[torch.optim.lr_scheduler.LambdaLR]:
+    """A schedule for each optimizer whose section asks for one (a warm-up or a decay)."""
+    return [
+        lr_schedule(optimizer, params, total_steps)
+        for optimizer, params in optimizers.items()
+        if params.lr_schedule != "constant" or params.warmup_steps
+    ]
+
+
+def make_adam(parameters: Any, params: AdamParams, fused: bool = False) -> torch.optim.Adam:
+    """Adam from a recipe's optimizer section (`fused`: one kernel for all parameters)."""
+    return torch.optim.Adam(
+        parameters,
+        fused=fused or None,
+        lr=params.lr,
+        betas=params.betas,
+        eps=params.eps,
+        weight_decay=params.weight_decay,
+    )
+
+
+def apply_hyperparameters(
+    optimizer: torch.optim.Optimizer,
+    params: AdamParams,
+    schedule: torch.optim.lr_scheduler.LambdaLR | None,
+) -> None:
+    """Give an optimizer (and its schedule) loaded from a checkpoint the recipe's settings:
+    betas, eps, weight decay and the learning rate, at the point of the schedule the run has
+    reached. They differ from the checkpoint's only in a recipe changed on resume
+    (`train.allow_recipe_changes`), which would otherwise be silently ignored."""
+    groups = optimizer.param_groups
+    if schedule is None:
+        rates = [params.lr] * len(groups)
+    else:
+        schedule.base_lrs = [params.lr] * len(groups)
+        rates = [
+            base * factor(schedule.last_epoch)
+            for base, factor in zip(schedule.base_lrs, schedule.lr_lambdas, strict=True)
+        ]
+        schedule._last_lr = rates  # what get_last_lr() reports
+    for group, rate in zip(groups, rates, strict=True):
+        group["betas"], group["eps"] = tuple(params.betas), params.eps
+        group["weight_decay"] = params.weight_decay
+        if "initial_lr" in group:
+            group["initial_lr"] = params.lr
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(rate)  # in place: a CUDA graph reads this tensor
+        else:
+            group["lr"] = rate
+
+
+IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable")
+
+
+def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Let `optimizer.step()` be captured in a CUDA graph: its step counts live on the device,
+    and its learning rate is a device tensor that schedules fill in place between replays."""
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        lr = float(group["lr"])
+        group.setdefault("initial_lr", lr)  # schedules scale a float base, without a sync
+        group["lr"] = torch.tensor(lr, device=device)
+
+
+def keep_implementation(optimizer: torch.optim.Optimizer) -> None:
+    """Make loading a state dict keep this optimizer's kernels (fused, foreach, capturable)
+    and the kind of its learning rate (float or device tensor): `perf` may differ between the
+    run that wrote the checkpoint and this one. (Hyperparameters: `apply_hyperparameters`.)"""
+
+    def keep(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+        # copies: a state dict shares its per-parameter dicts with the optimizer it came from
+        per_parameter = {index: dict(values) for index, values in state["state"].items()}
+        groups = []
+        for current, saved in zip(optimizer.param_groups, state["param_groups"], strict=True):
+            if not (current.get("capturable") or current.get("fused")):
+                for index in saved["params"]:  # foreach Adam reads its step counts on the host
+                    step = per_parameter.get(index, {}).get("step")
+                    if isinstance(step, torch.Tensor):
+                        per_parameter[index]["step"] = step.cpu()
+            saved = dict(saved)
+            for key in IMPLEMENTATION_KEYS:
+                if key in current:
+                    saved[key] = current[key]
+            lr = float(saved["lr"])
+            if isinstance(current["lr"], torch.Tensor):
+                saved["lr"] = torch.tensor(lr, device=current["lr"].device)
+                saved.setdefault("initial_lr", lr)
+            else:
+                saved["lr"] = lr
+            groups.append(saved)
+        return {**state, "state": per_parameter, "param_groups": groups}
+
+    optimizer.register_load_state_dict_pre_hook(keep)

@@ -1,0 +1,166 @@
+"""Everything a recipe builds, built once: data, networks, optimizers, loss, schedule,
+regularizer, EMA, learning-rate schedules and the evaluator, in one typed object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from gankit.components.data import base_dataset
+from gankit.components.data import image_shape as shape_of
+from gankit.components.data import num_classes as dataset_classes
+from gankit.components.models.base import Generator, check_conditioning
+from gankit.config.recipe import RecipeBase
+from gankit.config.registry import (
+    DATASETS,
+    DISCRIMINATORS,
+    GENERATORS,
+    LOSSES,
+    REGULARIZERS,
+    SCHEDULES,
+)
+from gankit.core.errors import GankitError
+from gankit.core.sizes import check_training_fits
+from gankit.training import fastpath, parallel
+from gankit.training.ema import EMA
+from gankit.training.optim import keep_implementation, lr_schedules, make_adam, make_capturable
+
+
+@dataclass
+class Parts:
+    """A recipe's components, prepared for Accelerate.
+
+    `generator` and `discriminator` are the networks; `g_wrapped` and `d_wrapped` run their
+    training forward passes (DDP-wrapped with several processes, else the networks).
+    """
+
+    dataset: Dataset
+    image_shape: tuple[int, ...]
+    num_classes: int
+    batch_size: int  # per process and micro-batch
+    loader: Any  # Accelerate's prepared DataLoader
+    device_loader: fastpath.DeviceLoader | None
+    g_wrapped: torch.nn.Module
+    d_wrapped: torch.nn.Module
+    generator: Generator
+    discriminator: torch.nn.Module
+    g_optimizer: Any  # Accelerate's prepared optimizers
+    d_optimizer: Any
+    lr_schedules: list[Any]
+    loss: Any
+    schedule: Any
+    regularizer: Any
+    ema: EMA | None
+    evaluator: Any
+    reference_points: torch.Tensor | None  # 2-D data: real points drawn under the samples
+
+    @property
+    def sampling_generator(self) -> Generator:
+        """The generator that samples, exports and metrics use: the EMA one if there is one."""
+        return self.ema.module if self.ema is not None else self.generator
+
+
+def build_parts(
+    recipe: RecipeBase, accelerator: Accelerator, batch_norm: str, graphs: bool
+) -> Parts:
+    """Build and prepare every component of `recipe`, with the same initial weights on every
+    process. `graphs`: the optimizers must be capturable in a CUDA graph."""
+    batch_size = parallel.per_process_batch(recipe, accelerator.num_processes)
+    seed = recipe.train.seed
+    set_seed(seed)
+    dataset = DATASETS.build(recipe.data)
+    if recipe.data.subset is not None:
+        dataset = Subset(dataset, range(min(recipe.data.subset, len(dataset))))
+    image_shape = shape_of(dataset)
+    builds = {
+        "generator": lambda: GENERATORS.build(recipe.generator, image_shape=image_shape),
+        "discriminator": lambda: DISCRIMINATORS.build(
+            recipe.discriminator, image_shape=image_shape
+        ),
+    }
+    check_training_fits(builds, accelerator.device, recipe.name)
+    generator, discriminator = builds["generator"](), builds["discriminator"]()
+    if not isinstance(generator, Generator):
+        raise GankitError(
+            f"generator '{recipe.generator.name}' must subclass gankit.Generator "
+            "(it provides z_dim, noise and sample)"
+        )
+    num_classes = check_conditioning(generator, discriminator, dataset_classes(dataset))
+    if batch_norm == "sync" and accelerator.num_processes > 1:
+        generator, discriminator = parallel.use_sync_batch_norm(generator, discriminator)
+    pinned = parallel.uses_cuda()  # batches from pinned memory, copied without a wait
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size * recipe.train.grad_accumulation,
+        shuffle=True,
+        drop_last=True,
+        num_workers=recipe.data.num_workers,
+        persistent_workers=recipe.data.num_workers > 0,  # not restarted every epoch
+        pin_memory=pinned,
+    )
+    if len(loader) == 0:
+        raise GankitError(
+            f"a batch of {loader.batch_size} images per process (data.batch_size x "
+            f"train.grad_accumulation) is more than the dataset's {len(dataset)}; lower it"
+        )
+    perf = recipe.perf
+    fastpath.apply(perf, generator, discriminator)
+    g_optimizer = make_adam(generator.parameters(), recipe.optim.generator, perf.fused_adam)
+    d_optimizer = make_adam(discriminator.parameters(), recipe.optim.discriminator, perf.fused_adam)
+    prepared = accelerator.prepare(generator, discriminator, g_optimizer, d_optimizer, loader)
+    for optimizer in (g_optimizer, d_optimizer):
+        if graphs:
+            make_capturable(optimizer, accelerator.device)
+        keep_implementation(optimizer)
+    network = accelerator.unwrap_model(prepared[0])
+    source = base_dataset(dataset)
+    return Parts(
+        dataset=dataset,
+        image_shape=image_shape,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        loader=prepared[4],
+        device_loader=fastpath.DeviceLoader(
+            dataset, loader.batch_size, seed, accelerator, labels=bool(num_classes)
+        )
+        if perf.data_on_device
+        else None,
+        g_wrapped=prepared[0],
+        d_wrapped=prepared[1],
+        generator=network,
+        discriminator=accelerator.unwrap_model(prepared[1]),
+        g_optimizer=prepared[2],
+        d_optimizer=prepared[3],
+        # stepped once per iteration (Accelerate would step a prepared one per process)
+        lr_schedules=lr_schedules(
+            {g_optimizer: recipe.optim.generator, d_optimizer: recipe.optim.discriminator},
+            recipe.train.steps,
+        ),
+        loss=LOSSES.build(recipe.loss),
+        schedule=SCHEDULES.build(recipe.schedule),
+        regularizer=REGULARIZERS.build(recipe.regularizer),
+        ema=EMA(network, recipe.ema.decay, recipe.ema.warmup) if recipe.ema.decay else None,
+        evaluator=_evaluator(recipe, image_shape, accelerator, source),
+        reference_points=source.reference_points() if hasattr(source, "reference_points") else None,
+    )
+
+
+def _evaluator(
+    recipe: RecipeBase, image_shape: tuple[int, ...], accelerator: Accelerator, source: Dataset
+) -> Any:
+    """What `eval.every` measures: what the dataset brings (`evaluator(n, seed, accelerator)`,
+    such as mode coverage for ring data), else image metrics."""
+    if not recipe.eval.every:
+        return None
+    if hasattr(source, "evaluator"):
+        return source.evaluator(recipe.eval.n, recipe.train.seed, accelerator)
+    from gankit.metrics.evaluation import (
+        TrainingEvaluator,  # torchmetrics only when evaluation is on
+    )
+
+    return TrainingEvaluator(recipe, image_shape, accelerator)

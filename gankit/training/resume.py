@@ -1,0 +1,198 @@
+"""Continuing a run: what a checkpoint carries besides tensors, and which checkpoint to load.
+
+`resume_run` picks the checkpoint `train.resume` names, refuses one trained with a recipe that
+differs in ways that change training, falls back past corrupt ones (with `auto`), and tidies the
+run folder so nothing logged after the checkpoint appears twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gankit.config.recipe import (
+    RecipeBase,
+    dump_recipe,
+    recipe_dict,
+    training_changes,
+    validate_recipe,
+)
+from gankit.core.errors import GankitError, warn
+from gankit.outputs import files
+from gankit.training.checkpoint import (
+    CHECKPOINTS_DIR,
+    CheckpointError,
+    list_checkpoints,
+    read_recipe,
+    verify,
+)
+from gankit.training.optim import apply_hyperparameters
+
+if TYPE_CHECKING:
+    from gankit.training.trainer import Trainer
+
+
+class RunState:
+    """What a checkpoint carries besides weights, optimizers, RNGs and learning-rate schedules:
+    the iteration's state, the position in the data, the fixed sample noise, the W&B run."""
+
+    FORMAT = 2  # 1: the iteration's counters were positions in one tensor
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        t = self.trainer
+        return {
+            "format": self.FORMAT,
+            "iteration": t.iteration.state_dict(),
+            **t.inputs.state_dict(),  # epoch, batch_in_epoch
+            "fixed_noise": t.fixed_noise.cpu(),
+            "wandb_run_id": t.wandb_run_id,
+            "processes": t.accelerator.num_processes,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        t = self.trainer
+        if "format" not in state:  # written before the iteration kept its losses by name
+            state = {**state, "iteration": _iteration_state_v1(state)}
+        t.iteration.load_state_dict(state["iteration"])
+        t.inputs.load_state_dict(state)
+        t.fixed_noise = state["fixed_noise"].to(t.accelerator.device)
+        t.wandb_run_id = state["wandb_run_id"]
+        if state.get("processes", t.accelerator.num_processes) != t.accelerator.num_processes:
+            warn(
+                f"this checkpoint was written by {state['processes']} processes and is resumed "
+                f"by {t.accelerator.num_processes}: the data order within the current epoch "
+                "changes (weights and optimizers continue as they were)"
+            )
+
+
+def _iteration_state_v1(state: dict[str, Any]) -> dict[str, Any]:
+    """The iteration's state from a checkpoint of format 1, as `Iteration.state_dict` gives it."""
+    names = ("d_loss_real", "d_loss_fake", "g_loss", "d_penalty")
+    d_updates, g_updates, penalty_updates = state["loss_counts"]
+    return {
+        "step": state["step"],
+        "loss_sums": dict(zip(names, state["loss_sums"], strict=True)),
+        "updates": {
+            "discriminator": d_updates,
+            "generator": g_updates,
+            "regularize": penalty_updates,
+        },
+        "schedule": state["schedule"],
+        "ema": state.get("ema"),
+    }
+
+
+class RecipeMismatch(CheckpointError):
+    """A checkpoint is intact but was trained with a recipe that differs in training keys."""
+
+
+def check_recipe(recipe: RecipeBase, folder: Path) -> None:
+    """Refuse a checkpoint trained with a recipe that differs in keys that change training.
+    Call after `verify`: the recipe file is read only from a checkpoint known to be intact."""
+    saved_values = read_recipe(folder)
+    if recipe.train.allow_recipe_changes or saved_values is None:
+        return
+    with contextlib.suppress(GankitError):  # fill in keys added since, with their defaults
+        saved_values = recipe_dict(validate_recipe(saved_values))
+    changes = training_changes(saved_values, recipe_dict(recipe))
+    if changes:
+        raise RecipeMismatch(
+            f"the recipe differs from the one {folder} was trained with, in keys that change "
+            f"training: {', '.join(changes)}. Restore them, start over with train.resume=never, "
+            "or resume anyway with train.allow_recipe_changes=true."
+        )
+
+
+def apply_optimizer_settings(trainer: Trainer) -> None:
+    """The recipe's optimizer settings, over those the checkpoint restored (see
+    `apply_hyperparameters`)."""
+    parts = trainer.parts
+    schedules = {id(schedule.optimizer): schedule for schedule in parts.lr_schedules}
+    for prepared, params in (
+        (parts.g_optimizer, trainer.recipe.optim.generator),
+        (parts.d_optimizer, trainer.recipe.optim.discriminator),
+    ):
+        optimizer = prepared.optimizer  # under Accelerate's wrapper
+        apply_hyperparameters(optimizer, params, schedules.get(id(optimizer)))
+
+
+def start_fresh(trainer: Trainer) -> None:
+    """Clear an earlier run's samples, metrics and checkpoints from the run folder (with
+    `auto`, checkpoints set aside in checkpoints/abandoned/ stay: `never` deletes them too).
+    Only what gankit writes goes; anything else in the folder stays."""
+    run_dir = trainer.run_dir
+    never = trainer.recipe.train.resume == "never"
+    aside = run_dir / CHECKPOINTS_DIR / "abandoned"
+    leftovers = (
+        trainer.metrics.path,
+        *files.sample_grids(run_dir),
+        *list_checkpoints(run_dir),
+        *(aside.glob("branch_*") if never else ()),
+    )
+    if any(path.exists() for path in leftovers):
+        warn(f"{run_dir} holds an earlier run; its samples, metrics and checkpoints are replaced")
+        trainer.metrics.path.unlink(missing_ok=True)
+        files.remove_samples_after(run_dir, -1)
+        trainer.checkpoints.clear(keep_set_aside=not never)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def resume_run(trainer: Trainer) -> None:
+    """Load the checkpoint `train.resume` names (auto: the newest usable one), or start fresh."""
+    train, accelerator = trainer.recipe.train, trainer.accelerator
+    main = accelerator.is_main_process
+    candidates = trainer.checkpoints.candidates(train.resume)
+    errors = []
+    resumed = None
+    for folder in candidates:
+        try:  # nothing in a checkpoint is read before it is verified
+            manifest = verify(folder)
+            check_recipe(trainer.recipe, folder)
+        except RecipeMismatch:
+            raise
+        except CheckpointError as error:
+            if train.resume != "auto":
+                raise
+            warn(f"{error}; falling back to the previous checkpoint")
+            errors.append(str(error))
+            continue
+        step = trainer.checkpoints.load(folder, manifest)
+        if step > train.steps:
+            raise GankitError(
+                f"{folder} is at step {step}, past train.steps={train.steps}: there is nothing "
+                "to train and the run folder was left as it is. Raise train.steps to train "
+                "further, set train.resume to an earlier checkpoint to go back, or "
+                "train.resume=never to start over"
+            )
+        apply_optimizer_settings(trainer)  # a recipe changed on resume applies from here
+        accelerator.print(f"gankit: resumed from {folder} (step {step} of {train.steps})")
+        resumed = folder, step
+        break
+    else:
+        if errors:
+            raise CheckpointError(
+                f"no usable checkpoint in {trainer.run_dir / CHECKPOINTS_DIR} "
+                f"({'; '.join(errors)}). Set train.resume=never to start over (this deletes them)."
+            )
+    accelerator.wait_for_everyone()  # every process has read its checkpoint: files may move
+    if main and resumed is None:
+        start_fresh(trainer)
+    elif main:  # what was written after that checkpoint belongs to an abandoned branch
+        folder, step = resumed
+        trainer.metrics.truncate_after(step)
+        files.remove_samples_after(trainer.run_dir, step)
+        home, moved = trainer.checkpoints.branch_from(folder, step)
+        if moved:
+            warn(
+                f"the checkpoints of the branch left behind ({', '.join(p.name for p in moved)}) "
+                f"moved to {moved[0].parent}, where train.resume=auto does not look; delete that "
+                "folder when it is not needed"
+            )
+        if home != folder:
+            accelerator.print(f"gankit: {folder} is now {home}, the run's newest checkpoint")
+    if main:
+        (trainer.run_dir / "recipe.yaml").write_text(dump_recipe(trainer.recipe))
