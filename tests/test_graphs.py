@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from gankit.components.schedules import D_REGULARIZE, D_STEP, G_STEP
 from gankit.config.recipe import load_recipe
+from gankit.config.sections import AdamParams
 from gankit.core.errors import GankitError, RecipeError
 from gankit.training.graphs import IterationGraphs
 from gankit.training.iteration import Inputs
-from gankit.training.optim import keep_implementation, make_capturable
+from gankit.training.optim import keep_implementation, make_adam
 from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
@@ -166,8 +168,9 @@ def test_a_loaded_state_keeps_the_optimizers_kernels_and_learning_rate_kind():
     fused.load_state_dict(saved)
     assert fused.param_groups[0]["fused"] is True and fused.param_groups[0]["lr"] == 0.05
 
-    capturable = adam()
-    make_capturable(capturable, torch.device("cpu"))
+    capturable = make_adam(
+        [torch.nn.Parameter(torch.ones(3))], AdamParams(), capturable_on=torch.device("cpu")
+    )
     keep_implementation(capturable)
     capturable.load_state_dict(saved)
     group = capturable.param_groups[0]
@@ -182,6 +185,21 @@ def test_a_loaded_state_keeps_the_optimizers_kernels_and_learning_rate_kind():
     assert not isinstance(plain.param_groups[0]["lr"], torch.Tensor)
     assert not plain.param_groups[0]["capturable"]
     plain.step()
+
+
+def test_a_capturable_optimizer_survives_accelerates_device_placement():
+    """The optimizers are made capturable when built, before `prepare`: Accelerate's device
+    placement reloads their state and must keep the device learning rate and the flag."""
+    network = torch.nn.Linear(2, 1)
+    optimizer = make_adam(
+        network.parameters(), AdamParams(lr=0.01), capturable_on=torch.device("cpu")
+    )
+    _, prepared = Accelerator(cpu=True).prepare(network, optimizer)
+    group = prepared.optimizer.param_groups[0]
+    assert group["capturable"] is True and group["fused"] is None
+    assert isinstance(group["lr"], torch.Tensor) and float(group["lr"]) == pytest.approx(0.01)
+    assert group["initial_lr"] == 0.01 and isinstance(group["initial_lr"], float)
+    assert group["params"] == list(network.parameters())
 
 
 def test_resuming_with_fused_adam_switched_on_uses_it(tmp_path, mnist_root):

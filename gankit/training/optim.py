@@ -42,12 +42,25 @@ def lr_schedules(
     ]
 
 
-def make_adam(parameters: Any, params: AdamParams, fused: bool = False) -> torch.optim.Adam:
-    """Adam from a recipe's optimizer section (`fused`: one kernel for all parameters)."""
+def make_adam(
+    parameters: Any,
+    params: AdamParams,
+    fused: bool = False,
+    capturable_on: torch.device | None = None,
+) -> torch.optim.Adam:
+    """Adam from a recipe's optimizer section (`fused`: one kernel for all parameters).
+
+    `capturable_on`: the device of a CUDA graph that will capture `step()`. The step counts then
+    live on the device, and the learning rate is a device tensor that schedules fill in place
+    between replays (from `initial_lr`, a float, so scaling it needs no host sync)."""
+    lr: float | torch.Tensor = params.lr
+    if capturable_on is not None:
+        lr = torch.tensor(params.lr, device=capturable_on)
+    group = {"params": list(parameters), "lr": lr, "initial_lr": params.lr}
     return torch.optim.Adam(
-        parameters,
+        [group],
         fused=fused or None,
-        lr=params.lr,
+        capturable=capturable_on is not None,
         betas=params.betas,
         eps=params.eps,
         weight_decay=params.weight_decay,
@@ -85,16 +98,6 @@ def apply_hyperparameters(
 
 
 IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable")
-
-
-def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    """Let `optimizer.step()` be captured in a CUDA graph: its step counts live on the device,
-    and its learning rate is a device tensor that schedules fill in place between replays."""
-    for group in optimizer.param_groups:
-        group["capturable"] = True
-        lr = float(group["lr"])
-        group.setdefault("initial_lr", lr)  # schedules scale a float base, without a sync
-        group["lr"] = torch.tensor(lr, device=device)
 
 
 def keep_implementation(optimizer: torch.optim.Optimizer) -> None:

@@ -28,7 +28,7 @@ from gankit.core.errors import GankitError
 from gankit.core.sizes import check_training_fits
 from gankit.training import fastpath, parallel
 from gankit.training.ema import EMA
-from gankit.training.optim import keep_implementation, lr_schedules, make_adam, make_capturable
+from gankit.training.optim import keep_implementation, lr_schedules, make_adam
 
 
 @dataclass
@@ -110,12 +110,15 @@ def build_parts(
         )
     perf = recipe.perf
     fastpath.apply(perf, generator, discriminator)
-    g_optimizer = make_adam(generator.parameters(), recipe.optim.generator, perf.fused_adam)
-    d_optimizer = make_adam(discriminator.parameters(), recipe.optim.discriminator, perf.fused_adam)
+    capturable_on = accelerator.device if graphs else None
+    g_optimizer = make_adam(
+        generator.parameters(), recipe.optim.generator, perf.fused_adam, capturable_on
+    )
+    d_optimizer = make_adam(
+        discriminator.parameters(), recipe.optim.discriminator, perf.fused_adam, capturable_on
+    )
     prepared = accelerator.prepare(generator, discriminator, g_optimizer, d_optimizer, loader)
     for optimizer in (g_optimizer, d_optimizer):
-        if graphs:
-            make_capturable(optimizer, accelerator.device)
         keep_implementation(optimizer)
     network = accelerator.unwrap_model(prepared[0])
     source = base_dataset(dataset)
