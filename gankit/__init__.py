@@ -2,6 +2,7 @@
 
 from gankit._version import __version__
 from gankit.components import (  # noqa: F401 (built-ins, and their short public names)
+    augment,
     data,
     losses,
     models,
@@ -12,6 +13,7 @@ from gankit.components import (  # noqa: F401 (built-ins, and their short public
 from gankit.components.models.base import Generator
 from gankit.config.recipe import load_recipe
 from gankit.config.registry import (
+    AUGMENTATIONS,
     DATASETS,
     DISCRIMINATORS,
     GENERATORS,
@@ -25,6 +27,7 @@ from gankit.core.errors import GankitError
 from gankit.outputs.export import load_generator, load_model, save_model
 
 __all__ = [
+    "AUGMENTATIONS",
     "DATASETS",
     "DISCRIMINATORS",
     "GENERATORS",

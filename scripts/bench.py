@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from gankit.components.losses import Logits, named_parts
 from gankit.config.recipe import load_recipe
 from gankit.config.registry import DATASETS, DISCRIMINATORS, GENERATORS, LOSSES
 from gankit.core.errors import GankitError
@@ -71,7 +72,7 @@ class PlainLoop:
             drop_last=True,
             pin_memory=device.type == "cuda",
         )
-        self.loss = LOSSES.build(recipe.loss)
+        self.loss = named_parts(LOSSES.build(recipe.loss))
         self.d_steps, self.g_steps = recipe.schedule.d_steps, recipe.schedule.g_steps
         self.device, self.batches = device, iter(())
 
@@ -88,12 +89,12 @@ class PlainLoop:
         for _ in range(self.d_steps):
             with torch.no_grad():
                 fake = self.G(z)
-            d_loss = sum(self.loss.discriminator(self.D(real), self.D(fake)))
+            d_loss = sum(self.loss.discriminator(Logits(self.D(real), self.D(fake))).values())
             self.d_opt.zero_grad()
             d_loss.backward()
             self.d_opt.step()
         for _ in range(self.g_steps):
-            g_loss = self.loss.generator(self.D(self.G(z)))
+            g_loss = sum(self.loss.generator(Logits(None, self.D(self.G(z)))).values())
             self.g_opt.zero_grad()
             g_loss.backward()
             self.g_opt.step()
@@ -107,7 +108,11 @@ def check_comparable(recipe) -> None:
         f"the {recipe.schedule.name} schedule (only alternating)"
         if recipe.schedule.name != "alternating"
         else "",
-        f"the {recipe.regularizer.name} regularizer" if recipe.regularizer.name != "none" else "",
+        *(f"the {section.name} regularizer" for section in recipe.all_regularizers()),
+        f"the {recipe.augment.name} augmentation" if recipe.augment.name != "none" else "",
+        f"the {recipe.loss.name} loss (it compares real and fake logits in G's update)"
+        if getattr(named_parts(LOSSES.build(recipe.loss)), "generator_uses_real", False)
+        else "",
         "an EMA of G (ema.decay)" if recipe.ema.decay else "",
         f"mixed precision ({precision})" if precision != "no" else "",
         "gradient accumulation" if recipe.train.grad_accumulation > 1 else "",

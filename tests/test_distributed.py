@@ -272,7 +272,7 @@ def test_two_processes_with_a_lazy_gradient_penalty(tmp_path, mnist_root):
         f"output_dir={run_dir}",
     )
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["d_penalty"] > 0
+    assert record["d_r1"] > 0
 
 
 def test_sigterm_to_the_launcher_stops_every_process_at_the_same_step(tmp_path, mnist_root):

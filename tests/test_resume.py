@@ -381,8 +381,26 @@ def test_a_checkpoint_of_the_first_format_resumes_with_the_same_state(tmp_path, 
         "ema": iteration["ema"],
         "processes": 1,
     }
-    assert list(iteration["loss_sums"]) == ["d_loss_real", "d_loss_fake", "g_loss", "d_penalty"]
-    assert iteration["updates"]["regularize"] == 1 and iteration["updates"]["generator"] == 6
+    assert list(iteration["loss_sums"]) == ["d_loss_real", "d_loss_fake", "g_loss", "d_r1"]
+    assert iteration["updates"]["d_r1"] == 1 and iteration["updates"]["generator"] == 6
+
+    # The second format named the one D regularizer's sum and count d_penalty and regularize.
+    second_format = {
+        **state,
+        "iteration": {
+            **iteration,
+            "loss_sums": {
+                ("d_penalty" if k == "d_r1" else k): v for k, v in iteration["loss_sums"].items()
+            },
+            "updates": {
+                ("regularize" if k == "d_r1" else k): v for k, v in iteration["updates"].items()
+            },
+        },
+    }
+    second = Trainer(load_recipe(REFERENCE_RECIPE, [*overrides, f"output_dir={tmp_path / 'c'}"]))
+    RunState(second).load_state_dict(second_format)
+    assert second.iteration.updates == iteration["updates"]
+    assert torch.equal(second.iteration.loss_sums["d_r1"], iteration["loss_sums"]["d_r1"])
 
     fresh = Trainer(load_recipe(REFERENCE_RECIPE, [*overrides, f"output_dir={tmp_path / 'b'}"]))
     RunState(fresh).load_state_dict(first_format)

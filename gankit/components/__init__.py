@@ -3,6 +3,6 @@
 Importing this package registers the built-in components; a new built-in module is imported here.
 """
 
-from gankit.components import data, losses, models, regularizers, schedules, toy
+from gankit.components import augment, data, losses, models, regularizers, schedules, toy
 
-__all__ = ["data", "losses", "models", "regularizers", "schedules", "toy"]
+__all__ = ["augment", "data", "losses", "models", "regularizers", "schedules", "toy"]

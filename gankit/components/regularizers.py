@@ -1,8 +1,14 @@
-"""Discriminator regularizers, composable with any loss: `none`, `r1`, `gradient_penalty`.
+"""Regularizers of either network, composable with any loss and with each other.
 
-A regularizer returns a penalty that the trainer minimises in its own D update every `every`
-iterations, multiplied by `every` so that its average strength does not depend on the interval
-(lazy regularization, StyleGAN2).
+On D: `r1` (real images), `r2` (fakes), `gradient_penalty` (points between them). On G:
+`path_length`. A regularizer says which `network` it trains and returns a penalty that the
+iteration minimises in an update of its own every `every` iterations, multiplied by `every` so
+that its average strength does not depend on the interval (lazy regularization, StyleGAN2).
+
+A discriminator's penalty is `penalty(discriminator, real, fake)`, with `discriminator` a
+function of images (it augments them as every D call does); a generator's is
+`penalty(generator, z)`, with `generator` a function of noise. A regularizer with state is an
+`nn.Module` whose buffers hold it (checkpointed, on the training device, updated in place).
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ from typing import Annotated
 
 import torch
 from pydantic import Field
+from torch import nn
 
 from gankit.config.registry import REGULARIZERS
 
 Discriminator = Callable[[torch.Tensor], torch.Tensor]
+Generator = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _input_gradient_norms(
@@ -34,11 +42,14 @@ def _input_gradient_norms(
 class NoRegularizer:
     """No penalty."""
 
+    network = "discriminator"
     every = 0
 
 
 class LazyPenalty:
-    """A penalty of some weight, applied every `every` iterations."""
+    """A penalty of some weight on D, applied every `every` iterations."""
+
+    network = "discriminator"
 
     def __init__(
         self,
@@ -75,3 +86,50 @@ class GradientPenalty(LazyPenalty):
         between = mix * real.detach() + (1 - mix) * fake.detach()
         norms, zero = _input_gradient_norms(discriminator, between)
         return self.weight * (norms - 1).square().mean() + zero
+
+
+@REGULARIZERS.register("r2")
+class R2Penalty(LazyPenalty):
+    """R2 (Mescheder et al. 2018): weight / 2 * E ||grad_x D(x)||^2 on fakes (with R1: R3GAN)."""
+
+    def penalty(
+        self, discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor
+    ) -> torch.Tensor:
+        norms, zero = _input_gradient_norms(discriminator, fake)
+        return self.weight / 2 * norms.square().mean() + zero
+
+
+@REGULARIZERS.register("path_length")
+class PathLength(nn.Module):
+    """Path-length regularizer on G (StyleGAN2): weight * E (||J_z^T y|| - a)^2, y Gaussian
+    image noise, a the moving mean of the lengths."""
+
+    network = "generator"
+
+    def __init__(
+        self,
+        weight: Annotated[float, Field(gt=0, description="penalty weight")] = 2.0,
+        every: Annotated[
+            int, Field(gt=0, description="iterations between penalty updates (lazy: 4)")
+        ] = 4,
+        decay: Annotated[
+            float, Field(gt=0, le=1, description="moving mean's update rate per penalty")
+        ] = 0.01,
+        batch_shrink: Annotated[
+            int, Field(ge=1, description="use 1/batch_shrink of the batch (StyleGAN2: 2)")
+        ] = 2,
+    ) -> None:
+        super().__init__()
+        self.weight, self.every, self.decay, self.batch_shrink = weight, every, decay, batch_shrink
+        self.register_buffer("mean", torch.zeros(()))  # the moving mean of the path lengths
+
+    def penalty(self, generator: Generator, z: torch.Tensor) -> torch.Tensor:
+        z = z[: max(1, z.shape[0] // self.batch_shrink)].detach().float().requires_grad_(True)
+        images = generator(z).float()
+        pixels = images[0].numel() / images.shape[1]  # per channel: H x W for images
+        noise = torch.randn_like(images) / pixels**0.5
+        (gradient,) = torch.autograd.grad((images * noise).sum(), z, create_graph=True)
+        lengths = gradient.flatten(1).norm(dim=1)
+        self.mean.copy_(self.mean.lerp(lengths.mean().detach(), self.decay))
+        # 0 * images: every parameter of G gets a (zero) gradient, as DDP expects
+        return self.weight * (lengths - self.mean).square().mean() + 0.0 * images.sum()

@@ -17,12 +17,14 @@ from gankit.config.registry import SCHEDULES
 
 @dataclass(frozen=True)
 class Phase:
-    """One optimiser update of one network: on its adversarial loss, or on a regularizer, with
-    the iteration's `batch`-th batch of real images and noise (see `batches_per_step`)."""
+    """One optimiser update of one network: on its adversarial loss, or on a regularizer (the
+    `regularizer`-th of the recipe's), with the iteration's `batch`-th batch of real images and
+    noise (see `batches_per_step`)."""
 
     network: Literal["discriminator", "generator"]
     kind: Literal["loss", "regularize"] = "loss"
     batch: int = 0
+    regularizer: int = 0
 
 
 D_STEP = Phase("discriminator")

@@ -105,9 +105,20 @@ def training_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> lis
 
 # Extra fields a section carries beside its component's own parameters.
 SECTION_FIELDS: dict[str, type[BaseModel]] = {"data": LoaderFields}
-SECTION_ORDER = ("data", "generator", "discriminator", "loss", "schedule", "regularizer")
+SECTION_ORDER = (
+    "data",
+    "generator",
+    "discriminator",
+    "loss",
+    "schedule",
+    "regularizer",
+    "augment",
+)
 # Sections a recipe may leave out, and what they then are.
-SECTION_DEFAULTS: dict[str, dict[str, Any]] = {"regularizer": {"name": "none"}}
+SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "regularizer": {"name": "none"},
+    "augment": {"name": "none"},
+}
 
 
 def section_model(registry: Registry, entry: Entry) -> type[BaseModel]:
@@ -143,6 +154,11 @@ def _recipe_model(names: tuple[tuple[str, ...], ...]) -> type[RecipeBase]:
         )
         default = SECTION_DEFAULTS.get(section, ...)
         fields[section] = (annotation, Field(default, validate_default=True))
+        if section == "regularizer":  # several at once, e.g. R1 on D and path length on G
+            fields["regularizers"] = (
+                list[annotation],  # type: ignore[valid-type]
+                Field(default_factory=list, description="regularizers besides `regularizer`"),
+            )
     return create_model("Recipe", __base__=RecipeBase, **fields)
 
 
@@ -208,7 +224,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RecipeBase:
 def recipe_dict(recipe: RecipeBase) -> dict[str, Any]:
     """The resolved recipe as plain data, every default filled in, `name` first in each section."""
     values = recipe.model_dump(mode="json")
-    order = ("name", "output_dir", "mixed_precision", *SECTION_ORDER)
+    order = ("name", "output_dir", "mixed_precision", *SECTION_ORDER, "regularizers")
     resolved = {key: values[key] for key in order} | values  # the rest in declaration order
     for section in SECTION_ORDER:
         resolved[section] = {"name": values[section]["name"], **values[section]}

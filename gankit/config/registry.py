@@ -206,9 +206,18 @@ LOSSES = Registry("loss", "loss")
 SCHEDULES = Registry("schedule", "schedule")
 DATASETS = Registry("dataset", "data")
 REGULARIZERS = Registry("regularizer", "regularizer")
+AUGMENTATIONS = Registry("augmentation", "augment")
 REGISTRIES: dict[str, Registry] = {
     registry.section: registry
-    for registry in (GENERATORS, DISCRIMINATORS, LOSSES, SCHEDULES, DATASETS, REGULARIZERS)
+    for registry in (
+        GENERATORS,
+        DISCRIMINATORS,
+        LOSSES,
+        SCHEDULES,
+        DATASETS,
+        REGULARIZERS,
+        AUGMENTATIONS,
+    )
 }
 
 _plugins_lock = threading.RLock()  # a plugin may look names up while it is being imported

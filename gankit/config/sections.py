@@ -239,6 +239,24 @@ class RecipeBase(Strict):
         return self
 
     @model_validator(mode="after")
+    def _regularizers_once(self) -> RecipeBase:
+        """Each regularizer at most once (its penalty is logged by its name)."""
+        names = [section.name for section in self.all_regularizers()]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(
+                f"regularizer {', '.join(twice)} is given more than once (in regularizer and "
+                "regularizers); give each one once, with the weight and interval it needs"
+            )
+        return self
+
+    def all_regularizers(self) -> list[Any]:
+        """The sections of `regularizer` (unless none) and of the `regularizers` list."""
+        single = getattr(self, "regularizer", None)
+        listed = list(getattr(self, "regularizers", []))
+        return ([single] if single is not None and single.name != "none" else []) + listed
+
+    @model_validator(mode="after")
     def _default_output_dir(self) -> RecipeBase:
         if self.output_dir is None:
             self.output_dir = f"runs/{self.name}"

@@ -60,3 +60,14 @@ class Reporter:
             files.write_gif(self.run_dir)
             files.plot_losses(self.metrics.read(), self.run_dir / files.LOSS_PLOT_FILE)
             tqdm.write(f"done: outputs in {self.run_dir}")
+
+
+def loss_line(record: dict[str, Any], losses: dict[str, tuple[str, ...]]) -> str:
+    """`d_loss 0.9217 (real 0.4613, fake 0.4603)  g_loss 1.7835`: each network's total and,
+    when it has several, its parts (`losses`: the part names of each network's updates)."""
+    shown = []
+    for total, network in (("d_loss", "discriminator"), ("g_loss", "generator")):
+        names = [name for name in losses[network] if name != total]
+        parts = ", ".join(f"{name.removeprefix(total + '_')} {record[name]:.4f}" for name in names)
+        shown.append(f"{total} {record[total]:.4f}" + (f" ({parts})" if parts else ""))
+    return "  ".join(shown)

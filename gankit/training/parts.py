@@ -11,12 +11,15 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from gankit.components.augment import NoAugmentation
 from gankit.components.data import base_dataset
 from gankit.components.data import image_shape as shape_of
 from gankit.components.data import num_classes as dataset_classes
+from gankit.components.losses import named_parts
 from gankit.components.models.base import Generator, check_conditioning
 from gankit.config.recipe import RecipeBase
 from gankit.config.registry import (
+    AUGMENTATIONS,
     DATASETS,
     DISCRIMINATORS,
     GENERATORS,
@@ -54,7 +57,8 @@ class Parts:
     lr_schedules: list[Any]
     loss: Any
     schedule: Any
-    regularizer: Any
+    regularizers: dict[str, Any]  # by the name their penalty is logged under
+    augment: Any  # None: D sees the images as they are
     ema: EMA | None
     evaluator: Any
     reference_points: torch.Tensor | None  # 2-D data: real points drawn under the samples
@@ -144,13 +148,36 @@ def build_parts(
             {g_optimizer: recipe.optim.generator, d_optimizer: recipe.optim.discriminator},
             recipe.train.steps,
         ),
-        loss=LOSSES.build(recipe.loss),
+        loss=named_parts(LOSSES.build(recipe.loss)),
         schedule=SCHEDULES.build(recipe.schedule),
-        regularizer=REGULARIZERS.build(recipe.regularizer),
+        regularizers=_regularizers(recipe, accelerator.device),
+        augment=_augmentation(recipe, accelerator.device),
         ema=EMA(network, recipe.ema.decay, recipe.ema.warmup) if recipe.ema.decay else None,
         evaluator=_evaluator(recipe, image_shape, accelerator, source),
         reference_points=source.reference_points() if hasattr(source, "reference_points") else None,
     )
+
+
+def _regularizers(recipe: RecipeBase, device: torch.device) -> dict[str, Any]:
+    """The recipe's regularizers by the name of their penalty: `d_r1`, `g_path_length`, ..."""
+    regularizers = {}
+    for section in recipe.all_regularizers():
+        regularizer = REGULARIZERS.build(section)
+        if isinstance(regularizer, torch.nn.Module):
+            regularizer.to(device)
+        network = getattr(regularizer, "network", "discriminator")
+        regularizers[f"{network[0]}_{section.name}"] = regularizer
+    return regularizers
+
+
+def _augmentation(recipe: RecipeBase, device: torch.device) -> Any:
+    """The recipe's augmentation, its state on `device`; None for `none`."""
+    augment = AUGMENTATIONS.build(recipe.augment)
+    if isinstance(augment, NoAugmentation):
+        return None
+    if isinstance(augment, torch.nn.Module):
+        augment.to(device)
+    return augment
 
 
 def _evaluator(

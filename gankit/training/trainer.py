@@ -21,7 +21,7 @@ from gankit.components.models.base import grid_labels, sample_noise
 from gankit.config.recipe import RecipeBase, dump_recipe, recipe_dict
 from gankit.outputs import tracking
 from gankit.outputs.export import save_model
-from gankit.outputs.reporting import Reporter, interactive
+from gankit.outputs.reporting import Reporter, interactive, loss_line
 from gankit.training import parallel, runfolder
 from gankit.training.checkpoint import CheckpointManager, check_resume_folder
 from gankit.training.divergence import check_weights
@@ -72,6 +72,7 @@ class Trainer:
             on_nan=recipe.train.on_nan,
             fp16=recipe.mixed_precision == "fp16",
             graphs=graphs,
+            seed=recipe.train.seed,
         )
         device = self.accelerator.device
         generator = parts.generator
@@ -213,9 +214,7 @@ class Trainer:
         """Average the losses since the last call across processes, then print and log them."""
         self.iteration.check_finite(str(self.run_dir))
         record: dict[str, Any] = self.iteration.read_losses()
-        record["d_loss"] = record["d_loss_real"] + record["d_loss_fake"]
-        if not self.parts.regularizer.every:
-            del record["d_penalty"]
+        record.update(self.iteration.augment_values())
         images = self.parts.batch_size * self.recipe.train.grad_accumulation
         images *= self.accelerator.num_processes
         record["images_per_sec"] = round(steps_per_second * images, 2)
@@ -228,9 +227,9 @@ class Trainer:
         self.reporter.record(
             self.step,
             record,
-            f"step {self.step}/{self.recipe.train.steps}  d_loss {record['d_loss']:.4f} "
-            f"(real {record['d_loss_real']:.4f}, fake {record['d_loss_fake']:.4f})  "
-            f"g_loss {record['g_loss']:.4f}  {record['images_per_sec']:.1f} img/s",
+            f"step {self.step}/{self.recipe.train.steps}  "
+            f"{loss_line(record, self.iteration.losses)}  "
+            f"{record['images_per_sec']:.1f} img/s",
         )
         return record
 

@@ -1,0 +1,300 @@
+"""Differentiable augmentation of every image the discriminator sees: `none`, `diffaugment`, `ada`.
+
+An augmentation is called as `augment(images, uniform)` and returns images of the same shape,
+differentiably (G's gradient flows through it). It draws its randomness only from `uniform(k)`:
+k uniform numbers in [0, 1) per image, a fresh (N, k) tensor at each call. The training run
+provides `uniform` from a counter-based generator on the device (`Randomness`), keyed by the
+seed, the iteration, the call and each image's index in the global batch, so augmentations are
+the same after a resume, the same for one process at batch 2B as for two at B, and replay
+unchanged from a CUDA graph.
+
+An adaptive augmentation also has `observe(sign_sum, count)`: the sum of sign(D(x)) over the
+augmented real images of a discriminator update, and their count, both summed over processes.
+One with state is an `nn.Module` whose buffers hold it: they move to the training device, are
+checkpointed, and are updated in place (a CUDA graph holds them). `values()` names what is worth
+logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from gankit.config.registry import AUGMENTATIONS
+
+Uniform = Callable[[int], torch.Tensor]
+
+# ---- randomness --------------------------------------------------------------------------
+
+_MASK = 0xFFFFFFFF
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xorshift-multiply) of int64 tensors holding values < 2**32.
+    The constants are below 2**31, so no product leaves int64."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK
+    x = x ^ (x >> 15)
+    x = (x * 0x5BD1E995) & _MASK
+    return x ^ (x >> 16)
+
+
+class Randomness:
+    """Uniform numbers on the device that are a function of (seed, step, call, draw, sample).
+
+    `step` is a device tensor (the iteration's count, so a CUDA-graph replay reads the current
+    one); calls and draws are counted on the host within an iteration (`start`), which is the
+    same on every replay of the same phases."""
+
+    def __init__(self, seed: int, step: torch.Tensor, first_sample: Callable[[int], int]) -> None:
+        self.seed = seed & _MASK
+        self.step = step
+        self.first_sample = first_sample  # batch size -> this process's first global index
+        self.call = 0
+
+    def start(self) -> None:
+        """A new iteration: number its calls from 0."""
+        self.call = 0
+
+    def for_batch(self, count: int) -> Uniform:
+        """The `uniform` of one augmentation call on `count` images."""
+        self.call += 1
+        call, draws = self.call, [0]
+        device = self.step.device
+        samples = torch.arange(count, device=device) + self.first_sample(count)
+
+        def uniform(k: int) -> torch.Tensor:
+            draws[0] += 1
+            key = _mix(self.step.long() & _MASK ^ self.seed)
+            key = _mix(key ^ (call * 0x9E3779B1 & _MASK))
+            key = _mix(key ^ (draws[0] * 0x85EBCA77 & _MASK))
+            index = samples[:, None] * k + torch.arange(k, device=device)
+            bits = _mix(key ^ (index & _MASK))
+            return (bits >> 8).float() / float(1 << 24)  # 24 bits: exact in float32
+
+        return uniform
+
+
+def _normal(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Standard normal numbers from two uniform ones (Box-Muller)."""
+    return torch.sqrt(-2 * torch.log1p(-u)) * torch.cos(2 * torch.pi * v)
+
+
+# ---- pieces ------------------------------------------------------------------------------
+
+
+def _gather(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """images[n, c, rows[n, y], cols[n, x]] for every n, c, y, x (indices in range)."""
+    n, c, h, w = images.shape
+    index = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+    return images.reshape(n, c, h * w).gather(2, index).reshape(n, c, h, w)
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices reflected into [0, size) (for shifts of less than `size`)."""
+    index = torch.where(index < 0, -index, index)
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+def translate(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, fill: str) -> torch.Tensor:
+    """Shift each image by (dy[n], dx[n]) whole pixels (int64 tensors of shape (N,)); the
+    uncovered border is 0 (`fill="zeros"`) or the image reflected (`fill="reflect"`)."""
+    _, _, h, w = images.shape
+    rows = torch.arange(h, device=images.device)[None, :] - dy[:, None]
+    cols = torch.arange(w, device=images.device)[None, :] - dx[:, None]
+    if fill == "reflect":
+        return _gather(images, _reflect(rows, h), _reflect(cols, w))
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    shifted = _gather(images, rows.clamp(0, h - 1), cols.clamp(0, w - 1))
+    return shifted * inside[:, None].to(images.dtype)
+
+
+def _uniform_int(u: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """Integers in [low, high] from uniform numbers in [0, 1)."""
+    return (u * (high - low + 1)).floor().long().clamp(max=high - low) + low
+
+
+def _per_image(values: torch.Tensor) -> torch.Tensor:
+    return values.reshape(-1, 1, 1, 1)
+
+
+# ---- DiffAugment -------------------------------------------------------------------------
+
+DIFFAUGMENT_OPS = ("color", "translation", "cutout")
+
+
+@AUGMENTATIONS.register("none")
+class NoAugmentation:
+    """D sees the images as they are."""
+
+    def __call__(self, images: torch.Tensor, uniform: Uniform) -> torch.Tensor:
+        return images
+
+
+@AUGMENTATIONS.register("diffaugment")
+class DiffAugment:
+    """DiffAugment (Zhao et al. 2020): color, translation and cutout on every image D sees."""
+
+    def __init__(
+        self,
+        policy: Annotated[
+            str,
+            Field(
+                pattern=r"^(color|translation|cutout)(,(color|translation|cutout))*$",
+                description="comma-separated ops, applied in order: color, translation, cutout",
+            ),
+        ] = "color,translation,cutout",
+        translation: Annotated[
+            float, Field(gt=0, le=0.5, description="largest shift, as a share of the side")
+        ] = 0.125,
+        cutout: Annotated[
+            float, Field(gt=0, le=1, description="side of the cut-out square, as a share")
+        ] = 0.5,
+    ) -> None:
+        self.ops = tuple(policy.split(","))
+        self.shift, self.cut = translation, cutout
+
+    def __call__(self, images: torch.Tensor, uniform: Uniform) -> torch.Tensor:
+        for op in self.ops:
+            images = getattr(self, f"_{op}")(images, uniform)
+        return images
+
+    @staticmethod
+    def _color(images: torch.Tensor, uniform: Uniform) -> torch.Tensor:
+        """Brightness +-0.5, saturation x[0, 2) around the pixel's channel mean, contrast
+        x[0.5, 1.5) around the image's mean."""
+        u = uniform(3)
+        images = images + _per_image(u[:, 0] - 0.5)
+        mean = images.mean(dim=1, keepdim=True)
+        images = (images - mean) * _per_image(u[:, 1] * 2) + mean
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        return (images - mean) * _per_image(u[:, 2] + 0.5) + mean
+
+    def _translation(self, images: torch.Tensor, uniform: Uniform) -> torch.Tensor:
+        """A shift of up to `translation` of each side, the border zero."""
+        _, _, h, w = images.shape
+        sy, sx = int(h * self.shift + 0.5), int(w * self.shift + 0.5)
+        u = uniform(2)
+        return translate(
+            images, _uniform_int(u[:, 0], -sy, sy), _uniform_int(u[:, 1], -sx, sx), "zeros"
+        )
+
+    def _cutout(self, images: torch.Tensor, uniform: Uniform) -> torch.Tensor:
+        """A square of `cutout` of the side set to 0, centred anywhere in the image."""
+        _, _, h, w = images.shape
+        ch, cw = int(h * self.cut + 0.5), int(w * self.cut + 0.5)
+        u = uniform(2)
+        top = _uniform_int(u[:, 0], 0, h + (1 - ch % 2) - 1) - ch // 2
+        left = _uniform_int(u[:, 1], 0, w + (1 - cw % 2) - 1) - cw // 2
+        rows = torch.arange(h, device=images.device)[None, :] - top[:, None]
+        cols = torch.arange(w, device=images.device)[None, :] - left[:, None]
+        cut = ((rows >= 0) & (rows < ch))[:, :, None] & ((cols >= 0) & (cols < cw))[:, None, :]
+        return images * (~cut)[:, None].to(images.dtype)
+
+
+# ---- ADA ---------------------------------------------------------------------------------
+
+
+@AUGMENTATIONS.register("ada")
+class AdaptiveAugment(nn.Module):
+    """ADA (Karras et al. 2020): flips, rotations, translation and color, each applied with a
+    probability p that D's overfitting steers toward `target`."""
+
+    def __init__(
+        self,
+        target: Annotated[
+            float, Field(gt=0, lt=1, description="wanted E[sign(D(real))]; p rises above it")
+        ] = 0.6,
+        interval: Annotated[
+            int, Field(gt=0, description="discriminator updates between adjustments of p")
+        ] = 4,
+        speed_kimg: Annotated[
+            float, Field(gt=0, description="thousands of real images for p to go from 0 to 1")
+        ] = 500.0,
+        p: Annotated[float, Field(ge=0, le=1, description="the starting probability")] = 0.0,
+        adaptive: Annotated[bool, Field(description="false: keep p fixed")] = True,
+        xflip: Annotated[bool, Field(description="mirror left-right")] = True,
+        rotate90: Annotated[bool, Field(description="rotate by a multiple of 90 degrees")] = True,
+        translation: Annotated[
+            float, Field(ge=0, le=0.5, description="largest shift (share of the side); 0: off")
+        ] = 0.125,
+        color: Annotated[bool, Field(description="brightness, contrast and saturation")] = True,
+    ) -> None:
+        super().__init__()
+        self.target, self.interval, self.speed_kimg = target, interval, speed_kimg
+        self.adaptive, self.xflip, self.rotate90 = adaptive, xflip, rotate90
+        self.translation, self.color = translation, color
+        # the state, checkpointed: p, and D's verdicts since the last adjustment
+        self.register_buffer("p", torch.tensor(p))
+        self.register_buffer("sign_sum", torch.zeros(()))
+        self.register_buffer("count", torch.zeros(()))
+        self.register_buffer("observed", torch.zeros((), dtype=torch.long))
+
+    def forward(self, images: torch.Tensor, uniform: Uniform) -> torch.Tensor:
+        u = uniform(10)
+        chance = u[:, :6] < self.p  # which of the six steps apply to each image
+        if self.xflip:
+            flip = chance[:, 0] & (u[:, 6] < 0.5)
+            images = torch.where(_per_image(flip), images.flip(3), images)
+        if self.rotate90:
+            turns = torch.where(chance[:, 1], _uniform_int(u[:, 7], 0, 3), 0)
+            images = self._rotate(images, turns)
+        if self.translation:
+            _, _, h, w = images.shape
+            sy, sx = int(h * self.translation + 0.5), int(w * self.translation + 0.5)
+            dy = torch.where(chance[:, 2], _uniform_int(u[:, 8], -sy, sy), 0)
+            dx = torch.where(chance[:, 2], _uniform_int(u[:, 9], -sx, sx), 0)
+            images = translate(images, dy, dx, "reflect")
+        if self.color:
+            images = self._color(images, chance[:, 3:6], uniform)
+        return images
+
+    @staticmethod
+    def _rotate(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+        """Each image turned by `turns[n]` quarter turns (square images; others only by 2)."""
+        square = images.shape[2] == images.shape[3]
+        result = torch.where(_per_image(turns == 2), images.flip(2, 3), images)
+        if square:
+            result = torch.where(_per_image(turns == 1), images.rot90(1, (2, 3)), result)
+            result = torch.where(_per_image(turns == 3), images.rot90(3, (2, 3)), result)
+        return result
+
+    @staticmethod
+    def _color(images: torch.Tensor, apply: torch.Tensor, uniform: Uniform) -> torch.Tensor:
+        """ADA's color steps with its default strengths: brightness N(0, 0.2) added, contrast
+        2**N(0, 0.5) and saturation 2**N(0, 1) as factors (around the image's mean and each
+        pixel's channel mean)."""
+        u = uniform(6)
+        normal = _normal(u[:, :3], u[:, 3:])
+        zero = torch.zeros_like(normal[:, 0])
+        brightness = torch.where(apply[:, 0], normal[:, 0] * 0.2, zero)
+        contrast = torch.exp2(torch.where(apply[:, 1], normal[:, 1] * 0.5, zero))
+        saturation = torch.exp2(torch.where(apply[:, 2], normal[:, 2], zero))
+        images = images + _per_image(brightness)
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = (images - mean) * _per_image(contrast) + mean
+        mean = images.mean(dim=1, keepdim=True)
+        return (images - mean) * _per_image(saturation) + mean
+
+    def observe(self, sign_sum: torch.Tensor, count: torch.Tensor) -> None:
+        """Note D's verdict on a batch of augmented reals; every `interval` updates, move p by
+        count / (speed_kimg * 1000) toward the target (p stays in [0, 1])."""
+        if not self.adaptive:
+            return
+        self.sign_sum += sign_sum.float()
+        self.count += count.float()
+        self.observed += 1
+        due = self.observed >= self.interval
+        overfitting = torch.sign(self.sign_sum / self.count.clamp(min=1) - self.target)
+        moved = (self.p + overfitting * self.count / (self.speed_kimg * 1000)).clamp(0, 1)
+        self.p.copy_(torch.where(due, moved, self.p))
+        for total in (self.sign_sum, self.count, self.observed):
+            total.copy_(torch.where(due, torch.zeros_like(total), total))
+
+    def values(self) -> dict[str, torch.Tensor]:
+        """What is logged: the probability."""
+        return {"augment_p": self.p}
