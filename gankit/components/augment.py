@@ -270,15 +270,20 @@ class AdaptiveAugment(nn.Module):
         pixel's channel mean)."""
         u = uniform(6)
         normal = _normal(u[:, :3], u[:, 3:])
-        zero = torch.zeros_like(normal[:, 0])
-        brightness = torch.where(apply[:, 0], normal[:, 0] * 0.2, zero)
-        contrast = torch.exp2(torch.where(apply[:, 1], normal[:, 1] * 0.5, zero))
-        saturation = torch.exp2(torch.where(apply[:, 2], normal[:, 2], zero))
-        images = images + _per_image(brightness)
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        images = (images - mean) * _per_image(contrast) + mean
-        mean = images.mean(dim=1, keepdim=True)
-        return (images - mean) * _per_image(saturation) + mean
+        brightness = _per_image(normal[:, 0] * 0.2)
+        contrast = _per_image(torch.exp2(normal[:, 1] * 0.5))
+        saturation = _per_image(torch.exp2(normal[:, 2]))
+        steps = (
+            lambda x: x + brightness,
+            lambda x: (
+                (x - x.mean(dim=(1, 2, 3), keepdim=True)) * contrast
+                + x.mean(dim=(1, 2, 3), keepdim=True)
+            ),
+            lambda x: (x - x.mean(dim=1, keepdim=True)) * saturation + x.mean(dim=1, keepdim=True),
+        )
+        for index, step in enumerate(steps):  # an image the step skips is left exactly as is
+            images = torch.where(_per_image(apply[:, index]), step(images), images)
+        return images
 
     def observe(self, sign_sum: torch.Tensor, count: torch.Tensor) -> None:
         """Note D's verdict on a batch of augmented reals; every `interval` updates, move p by

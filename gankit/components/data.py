@@ -371,9 +371,29 @@ def _fit(pixels: torch.Tensor, size: int, crop: str) -> torch.Tensor:
     return resize(pixels, [size, size], antialias=True)
 
 
+class Mirrored(Dataset):
+    """A dataset followed by its images mirrored left-right (`data.hflip`): twice the items,
+    item i + len(dataset) being item i flipped, with the same label."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.size = len(dataset)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return 2 * self.size
+
+    def __getitem__(self, index: int) -> Any:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        image, label = self.dataset[index % self.size]
+        return (image.flip(-1) if index >= self.size else image), label
+
+
 def base_dataset(dataset: Dataset) -> Dataset:
-    """The dataset behind any Subsets of it."""
-    while isinstance(dataset, Subset):
+    """The dataset behind any Subsets or mirrors of it."""
+    while isinstance(dataset, Subset | Mirrored):
         dataset = dataset.dataset
     return dataset
 

@@ -100,6 +100,9 @@ class LoaderFields(Strict):
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     subset: int | None = Field(None, gt=0, description="use only the first N images (debugging)")
+    hflip: bool = Field(
+        False, description="add each image mirrored left-right (twice the data; after subset)"
+    )
 
 
 @refuse_booleans

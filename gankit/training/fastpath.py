@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from gankit.components.data import Mirrored
+
 
 def apply(perf: Any, *networks: torch.nn.Module) -> None:
     """Set the process-wide math flags and prepare each network in place."""
@@ -34,6 +36,9 @@ def apply(perf: Any, *networks: torch.nn.Module) -> None:
 def all_items(dataset: Dataset, field: int = 0) -> torch.Tensor:
     """Field `field` (0: images, 1: labels) of every item as one tensor (fast for
     TensorDatasets and their subsets)."""
+    if isinstance(dataset, Mirrored):
+        items = all_items(dataset.dataset, field)
+        return torch.cat([items, items.flip(-1) if field == 0 else items])
     if isinstance(dataset, Subset) and isinstance(dataset.dataset, TensorDataset):
         return dataset.dataset.tensors[field][torch.as_tensor(list(dataset.indices))]
     if isinstance(dataset, TensorDataset):

@@ -4,6 +4,7 @@ another number of processes, sees the same."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,11 +35,18 @@ class InputStream:
             if self.parts.device_loader is not None:
                 epoch = self.parts.device_loader.epoch(self.epoch, start=self.batch_in_epoch)
             else:
-                loader = self.parts.loader
-                loader.set_epoch(self.epoch)
-                if self.batch_in_epoch:
-                    loader = self.accelerator.skip_first_batches(loader, self.batch_in_epoch)
-                epoch = (self._split(batch) for batch in loader)
+                # Starting an epoch draws from torch's global generator (a worker seed); it
+                # would draw at other points of a resumed run than of a straight one, and shift
+                # what penalties draw from it (the gradient penalty's mix, path length's noise).
+                with torch.random.fork_rng(devices=[]):
+                    loader = self.parts.loader
+                    loader.set_epoch(self.epoch)
+                    if self.batch_in_epoch:
+                        loader = self.accelerator.skip_first_batches(loader, self.batch_in_epoch)
+                    iterator = iter(loader)
+                    first = next(iterator, None)
+                batches = iterator if first is None else itertools.chain([first], iterator)
+                epoch = (self._split(batch) for batch in batches)
             for batch in epoch:
                 self.batch_in_epoch += 1
                 yield batch

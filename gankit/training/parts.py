@@ -12,7 +12,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gankit.components.augment import NoAugmentation
-from gankit.components.data import base_dataset
+from gankit.components.data import Mirrored, base_dataset
 from gankit.components.data import image_shape as shape_of
 from gankit.components.data import num_classes as dataset_classes
 from gankit.components.losses import named_parts
@@ -80,6 +80,8 @@ def build_parts(
     dataset = DATASETS.build(recipe.data)
     if recipe.data.subset is not None:
         dataset = Subset(dataset, range(min(recipe.data.subset, len(dataset))))
+    if recipe.data.hflip:
+        dataset = Mirrored(dataset)
     image_shape = shape_of(dataset)
     builds = {
         "generator": lambda: GENERATORS.build(recipe.generator, image_shape=image_shape),
