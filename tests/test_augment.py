@@ -188,3 +188,19 @@ def test_a_resumed_run_with_augmentation_and_regularizers_equals_the_straight_on
     ):
         assert name in record, name
     assert record["g_loss"] == pytest.approx(record["g_loss_fake"] + record["g_loss_real"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("regularizers=[{name: r11}]", "unknown regularizer 'r11' at regularizers.0.name; did you"),
+        ("regularizers=[{name: r1, wieght: 2}]", "regularizers.0.wieght; did you mean 'weight'?"),
+        ("regularizers=[{name: r2, weight: -1}]", "regularizers.0.weight: Input should be greater"),
+        ("regularizers=[{name: r1}]", "regularizer r1 is given more than once"),
+        ("augment={name: adaa}", "unknown augmentation 'adaa' at augment.name; did you mean"),
+    ],
+)
+def test_regularizer_lists_and_augmentations_are_checked_with_clear_messages(override, message):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(REFERENCE_RECIPE, ["regularizer={name: r1}", override])
+    assert message in str(error.value)

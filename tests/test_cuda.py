@@ -61,15 +61,18 @@ def test_sync_batch_norm_on_two_gpus(tmp_path, mnist_root):
 # (same fused Adam, same device-held data in the same order).
 FAST = ["perf.data_on_device=true", "perf.fused_adam=true"]
 GRAPH = [*FAST, "perf.cuda_graph=true"]
-# EMA, a cosine learning rate and lazy R1: two phase patterns, device-side rates and weights
+# EMA, a cosine learning rate, lazy R1 and path length, and ADA with a moving p: two phase
+# patterns, device-side rates, weights, means and probabilities, augmentation inside the graph
 EMA_R1_COSINE = [
     "ema.decay=0.9",
     "optim.generator.lr_schedule=cosine",
     "regularizer={name: r1, weight: 1.0, every: 2}",
+    "regularizers=[{name: path_length, every: 2}]",
+    "augment={name: ada, p: 0.5, interval: 1, speed_kimg: 0.05}",
 ]
 # The other road through the graph: batches from the DataLoader, foreach (not fused) Adam,
 # channels_last, two micro-batches per update, and a gradient penalty (random numbers drawn
-# inside the graph) with a Wasserstein loss
+# inside the graph) with a Wasserstein loss, and DiffAugment
 OTHER_ROAD = [
     "perf.data_on_device=false",
     "perf.fused_adam=false",
@@ -77,6 +80,7 @@ OTHER_ROAD = [
     "train.grad_accumulation=2",
     "loss.name=wasserstein",
     "regularizer={name: gradient_penalty, weight: 10.0, every: 1}",
+    "augment={name: diffaugment}",
 ]
 
 

@@ -128,10 +128,16 @@ def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
-@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
-def test_two_processes_at_b_equal_one_process_at_2b(tmp_path, mnist_root, conditional):
-    classes = ["generator.num_classes=10", "discriminator.num_classes=10"] if conditional else []
-    steps = ["train.steps=3", "train.log_every=3", "train.sample_every=3", *classes]
+@pytest.mark.parametrize("variant", ["unconditional", "conditional", "augmented"])
+def test_two_processes_at_b_equal_one_process_at_2b(tmp_path, mnist_root, variant):
+    """Also with ADA (each image's augmentation is keyed by its place in the global batch, and
+    p by D's verdicts summed over processes)."""
+    extra = {
+        "unconditional": [],
+        "conditional": ["generator.num_classes=10", "discriminator.num_classes=10"],
+        "augmented": ["augment={name: ada, p: 0.5, interval: 1, speed_kimg: 0.01}"],
+    }[variant]
+    steps = ["train.steps=3", "train.log_every=3", "train.sample_every=3", *extra]
     launch(
         ROOT / "scripts" / "train.py",
         str(REFERENCE_RECIPE),
@@ -153,7 +159,7 @@ def test_two_processes_at_b_equal_one_process_at_2b(tmp_path, mnist_root, condit
             REFERENCE_RECIPE,
             [
                 *MLP,
-                *classes,
+                *extra,
                 "data.batch_size=16",
                 "train.steps=1",
                 f"output_dir={tmp_path / 'init'}",

@@ -10,7 +10,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from gankit.components.schedules import D_REGULARIZE, D_STEP, G_STEP
+from gankit.components.schedules import D_REGULARIZE, D_STEP, G_STEP, Phase
 from gankit.config.recipe import load_recipe
 from gankit.config.sections import AdamParams
 from gankit.core.errors import GankitError, RecipeError
@@ -21,7 +21,9 @@ from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
 
-# EMA, a cosine learning rate and R1 every 2 steps: device-side weights and rates, two patterns
+# EMA, a cosine learning rate, R1 and path length every 2 steps, and ADA with a moving p:
+# device-side weights, rates, means and probabilities, augmentation draws keyed by the device's
+# step count, two patterns
 EVERYTHING = [
     *TINY,
     "data.subset=64",
@@ -30,6 +32,8 @@ EVERYTHING = [
     "ema.decay=0.9",
     "optim.generator.lr_schedule=cosine",
     "regularizer={name: r1, weight: 1.0, every: 2}",
+    "regularizers=[{name: path_length, every: 2}]",
+    "augment={name: ada, p: 0.5, interval: 1, speed_kimg: 0.05}",
 ]
 
 
@@ -63,7 +67,9 @@ def test_iterations_through_the_static_buffers_train_exactly_like_eager(
     eager = run(tmp_path, "eager", 6, staged=False)
     staged = run(tmp_path, "staged", 6, staged=True)
     graphs = staged.iteration.graphs
-    regular, regularized = (D_STEP, G_STEP, G_STEP), (D_STEP, G_STEP, G_STEP, D_REGULARIZE)
+    path_length = Phase("generator", "regularize", regularizer=1)
+    regular = (D_STEP, G_STEP, G_STEP)
+    regularized = (*regular, D_REGULARIZE, path_length)
     assert graphs.eager_runs == {regular: 3, regularized: 3} and graphs.replays == 0
     expected, got = state(eager), state(staged)
     assert expected.keys() == got.keys()
@@ -82,6 +88,10 @@ def test_iterations_through_the_static_buffers_train_exactly_like_eager(
         )
     assert eager.iteration.updates == staged.iteration.updates
     assert int(staged.iteration.device_step) == staged.step == 6
+    eager_state, staged_state = eager.iteration.state_dict(), staged.iteration.state_dict()
+    assert float(eager_state["augment"]["p"]) != 0.5
+    for key in ("augment", "regularizers"):
+        assert repr(eager_state[key]) == repr(staged_state[key]), key
     assert (
         staged.parts.g_optimizer.param_groups[0]["lr"]
         == eager.parts.g_optimizer.param_groups[0]["lr"]

@@ -11,7 +11,9 @@ assert about the loaded plugins is relative to what the environment already prov
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -428,3 +430,109 @@ def test_the_suite_ignores_plugins_installed_where_it_runs(
     report = result.stdout[-3000:] + result.stderr[-3000:]
     assert result.returncode == 0, report
     assert "8 passed" in result.stdout, report
+
+
+# A plugin that extends every newer contract, one file --------------------------------------------
+
+MODERN_MODULE = "gankit_modern_plugin"
+MODERN_SOURCE = '''
+"""A third-party package's loss, generator regularizer and augmentation, in one file."""
+
+from typing import Annotated
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+import gankit
+from gankit.components.losses import Logits
+
+
+@gankit.LOSSES.register("plugin_relativistic_hinge")
+class RelativisticHinge:
+    """Relativistic hinge: each side's logits against the other side's mean."""
+
+    generator_uses_real = True
+
+    def discriminator(self, logits: Logits):
+        real, fake = logits.real.float(), logits.fake.float()
+        return {
+            "d_loss_real": F.relu(1 - (real - fake.mean())).mean(),
+            "d_loss_fake": F.relu(1 + (fake - real.mean())).mean(),
+        }
+
+    def generator(self, logits: Logits):
+        real, fake = logits.real.float(), logits.fake.float()
+        return {"g_loss_fake": F.relu(1 - (fake - real.mean())).mean(),
+                "g_loss_real": F.relu(1 + (real - fake.mean())).mean()}
+
+
+@gankit.REGULARIZERS.register("plugin_brightness")
+class Brightness:
+    """Keeps G's mean pixel near a target."""
+
+    network = "generator"
+
+    def __init__(
+        self,
+        target: Annotated[float, Field(description="wanted mean pixel")] = -0.5,
+        every: Annotated[int, Field(gt=0)] = 2,
+    ) -> None:
+        self.target, self.every = target, every
+
+    def penalty(self, generator, z):
+        return (generator(z).float().mean() - self.target).square()
+
+
+@gankit.AUGMENTATIONS.register("plugin_vflip")
+class VerticalFlip:
+    """Flips half of the images upside down."""
+
+    def __call__(self, images, uniform):
+        flip = (uniform(1)[:, 0] < 0.5).view(-1, 1, 1, 1)
+        return torch.where(flip, images.flip(-2), images)
+'''
+
+
+@pytest.fixture(scope="module")
+def modern_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_distribution(
+        tmp_path_factory.mktemp("modern_plugin"),
+        dist="gankit-modern-plugin",
+        version="0.2",
+        module=MODERN_MODULE,
+        entry_point="modernplugin",
+        source=MODERN_SOURCE,
+    )
+
+
+def test_a_plugin_loss_regularizer_and_augmentation_train(
+    modern_plugin: Path, tmp_path: Path, mnist_root: Path
+) -> None:
+    result = gankit_cli(
+        "train",
+        str(REFERENCE_RECIPE),
+        f"data.root={mnist_root}",
+        "data.download=false",
+        "data.subset=64",
+        "data.batch_size=16",
+        "generator.width=8",
+        "discriminator.width=8",
+        "train.steps=4",
+        "train.log_every=4",
+        "train.progress=false",
+        "loss.name=plugin_relativistic_hinge",
+        "regularizers=[{name: plugin_brightness, every: 2}, {name: r1, weight: 1.0}]",
+        "augment.name=plugin_vflip",
+        f"output_dir={tmp_path / 'run'}",
+        plugins=[modern_plugin],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    for name in ("d_loss_real", "d_loss_fake", "g_loss_fake", "g_loss_real", "d_r1"):
+        assert record[name] > 0, name
+    assert record["g_plugin_brightness"] >= 0
+    assert re.search(r"g_loss [\d.]+ \(fake [\d.]+, real [\d.]+\)", result.stdout), result.stdout
+    listed = gankit_cli("list", "augment", plugins=[modern_plugin], cwd=tmp_path)
+    assert "plugin_vflip" in listed.stdout and "diffaugment" in listed.stdout

@@ -250,6 +250,10 @@ def _describe(
         key = path = f"{section}.name"
         name = raw[section].get("name") if isinstance(raw.get(section), dict) else value
         message = registry.unknown_message(_Echo.of(name))
+    elif loc[:1] == ("regularizers",) and len(loc) == 2 and kind == "union_tag_invalid":
+        key = f"{path}.name"
+        name = value.get("name") if isinstance(value, dict) else value
+        message = REGISTRIES["regularizer"].unknown_message(_Echo.of(name), key)
     elif names_component and kind in ("union_tag_not_found", "missing"):
         key = path = f"{section}.name"
         message = (
@@ -308,6 +312,11 @@ class _Echo:
 
 def _user_loc(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> tuple[Any, ...]:
     """Drop the discriminator tag pydantic inserts after a component section's key."""
+    if len(loc) > 2 and loc[0] == "regularizers" and isinstance(loc[1], int):
+        items = raw.get("regularizers")
+        item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
+        if isinstance(item, dict) and item.get("name") == loc[2]:
+            return (*loc[:2], *loc[3:])  # the discriminator tag pydantic inserts
     section = raw.get(loc[0]) if loc and loc[0] in REGISTRIES else None
     if len(loc) > 1 and isinstance(section, dict) and section.get("name") == loc[1]:
         return (loc[0], *loc[2:]) if len(REGISTRIES[loc[0]]) > 1 else tuple(loc)
@@ -316,6 +325,15 @@ def _user_loc(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def _fields_at(loc: Sequence[Any], raw: Mapping[str, Any]) -> list[str]:
     model: type[BaseModel] | None = recipe_model()
+    if len(loc) == 2 and loc[0] == "regularizers" and isinstance(loc[1], int):
+        items, registry = raw.get("regularizers"), REGISTRIES["regularizer"]
+        item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
+        name = item.get("name") if isinstance(item, dict) else None
+        return (
+            list(section_model(registry, registry.get(name)).model_fields)
+            if name in registry
+            else []
+        )
     for depth, part in enumerate(loc):
         if depth == 0 and part in REGISTRIES:
             registry = REGISTRIES[part]

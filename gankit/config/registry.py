@@ -125,12 +125,14 @@ class Registry:
             raise RegistryError(self.unknown_message(name))
         return self._entries[name]
 
-    def unknown_message(self, name: object) -> str:
-        """The message for an unknown name, as recipes and exports report it."""
+    def unknown_message(self, name: object, where: str | None = None) -> str:
+        """The message for an unknown name, as recipes and exports report it (`where`: the
+        key that named it, by default `<section>.name`)."""
         known = self.names()
         hint = did_you_mean(str(name), known) if isinstance(name, str) else ""
         return (
-            f"unknown {self.kind} {shown(name)} at {self.section}.name{hint or ';'} "
+            f"unknown {self.kind} {shown(name)} at {where or self.section + '.name'}"
+            f"{hint or ';'} "
             f"available: {', '.join(known) or '(none)'}. A component from another package is "
             f"found once that package is installed with a '{PLUGIN_GROUP}' entry point or imported."
         )
