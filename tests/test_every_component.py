@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gankit import DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
+from gankit import AUGMENTATIONS, DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
+from gankit.components.augment import Randomness
+from gankit.components.losses import Logits
 from gankit.components.models.base import Generator
 
 SHAPE = (1, 28, 28)
@@ -64,20 +66,41 @@ def test_loss_gives_finite_gradients(name):
     loss = LOSSES.build({"name": name})
     real = torch.randn(8, 1, requires_grad=True)
     fake = torch.randn(8, 1, requires_grad=True)
-    d_real, d_fake = loss.discriminator(real, fake)
-    (d_real + d_fake + loss.generator(fake)).backward()
+    d_parts = loss.discriminator(Logits(real, fake))
+    g_real = real if loss.generator_uses_real else None
+    g_parts = loss.generator(Logits(g_real, fake))
+    (sum(d_parts.values()) + sum(g_parts.values())).backward()
     assert torch.isfinite(real.grad).all() and torch.isfinite(fake.grad).all()
+    assert tuple(d_parts) == loss.parts["discriminator"]
+    assert tuple(g_parts) == loss.parts["generator"]
 
 
 @pytest.mark.parametrize("name", [n for n in REGULARIZERS.names() if n != "none"])
-def test_regularizer_penalty_reaches_every_discriminator_weight(name):
+def test_regularizer_penalty_reaches_every_weight_of_its_network(name):
     regularizer = REGULARIZERS.build({"name": name})
-    discriminator = DISCRIMINATORS.build({"name": "dcgan28", "width": 4}, image_shape=SHAPE)
-    real, fake = torch.rand(4, *SHAPE), torch.rand(4, *SHAPE)
-    penalty = regularizer.penalty(discriminator, real, fake)
+    if regularizer.network == "generator":
+        network = GENERATORS.build({"name": "dcgan28", "width": 4}, image_shape=SHAPE)
+        penalty = regularizer.penalty(network, torch.rand(4, network.z_dim))
+    else:
+        network = DISCRIMINATORS.build({"name": "dcgan28", "width": 4}, image_shape=SHAPE)
+        penalty = regularizer.penalty(network, torch.rand(4, *SHAPE), torch.rand(4, *SHAPE))
     penalty.backward()
     assert torch.isfinite(penalty) and penalty > 0
-    assert all(p.grad is not None for p in discriminator.parameters())
+    assert all(p.grad is not None for p in network.parameters())
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS.names())
+def test_augmentation_keeps_shapes_and_passes_gradients(name):
+    augment = AUGMENTATIONS.build({"name": name})
+    if isinstance(augment, torch.nn.Module):
+        augment = AUGMENTATIONS.build({"name": name, "p": 0.5})
+    images = torch.rand(8, *SHAPE, requires_grad=True)
+    randomness = Randomness(0, torch.tensor(0), lambda count: 0)
+    randomness.start()
+    out = augment(images, randomness.for_batch(8))
+    assert out.shape == images.shape and torch.isfinite(out).all()
+    out.sum().backward()
+    assert images.grad is not None and torch.isfinite(images.grad).all()
 
 
 @pytest.mark.parametrize("name", SCHEDULES.names())

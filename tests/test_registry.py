@@ -128,6 +128,7 @@ def test_global_registries_by_section() -> None:
     assert {section: registry.kind for section, registry in REGISTRIES.items()} == {
         "generator": "generator",
         "discriminator": "discriminator",
+        "augment": "augmentation",
         "loss": "loss",
         "schedule": "schedule",
         "data": "dataset",
