@@ -201,8 +201,10 @@ class DiffAugment:
 
 @AUGMENTATIONS.register("ada")
 class AdaptiveAugment(nn.Module):
-    """ADA (Karras et al. 2020): flips, rotations, translation and color, each applied with a
-    probability p that D's overfitting steers toward `target`."""
+    """ADA (Karras et al. 2020): flips, turns, translation, color, each with a steered p.
+
+    Each step applies with probability p, which moves up while D's mean sign on augmented reals
+    is above `target` and down while it is below."""
 
     def __init__(
         self,

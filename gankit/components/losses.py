@@ -171,7 +171,7 @@ class LeastSquaresLoss(SeparateLoss):
 
 
 LeastSquares = Annotated[
-    bool, Field(description="least-squares form (RaLSGAN) instead of the logistic one")
+    bool, Field(description="the least-squares form instead of the logistic one")
 ]
 
 
@@ -183,8 +183,9 @@ def _more_real(difference: torch.Tensor, least_squares: bool) -> torch.Tensor:
 
 @LOSSES.register("relativistic")
 class RelativisticLoss:
-    """Relativistic GAN (RSGAN, Jolicoeur-Martineau 2018): D wants each real image more real
-    than the fake paired with it, G the reverse."""
+    """Relativistic GAN (RSGAN; Jolicoeur-Martineau 2018): real vs. paired fake, each side.
+
+    D wants each real image to look more real than the fake paired with it, G the reverse."""
 
     generator_uses_real = True
     parts = {"discriminator": ("d_loss",), "generator": ("g_loss",)}
@@ -203,8 +204,10 @@ class RelativisticLoss:
 
 @LOSSES.register("relativistic_average")
 class RelativisticAverageLoss:
-    """Relativistic average GAN (RaGAN; RaLSGAN with least_squares): each real image against
-    the average fake and each fake against the average real, for D and, reversed, for G."""
+    """Relativistic average GAN (RaGAN; with least_squares RaLSGAN; Jolicoeur-Martineau 2018).
+
+    Each real image is judged against the average fake and each fake against the average real,
+    for D and, reversed, for G."""
 
     generator_uses_real = True
     parts = {

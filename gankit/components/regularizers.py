@@ -101,8 +101,9 @@ class R2Penalty(LazyPenalty):
 
 @REGULARIZERS.register("path_length")
 class PathLength(nn.Module):
-    """Path-length regularizer on G (StyleGAN2): weight * E (||J_z^T y|| - a)^2, y Gaussian
-    image noise, a the moving mean of the lengths."""
+    """Path length on G (StyleGAN2): weight * E (||J_z^T y|| - a)^2, a the lengths' moving mean.
+
+    y is Gaussian image noise scaled by 1/sqrt(pixels); J_z is G's Jacobian in its noise."""
 
     network = "generator"
 
