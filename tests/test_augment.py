@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 
-from gankit import AUGMENTATIONS, REGULARIZERS
+from gankit import AUGMENTATIONS, LOSSES, REGULARIZERS
 from gankit.components.augment import Randomness, translate
 from gankit.components.data import Mirrored
 from gankit.config.recipe import load_recipe
-from gankit.core.errors import RecipeError
+from gankit.core.errors import GankitError, RecipeError
 from gankit.training.fastpath import all_items
 from gankit.training.trainer import Trainer
 
@@ -204,3 +204,30 @@ def test_regularizer_lists_and_augmentations_are_checked_with_clear_messages(ove
     with pytest.raises(RecipeError) as error:
         load_recipe(REFERENCE_RECIPE, ["regularizer={name: r1}", override])
     assert message in str(error.value)
+
+
+def test_a_loss_returning_other_parts_than_it_declares_is_a_clear_error(tmp_path, mnist_root):
+    @LOSSES.register("misdeclared_parts")
+    class Misdeclared:
+        """Declares one D part, returns another."""
+
+        generator_uses_real = False
+        parts = {"discriminator": ("d_loss",), "generator": ("g_loss",)}
+
+        def discriminator(self, logits):
+            return {"d_total": logits.real.float().mean() - logits.fake.float().mean()}
+
+        def generator(self, logits):
+            return {"g_loss": -logits.fake.float().mean()}
+
+    try:
+        trainer = Trainer(
+            load_recipe(
+                REFERENCE_RECIPE,
+                [*TINY, "loss.name=misdeclared_parts", "train.steps=1", f"output_dir={tmp_path}"],
+            )
+        )
+        with pytest.raises(GankitError, match=r"returned the discriminator parts \['d_total'\]"):
+            trainer.fit()
+    finally:
+        LOSSES.unregister("misdeclared_parts")

@@ -26,6 +26,7 @@ from gankit.components.augment import Randomness
 from gankit.components.losses import Logits
 from gankit.components.models.base import forward
 from gankit.components.schedules import Phase
+from gankit.core.errors import GankitError
 from gankit.training.divergence import DivergenceError
 from gankit.training.graphs import IterationGraphs
 from gankit.training.parts import Parts
@@ -159,6 +160,7 @@ class Iteration:
             else:
                 parts = self.update(p.d_wrapped, p.d_optimizer, self.d_loss, micro_batches)
             if parts is not None:
+                self._check_names(phase, parts)
                 for name, value in parts.items():
                     self.loss_sums[name] += value
                 ran.append(phase)
@@ -166,6 +168,16 @@ class Iteration:
             p.ema.update(p.generator)
         self.device_step += 1
         return ran
+
+    def _check_names(self, phase: Phase, parts: dict[str, torch.Tensor]) -> None:
+        """A loss returns the parts it declared (the device sums are made for those names)."""
+        expected = self.losses[self.kind(phase)]
+        if set(parts) != set(expected):
+            raise GankitError(
+                f"loss '{type(self.parts.loss).__name__}' returned the {phase.network} parts "
+                f"{sorted(parts)}, but its `parts` declare {list(expected)}; return the "
+                "declared names (or drop `parts` to have them read from a first call)"
+            )
 
     # ---- the losses of each kind of update -----------------------------------------------
     def judge(self, discriminator: torch.nn.Module, images: torch.Tensor, labels: Any) -> Any:
