@@ -231,3 +231,22 @@ def test_a_loss_returning_other_parts_than_it_declares_is_a_clear_error(tmp_path
             trainer.fit()
     finally:
         LOSSES.unregister("misdeclared_parts")
+
+
+def test_a_regularizer_written_before_network_existed_still_trains_d(tmp_path, mnist_root):
+    @REGULARIZERS.register("older_penalty")
+    class Older:
+        """Declares no `network`: it regularizes D, as every regularizer once did."""
+
+        every = 2
+
+        def penalty(self, discriminator, real, fake):
+            return discriminator(real).float().square().mean()
+
+    try:
+        overrides = [*TINY, "regularizer.name=older_penalty", "train.steps=2", "train.log_every=2"]
+        Trainer(load_recipe(REFERENCE_RECIPE, [*overrides, f"output_dir={tmp_path}"])).fit()
+    finally:
+        REGULARIZERS.unregister("older_penalty")
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["d_older_penalty"] > 0

@@ -55,6 +55,7 @@ class Randomness:
         self.step = step
         self.first_sample = first_sample  # batch size -> this process's first global index
         self.call = 0
+        self.counters: dict[tuple[int, int], torch.Tensor] = {}  # by (images, draws per image)
 
     def start(self) -> None:
         """A new iteration: number its calls from 0."""
@@ -64,19 +65,25 @@ class Randomness:
         """The `uniform` of one augmentation call on `count` images."""
         self.call += 1
         call, draws = self.call, [0]
-        device = self.step.device
-        samples = torch.arange(count, device=device) + self.first_sample(count)
 
         def uniform(k: int) -> torch.Tensor:
             draws[0] += 1
             key = _mix(self.step.long() & _MASK ^ self.seed)
             key = _mix(key ^ (call * 0x9E3779B1 & _MASK))
             key = _mix(key ^ (draws[0] * 0x85EBCA77 & _MASK))
-            index = samples[:, None] * k + torch.arange(k, device=device)
-            bits = _mix(key ^ (index & _MASK))
+            bits = _mix(key ^ self._counters(count, k))
             return (bits >> 8).float() / float(1 << 24)  # 24 bits: exact in float32
 
         return uniform
+
+    def _counters(self, count: int, k: int) -> torch.Tensor:
+        """(count, k) distinct counters, global image index x k + draw column, made once per
+        shape: the same tensor every step."""
+        if (count, k) not in self.counters:
+            first = self.first_sample(count)
+            index = torch.arange(first * k, (first + count) * k, device=self.step.device)
+            self.counters[count, k] = index.view(count, k) & _MASK
+        return self.counters[count, k]
 
 
 def _normal(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

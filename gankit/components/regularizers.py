@@ -68,7 +68,11 @@ class R1Penalty(LazyPenalty):
     def penalty(
         self, discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor
     ) -> torch.Tensor:
-        norms, zero = _input_gradient_norms(discriminator, real)
+        return self.on(discriminator, real)
+
+    def on(self, discriminator: Discriminator, images: torch.Tensor) -> torch.Tensor:
+        """weight / 2 * E ||grad_x D(x)||^2 over `images`."""
+        norms, zero = _input_gradient_norms(discriminator, images)
         return self.weight / 2 * norms.square().mean() + zero
 
 
@@ -89,14 +93,18 @@ class GradientPenalty(LazyPenalty):
 
 
 @REGULARIZERS.register("r2")
-class R2Penalty(LazyPenalty):
+class R2Penalty(R1Penalty):
     """R2 (Mescheder et al. 2018): weight / 2 * E ||grad_x D(x)||^2 on fakes (with R1: R3GAN)."""
 
     def penalty(
         self, discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor
     ) -> torch.Tensor:
-        norms, zero = _input_gradient_norms(discriminator, fake)
-        return self.weight / 2 * norms.square().mean() + zero
+        return self.on(discriminator, fake)
+
+
+def trained_network(regularizer: object) -> str:
+    """The network a regularizer trains; one written before regularizers said so trains D."""
+    return getattr(regularizer, "network", "discriminator")
 
 
 @REGULARIZERS.register("path_length")

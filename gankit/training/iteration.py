@@ -25,6 +25,7 @@ from accelerate import Accelerator
 from gankit.components.augment import Randomness
 from gankit.components.losses import Logits
 from gankit.components.models.base import forward
+from gankit.components.regularizers import trained_network
 from gankit.components.schedules import Phase
 from gankit.core.errors import GankitError
 from gankit.training.divergence import DivergenceError
@@ -71,7 +72,11 @@ class Iteration:
         self.parts, self.accelerator = parts, accelerator
         self.grad_accumulation, self.on_nan, self.fp16 = grad_accumulation, on_nan, fp16
         self.batches_per_step: int = getattr(parts.schedule, "batches_per_step", 1)
-        self.regularizers = list(parts.regularizers.items())  # (log name, regularizer)
+        # (log name, the network it trains, regularizer)
+        self.regularizers = [
+            (name, trained_network(regularizer), regularizer)
+            for name, regularizer in parts.regularizers.items()
+        ]
         device = accelerator.device
         self.step = 0
         self.device_step = torch.zeros((), dtype=torch.long, device=device)  # = step
@@ -81,7 +86,7 @@ class Iteration:
         self.losses = {
             "discriminator": d_names,
             "generator": g_names,
-            **{name: (name,) for name, _ in self.regularizers},
+            **{name: (name,) for name, _, _ in self.regularizers},
         }
         self.loss_sums = {
             name: torch.zeros((), device=device) for names in self.losses.values() for name in names
@@ -122,8 +127,8 @@ class Iteration:
     def phases(self, step: int) -> tuple[Phase, ...]:
         """The schedule's phases, then each regularizer's update on its own interval."""
         regularize = tuple(
-            Phase(regularizer.network, "regularize", regularizer=index)
-            for index, (_, regularizer) in enumerate(self.regularizers)
+            Phase(network, "regularize", regularizer=index)
+            for index, (_, network, regularizer) in enumerate(self.regularizers)
             if regularizer.every and (step + 1) % regularizer.every == 0
         )
         return (*self.parts.schedule.phases(step), *regularize)
@@ -147,8 +152,8 @@ class Iteration:
         for phase in phases:
             micro_batches = batches[phase.batch]
             if phase.kind == "regularize":
-                name, regularizer = self.regularizers[phase.regularizer]
-                if regularizer.network == "generator":
+                name, network, regularizer = self.regularizers[phase.regularizer]
+                if network == "generator":
                     penalty = functools.partial(self.g_penalty, name, regularizer)
                     parts = self.update(p.g_wrapped, p.g_optimizer, penalty, micro_batches)
                 else:
@@ -354,7 +359,7 @@ class Iteration:
             "ema": ema.state_dict() if ema is not None else None,
             "regularizers": {
                 name: _cpu(regularizer.state_dict())
-                for name, regularizer in self.regularizers
+                for name, _, regularizer in self.regularizers
                 if isinstance(regularizer, torch.nn.Module)
             },
             "augment": _cpu(self.parts.augment.state_dict())
@@ -378,7 +383,7 @@ class Iteration:
         if ema is not None:  # a checkpoint from before the average was on starts it from G
             ema.load_state_dict(state.get("ema") or self.parts.generator.state_dict())
         saved = state.get("regularizers", {})
-        for name, regularizer in self.regularizers:
+        for name, _, regularizer in self.regularizers:
             if isinstance(regularizer, torch.nn.Module) and name in saved:
                 regularizer.load_state_dict(saved[name])
         augment = self.parts.augment
@@ -394,7 +399,7 @@ class Iteration:
             return sums, updates
         sums, updates = dict(sums), dict(updates)
         total, count = sums.pop("d_penalty", None), updates.pop("regularize")
-        on_d = [name for name, r in self.regularizers if r.network == "discriminator"]
+        on_d = [name for name, network, _ in self.regularizers if network == "discriminator"]
         if len(on_d) == 1 and total is not None:
             sums[on_d[0]], updates[on_d[0]] = total, count
         return sums, updates

@@ -17,6 +17,7 @@ from gankit.components.data import image_shape as shape_of
 from gankit.components.data import num_classes as dataset_classes
 from gankit.components.losses import named_parts
 from gankit.components.models.base import Generator, check_conditioning
+from gankit.components.regularizers import trained_network
 from gankit.config.recipe import RecipeBase
 from gankit.config.registry import (
     AUGMENTATIONS,
@@ -167,8 +168,7 @@ def _regularizers(recipe: RecipeBase, device: torch.device) -> dict[str, Any]:
         regularizer = REGULARIZERS.build(section)
         if isinstance(regularizer, torch.nn.Module):
             regularizer.to(device)
-        network = getattr(regularizer, "network", "discriminator")
-        regularizers[f"{network[0]}_{section.name}"] = regularizer
+        regularizers[f"{trained_network(regularizer)[0]}_{section.name}"] = regularizer
     return regularizers
 
 
