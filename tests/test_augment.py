@@ -17,7 +17,7 @@ from gankit.core.errors import GankitError, RecipeError
 from gankit.training.fastpath import all_items
 from gankit.training.trainer import Trainer
 
-from conftest import REFERENCE_RECIPE, TINY
+from conftest import REFERENCE_RECIPE, ROOT, TINY
 
 
 def uniform_for(count: int, step: int = 0, seed: int = 0, process: int = 0):
@@ -250,3 +250,11 @@ def test_a_regularizer_written_before_network_existed_still_trains_d(tmp_path, m
         REGULARIZERS.unregister("older_penalty")
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["d_older_penalty"] > 0
+
+
+@pytest.mark.parametrize("override", ["augment={name: ada}", "data.hflip=true"])
+def test_augmenting_samples_that_are_not_images_is_one_clear_error(tmp_path, override):
+    recipe = load_recipe(ROOT / "recipes" / "ring_mlp.yaml", [override, f"output_dir={tmp_path}"])
+    with pytest.raises(GankitError, match=r"they transform images of shape \(C, H, W\), but"):
+        Trainer(recipe)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())

@@ -81,9 +81,10 @@ def build_parts(
     dataset = DATASETS.build(recipe.data)
     if recipe.data.subset is not None:
         dataset = Subset(dataset, range(min(recipe.data.subset, len(dataset))))
+    image_shape = shape_of(dataset)
+    _check_images(recipe, image_shape)
     if recipe.data.hflip:
         dataset = Mirrored(dataset)
-    image_shape = shape_of(dataset)
     builds = {
         "generator": lambda: GENERATORS.build(recipe.generator, image_shape=image_shape),
         "discriminator": lambda: DISCRIMINATORS.build(
@@ -170,6 +171,20 @@ def _regularizers(recipe: RecipeBase, device: torch.device) -> dict[str, Any]:
             regularizer.to(device)
         regularizers[f"{trained_network(regularizer)[0]}_{section.name}"] = regularizer
     return regularizers
+
+
+def _check_images(recipe: RecipeBase, shape: tuple[int, ...]) -> None:
+    """Mirroring and augmentation transform images (C, H, W), not other samples."""
+    asked = [
+        *(["data.hflip"] if recipe.data.hflip else []),
+        *([f"augment '{recipe.augment.name}'"] if recipe.augment.name != "none" else []),
+    ]
+    if asked and len(shape) != 3:
+        raise GankitError(
+            f"cannot use {' or '.join(asked)}: they transform images of shape (C, H, W), but "
+            f"the '{recipe.data.name}' samples have shape {tuple(shape)}; remove them for this "
+            "data"
+        )
 
 
 def _augmentation(recipe: RecipeBase, device: torch.device) -> Any:
