@@ -1,4 +1,4 @@
-"""The `gankit` command: train, validate, list, sample."""
+"""The `gankit` command: train, validate, list, sample, eval, classifier train."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ def _validate(args: argparse.Namespace) -> None:
     if args.recipe is None:
         raise GankitError("gankit validate needs a RECIPE file (or --schema)")
     recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.eval.every:
+        from gankit.metrics.evaluators import check_eval_settings
+
+        check_eval_settings(recipe)
     if args.quiet:
         return
     print(dump_recipe(recipe), end="")
@@ -90,7 +94,7 @@ def _labels(text: str | None, n: int, generator: Any) -> list[int] | None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from gankit.metrics.evaluation import evaluate_export
+    from gankit.metrics.evaluators import evaluate_export
 
     if args.out and Path(args.out).is_dir():
         raise GankitError(f"--out {args.out} is a folder; give a file name such as eval.json")
@@ -102,13 +106,38 @@ def _eval(args: argparse.Namespace) -> None:
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,
+        classifier=args.classifier,
+        inception=args.inception,
         inception_weights=args.inception_weights,
+        show_progress=True,
     )
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
+
+
+def _classifier_train(args: argparse.Namespace) -> None:
+    from gankit.config.recipe import apply_overrides
+    from gankit.metrics.classifier_training import train_classifier
+
+    params: dict[str, Any] = {}
+    apply_overrides(params, args.overrides)
+    out = args.out or f"classifiers/{args.dataset}.safetensors"
+    command = " ".join(["gankit classifier train", args.dataset, *args.overrides])
+    command += f" --epochs {args.epochs} --seed {args.seed}"
+    card = train_classifier(
+        args.dataset,
+        data_root=args.data_root,
+        out=out,
+        epochs=args.epochs,
+        seed=args.seed,
+        params=params,
+        command=command,
+    )
+    print(json.dumps(card, indent=2))
+    print(f"# wrote {out} and {Path(out).with_suffix('.json')}", file=sys.stderr)
 
 
 OS_ERROR_ADVICE = {
@@ -194,10 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(run=_sample)
 
     evaluate = commands.add_parser(
-        "eval", help="measure an exported MNIST generator: Frechet distance, score, coverage"
+        "eval",
+        help="measure an exported generator: Frechet distance, score, coverage, precision/recall, "
+        "density/coverage; Inception FID/KID",
     )
     evaluate.add_argument("export", help="export folder, e.g. runs/mnist_dcgan/export/generator")
-    evaluate.add_argument("--data-root", default="data", help="folder holding MNIST/raw/")
+    evaluate.add_argument(
+        "--data-root",
+        help="folder of the reference data (MNIST/raw/, ...); default: the export's data.root",
+    )
     evaluate.add_argument("--n", type=positive(2), default=10_000, help="generated samples (10000)")
     evaluate.add_argument("--split", choices=["test", "train"], default="test", help="reference")
     evaluate.add_argument("--seed", type=int, default=0, help="noise seed (0)")
@@ -207,10 +241,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu", help="torch device (cpu)")
     evaluate.add_argument("--out", help="also write the JSON to this file")
     evaluate.add_argument(
+        "--classifier",
+        help="classifier weights from `gankit classifier train` (default: the shipped one, MNIST)",
+    )
+    evaluate.add_argument(
+        "--inception", action="store_true", help="also Inception FID/KID (needs torch-fidelity)"
+    )
+    evaluate.add_argument(
         "--inception-weights",
-        help="also Inception FID/KID, from this local torch-fidelity weights file",
+        help="Inception FID/KID from this torch-fidelity weights file (default: torch's hub cache)",
     )
     evaluate.set_defaults(run=_eval)
+
+    classifier = commands.add_parser(
+        "classifier", help="classifiers whose features the metrics use"
+    )
+    classifier_commands = classifier.add_subparsers(dest="classifier_command", required=True)
+    train_classifier = classifier_commands.add_parser(
+        "train", help="train a small classifier on a labelled dataset (CPU, deterministic)"
+    )
+    train_classifier.add_argument("dataset", help="registered dataset, e.g. mnist or cifar10")
+    train_classifier.add_argument(
+        "overrides", nargs="*", default=[], help="dataset parameters, e.g. size=32 channels=3"
+    )
+    train_classifier.add_argument(
+        "--data-root", default="data", help="the dataset's root (data.root), default data"
+    )
+    train_classifier.add_argument(
+        "--out", help="weights file (.safetensors; default classifiers/DATASET.safetensors)"
+    )
+    train_classifier.add_argument("--epochs", type=positive(1), default=4, help="epochs (4)")
+    train_classifier.add_argument("--seed", type=int, default=0, help="seed (0)")
+    train_classifier.set_defaults(run=_classifier_train)
     return parser
 
 

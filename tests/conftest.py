@@ -38,6 +38,14 @@ def _quiet_wandb(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
+@pytest.fixture(autouse=True)
+def _cache_in_temp(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reference features are cached in the session's temporary folder, not in ~/.cache."""
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path_factory.getbasetemp() / "gankit-cache"))
+
+
 @pytest.fixture
 def deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
     """Deterministic cuDNN kernels (a no-op on a CPU), so that two CUDA runs can agree to

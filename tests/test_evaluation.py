@@ -137,35 +137,47 @@ def test_inception_metrics_say_what_is_missing(tmp_path, mnist_root):
     assert "Traceback" not in result.stderr
 
 
-def test_mnist_metrics_are_refused_for_other_data_unless_asked_for(tmp_path, mnist_root):
+def test_other_data_without_a_classifier_is_refused_before_training(tmp_path, mnist_root):
     raw = tmp_path / "data" / "FashionMNIST" / "raw"  # MNIST's files in Fashion-MNIST's place
     raw.mkdir(parents=True)
     for source in (mnist_root / "MNIST" / "raw").glob("*-ubyte"):
         (raw / source.name).symlink_to(source)
     fashion = [*TINY, "data.name=fashion_mnist", f"data.root={tmp_path / 'data'}"]
     fashion += ["train.steps=2", "eval.every=2", "eval.n=200", f"output_dir={tmp_path / 'run'}"]
-    with pytest.raises(GankitError) as error:
+    validate = [sys.executable, "-m", "gankit.cli", "validate", "-q", str(REFERENCE_RECIPE)]
+    result = subprocess.run([*validate, *fashion], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("gankit: error: eval.every: the classifier metrics need a ")
+    assert "trained on 'fashion_mnist'" in result.stderr
+    assert "gankit classifier train fashion_mnist" in result.stderr
+    with pytest.raises(GankitError, match=r"^eval\.every: the classifier metrics need"):
         Trainer(load_recipe(REFERENCE_RECIPE, fashion))
-    message = str(error.value)
-    assert message.startswith("eval.every: ") and "trained on 'fashion_mnist'" in message
-    assert "eval.every: 0" in message and "eval.data_root" in message
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # refused before any training
 
-    # compared with MNIST on purpose: evaluated, and the export says what it was trained on
-    Trainer(load_recipe(REFERENCE_RECIPE, [*fashion, f"eval.data_root={mnist_root}"])).fit()
+    # the digit classifier named on purpose: it measures the samples, and says so
+    shipped = f"eval.classifier={classifier.WEIGHTS}"
+    Trainer(load_recipe(REFERENCE_RECIPE, [*fashion, shipped])).fit()
     records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert "eval/frechet_distance" in json.loads(records[-1])
     export = tmp_path / "run" / "export" / "generator"
-    assert json.loads((export / "config.json").read_text())["dataset"] == "fashion_mnist"
+    config = json.loads((export / "config.json").read_text())
+    assert config["dataset"] == "fashion_mnist" and config["data"]["root"] == str(tmp_path / "data")
     command = [sys.executable, "-m", "gankit.cli", "eval", str(export), "--n", "100"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "--classifier: the classifier metrics need" in result.stderr
     result = subprocess.run(
-        [*command, "--data-root", str(mnist_root)], capture_output=True, text=True, timeout=300
+        [*command, "--classifier", str(classifier.WEIGHTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "trained on 'fashion_mnist'; the figures below score it as MNIST digits" in (
+    assert "the classifier was trained on 'mnist', the generator on 'fashion_mnist'" in (
         result.stderr
     )
-    assert json.loads(result.stdout)["protocol"]["generator"]["dataset"] == "fashion_mnist"
+    written = json.loads(result.stdout)
+    assert written["protocol"]["generator"]["dataset"] == "fashion_mnist"
+    assert written["protocol"]["reference"].startswith("fashion_mnist test split, 10000 images")
 
 
 def test_eval_command_names_its_own_option_for_a_missing_folder(tmp_path, mnist_root):

@@ -203,11 +203,50 @@ def files_message(
     )
 
 
+TORCHVISION_SOURCES = {
+    "mnist": MNIST_SOURCE,
+    "fashion_mnist": FASHION_MNIST_SOURCE,
+    "kmnist": KMNIST_SOURCE,
+    "cifar10": CIFAR10_SOURCE,
+    "cifar100": CIFAR100_SOURCE,
+}
+NATIVE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "kmnist": (1, 28, 28)}
+NATIVE_SHAPES |= {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+NATIVE_CLASSES = {"mnist": 10, "fashion_mnist": 10, "kmnist": 10, "cifar10": 10, "cifar100": 100}
+
+
+def torchvision_split(
+    name: str,
+    root: str,
+    split: Literal["train", "test"],
+    root_setting: str,
+    size: int | None = None,
+) -> TensorDataset:
+    """One split of a registered torchvision dataset, in memory (never downloaded; a missing
+    file's error names `root_setting`, the setting that gave `root`)."""
+    dataset = _open_torchvision(TORCHVISION_SOURCES[name], root, False, split, root_setting)
+    images = dataset.data
+    images = _nchw(images) if images.ndim == 4 else images.unsqueeze(1)
+    classes = [str(digit) for digit in range(10)] if name == "mnist" else dataset.classes
+    return _in_memory(images, dataset.targets, classes, size)
+
+
 def mnist_reference(root: str, split: Literal["train", "test"], root_setting: str) -> torch.Tensor:
     """MNIST's images of one split, (N, 1, 28, 28) in [-1, 1], for evaluation (never
     downloaded; errors name `root_setting`)."""
-    dataset = _open_torchvision(MNIST_SOURCE, root, False, split, root_setting)
-    return _in_memory(dataset.data.unsqueeze(1), dataset.targets, dataset.classes, None).tensors[0]
+    return torchvision_split("mnist", root, split, root_setting).tensors[0]
+
+
+def declared_shape(name: str, params: dict[str, Any]) -> tuple[int, int, int] | None:
+    """The (C, H, W) images a built-in dataset section gives, known without reading any file;
+    None for datasets whose shape shows only once loaded (plugins)."""
+    if name in NATIVE_SHAPES:
+        channels, height, width = NATIVE_SHAPES[name]
+        size = params.get("size")
+        return (channels, size, size) if size else (channels, height, width)
+    if name == "image_folder":
+        return (params.get("channels", 3), params["size"], params["size"])
+    return None
 
 
 def _nchw(images: Any) -> torch.Tensor:

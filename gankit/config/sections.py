@@ -139,14 +139,44 @@ class TrainSection(Strict):
 
 @refuse_booleans
 class EvalSection(Strict):
-    """Sample-quality metrics during training: MNIST metrics (see `gankit eval`) for 1x28x28
-    images, mode coverage for ring data."""
+    """Sample-quality metrics during training (see `gankit eval`): a classifier's metrics and
+    Inception FID/KID for images, mode coverage for ring data."""
 
     every: int = Field(0, ge=0, description="steps between evaluations; 0: off")
     n: int = Field(2000, gt=1, description="generated samples per evaluation, over all processes")
-    split: Literal["test", "train"] = Field("test", description="MNIST reference split")
-    data_root: str | None = Field(None, description="MNIST folder; default: data.root")
+    split: Literal["test", "train"] = Field(
+        "test", description="reference split (datasets without one: all their images)"
+    )
+    data_root: str | None = Field(None, description="reference data's folder; default data.root")
     batch_size: int = Field(500, gt=0, description="images per evaluation batch")
+    metrics: list[Literal["classifier", "inception"]] = Field(
+        ["classifier"],
+        min_length=1,
+        description="classifier: Frechet distance, score, coverage, precision/recall, "
+        "density/coverage on a classifier's features; inception: Inception FID and KID",
+    )
+    classifier: str | None = Field(
+        None,
+        description="classifier weights made by `gankit classifier train`; default: the shipped "
+        "one, for 1x28x28 MNIST only",
+    )
+    inception_weights: str | None = Field(
+        None, description="Inception weights file; default: torch's hub cache (downloaded there)"
+    )
+
+    @model_validator(mode="after")
+    def _used_settings(self) -> EvalSection:
+        """Each metric once; a classifier or weights file only for the metric that reads it."""
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"metrics lists a metric twice: {self.metrics}; give each once")
+        unused = [
+            f"{key} is set but eval.metrics has no '{metric}'"
+            for key, metric in (("classifier", "classifier"), ("inception_weights", "inception"))
+            if getattr(self, key) is not None and metric not in self.metrics
+        ]
+        if unused:
+            raise ValueError(f"{'; '.join(unused)}; add it to eval.metrics or remove the key")
+        return self
 
 
 @refuse_booleans

@@ -180,3 +180,23 @@ def remove_leftovers(parent: str | Path, name: str) -> list[Path]:
         if not entry.exists():
             removed.append(entry)
     return removed
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary file name beside `path` (`.<name>.tmp-<pid>-<random>`); when the block
+    ends without an error, the file written there is flushed and renamed onto `path`, so
+    readers see the old file or the new one, never half of one. On an error `path` is
+    untouched and the temporary file removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(path, "tmp")
+    try:
+        yield staging
+        with open(staging, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(staging, 0o666 & ~current_umask())
+        os.replace(staging, path)
+        fsync_dir(path.parent)
+    finally:
+        staging.unlink(missing_ok=True)

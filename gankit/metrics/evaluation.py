@@ -1,66 +1,54 @@
-"""Sample quality on MNIST: Frechet distance, classifier score and class coverage.
+"""Sample quality through a classifier of the dataset: Frechet distance, classifier score,
+class coverage, precision/recall and density/coverage.
 
-All three are computed on the shipped digit classifier (`gankit.metrics.classifier`): Frechet
-distance between its 128-d features of generated images and of real MNIST images (torchmetrics'
-FID with this extractor), the Inception-score formula on its logits, and the histogram of
-predicted classes against the uniform one (mode collapse shows there first). With several
-processes each evaluates its own share of samples and torchmetrics sums the statistics, so
-nothing is counted twice. Every result carries a `protocol` saying exactly how it was made."""
+Everything is computed on one classifier (`gankit.metrics.classifier`; the shipped one for
+MNIST, else one made by `gankit classifier train`): the Frechet distance between its 128-d
+features of generated and of real images (torchmetrics' FID on those features), improved
+precision and recall and density and coverage on the same features (`manifold.py`), the
+Inception-score formula on its logits, and the histogram of predicted classes against the
+uniform one (mode collapse shows there first). With several processes each generates its own
+share of samples and torchmetrics gathers them, so nothing is counted twice. Every result
+carries a `protocol` saying exactly how it was made.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
-import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import torchmetrics
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.inception import InceptionScore
+from torchmetrics.utilities import dim_zero_cat
 
-from gankit.components.data import to_uint8
-from gankit.components.models.base import eval_mode
-from gankit.core.errors import GankitError, warn
-from gankit.metrics import classifier
+from gankit.core.errors import GankitError
+from gankit.metrics import classifier as classifiers
+from gankit.metrics.inception import Identity, InceptionMetrics
+from gankit.metrics.manifold import DENSITY_COVERAGE_K, PRECISION_RECALL_K, manifold_metrics
+from gankit.metrics.reference import progress
 
 SCORE_SPLITS = 10
-
-
-class ClassHistogram(Metric):
-    """Counts of the classifier's predicted classes (summed across processes)."""
-
-    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        self.predict = predict
-        self.add_state("counts", torch.zeros(10, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, images: torch.Tensor) -> None:
-        self.counts += torch.bincount(self.predict(images).argmax(1), minlength=10).double()
-
-    def compute(self) -> torch.Tensor:
-        return self.counts / self.counts.sum().clamp(min=1)
+FRECHET_KEYS = ("frechet_distance", "inception_fid")
+COVERED_SHARE = 0.2  # a class is covered with at least this share of a fair 1/K share
 
 
 class LabelAgreement(Metric):
     """How often the classifier names the class a conditional generator was asked for, per
     class (summed across processes)."""
 
-    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
-        self.predict = predict
-        self.add_state("correct", torch.zeros(10, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", torch.zeros(10, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("correct", torch.zeros(num_classes, dtype=torch.float64), "sum")
+        self.add_state("total", torch.zeros(num_classes, dtype=torch.float64), "sum")
 
-    def update(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         labels = labels.long()
-        hits = (self.predict(images).argmax(1) == labels).double()
+        hits = (logits.argmax(1) == labels).double()
         self.correct += torch.zeros_like(self.correct).index_add_(0, labels, hits)
-        self.total += torch.bincount(labels, minlength=10).double()
+        self.total += torch.bincount(labels, minlength=self.total.numel()).double()
 
     def compute(self) -> dict[str, Any]:
         asked = self.total > 0
@@ -72,6 +60,23 @@ class LabelAgreement(Metric):
             ],
             "classes_asked": int(asked.sum()),
         }
+
+
+class GeneratedFeatures(Metric):
+    """The classifier's features and logits of every generated image (gathered across
+    processes when computed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("features", [], dist_reduce_fx="cat")
+        self.add_state("logits", [], dist_reduce_fx="cat")
+
+    def update(self, features: torch.Tensor, logits: torch.Tensor) -> None:
+        self.features.append(features)
+        self.logits.append(logits)
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return dim_zero_cat(self.features), dim_zero_cat(self.logits)
 
 
 GeneratedBatch = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
@@ -98,64 +103,150 @@ def conditional_generate(
     return generate
 
 
-class MNISTMetrics:
-    """Accumulates real and generated images, then computes every MNIST metric at once."""
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Frechet distance between two sets of feature vectors (torchmetrics' FID, float64)."""
+    metric = FrechetInceptionDistance(feature=Identity(real.shape[1])).to(real.device)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return float(metric.compute())
 
-    def __init__(self, device: str | torch.device = "cpu") -> None:
-        model = classifier.load_classifier(device)
-        self.frechet = FrechetInceptionDistance(
-            feature=classifier.Features(model), reset_real_features=False
-        ).to(device)
-        logits = classifier.Logits(model)
-        with warnings.catch_warnings():  # it keeps every sample's 10 logits: small here
-            warnings.filterwarnings("ignore", message=".*save all extracted features.*")
-            self.score = InceptionScore(feature=logits, splits=SCORE_SPLITS).to(device)
-        self.histogram = ClassHistogram(logits).to(device)
-        self.agreement = LabelAgreement(logits).to(device)
+
+def classifier_score(logits: torch.Tensor, splits: int = SCORE_SPLITS) -> tuple[float, float]:
+    """The Inception-score formula on classifier logits, mean and std over `splits` parts of
+    a shuffle seeded with 0 (torchmetrics' InceptionScore, reproduced on given logits)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        logits = logits[torch.randperm(logits.shape[0])]
+    scores = []
+    for part in logits.chunk(splits, dim=0):
+        prob, log_prob = part.softmax(dim=1), part.log_softmax(dim=1)
+        mean = prob.mean(dim=0, keepdim=True)
+        scores.append((prob * (log_prob - mean.log())).sum(dim=1).mean().exp())
+    stacked = torch.stack(scores)
+    return float(stacked.mean()), float(stacked.std())
+
+
+class ClassifierMetrics:
+    """Accumulates real features and generated images, then computes every classifier metric
+    at once. `classifier` None: the shipped MNIST classifier."""
+
+    cache_name = "classifier"  # what its reference features are cached as
+
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        classifier: classifiers.Classifier | None = None,
+    ) -> None:
+        self.classifier = classifier or classifiers.load(None, device)
+        self.model = self.classifier.model.to(device)
+        self.device = device
+        self.real: list[torch.Tensor] = []
+        self.cache_file: str | None = None
+        self.generated = GeneratedFeatures().to(device)
+        self.agreement = LabelAgreement(self.classifier.num_classes).to(device)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The classifier's features of images in [-1, 1]."""
+        return self.model.features(images.to(self.device).float())
+
+    @property
+    def extractor_sha256(self) -> str:
+        """SHA-256 of the feature extractor's weights (a key of cached reference features)."""
+        return self.classifier.sha256
+
+    def set_real(self, features: torch.Tensor, cache_file: str | None = None) -> None:
+        """The reference features, made before, and the cache file they came from or went to
+        (see `reference.cached_features`)."""
+        self.real = [features.to(self.device)]
+        self.cache_file = cache_file
 
     @torch.no_grad()
     def update_real(self, images: torch.Tensor) -> None:
-        """Add reference images, (N, 1, 28, 28) in [-1, 1]."""
-        self.frechet.update(images, real=True)
+        """Add reference images, (N, C, H, W) in [-1, 1]."""
+        self.real.append(self.features(images))
 
     @torch.no_grad()
     def update_generated(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-        """Add generated images, (N, 1, 28, 28) in [-1, 1], and the class each was asked to
+        """Add generated images, (N, C, H, W) in [-1, 1], and the class each was asked to
         show when the generator is class-conditional."""
         images = images.float()
         check_finite_samples(images)
-        self.frechet.update(images, real=False)
-        self.score.update(images)
-        self.histogram.update(images)
+        features = self.features(images)
+        logits = self.model.classify(features)
+        self.generated.update(features, logits)
         if labels is not None:
-            self.agreement.update(images, labels)
+            self.agreement.update(logits, labels.to(logits.device))
+
+    @property
+    def reference_count(self) -> int:
+        """How many reference images the features stand for."""
+        return sum(batch.shape[0] for batch in self.real)
+
+    @property
+    def generated_count(self) -> int:
+        """How many generated images this process has added."""
+        return sum(batch.shape[0] for batch in self.generated.features)
 
     def compute(self) -> dict[str, Any]:
         """The metrics of everything added so far (across processes when distributed)."""
-        with torch.random.fork_rng(devices=[]):  # the score shuffles its splits: fix the order
-            torch.manual_seed(0)
-            score, score_std = self.score.compute()
-        histogram = self.histogram.compute()
-        uniform = torch.full_like(histogram, 0.1)
+        fake, logits = self.generated.compute()
+        real = torch.cat(self.real)
+        score, score_std = classifier_score(logits.float())
+        classes = self.classifier.num_classes
+        histogram = torch.bincount(logits.argmax(1), minlength=classes).double()
+        histogram = histogram / histogram.sum().clamp(min=1)
+        uniform = torch.full_like(histogram, 1 / classes)
         nonzero = histogram > 0
         conditional = bool(self.agreement.update_count)
         return {
             **(self.agreement.compute() if conditional else {}),
-            "frechet_distance": float(self.frechet.compute()),
-            "classifier_score": float(score),
-            "classifier_score_std": float(score_std),
+            "frechet_distance": frechet_distance(real, fake),
+            "classifier_score": score,
+            "classifier_score_std": score_std,
             "class_histogram": [round(float(p), 5) for p in histogram],
-            "classes_covered": int((histogram >= 0.02).sum()),  # >= 1/5 of a fair share
+            "classes_covered": int((histogram >= COVERED_SHARE / classes).sum()),
             "coverage_tv": float(0.5 * (histogram - uniform).abs().sum()),
-            "coverage_kl": float((histogram[nonzero] * (histogram[nonzero] * 10).log()).sum()),
+            "coverage_kl": float((histogram[nonzero] * (histogram[nonzero] * classes).log()).sum()),
+            **manifold_metrics(manifold_reference(real, fake.shape[0]), fake),
         }
 
     def reset_generated(self) -> None:
-        """Forget the generated images (the reference statistics are kept)."""
-        self.frechet.reset()
-        self.score.reset()
-        self.histogram.reset()
+        """Forget the generated images (the reference features are kept)."""
+        self.generated.reset()
         self.agreement.reset()
+
+    def protocol(self) -> dict[str, Any]:
+        """How the classifier numbers were made."""
+        card = self.classifier.card
+        return {
+            "extractor": f"gankit.metrics.classifier.ImageClassifier ({self.classifier.path.name}"
+            f", trained on {card['dataset']}): 128-d ReLU features (Frechet distance, precision, "
+            "recall, density, coverage), logits (classifier score, class histogram)",
+            "extractor_weights_sha256": self.classifier.sha256,
+            "extractor_test_accuracy": card.get("test_accuracy"),
+            "extractor_image_shape": list(self.classifier.image_shape),
+            "extractor_classes": self.classifier.num_classes,
+            "score_splits": SCORE_SPLITS,
+            "classes_covered_threshold": round(COVERED_SHARE / self.classifier.num_classes, 6),
+            "precision_recall_k": PRECISION_RECALL_K,
+            "density_coverage_k": DENSITY_COVERAGE_K,
+            "reference_cache": self.cache_file,
+            "manifold_reference_samples": "as many reference features as generated samples "
+            "(at most all), drawn by a shuffle seeded with 0",
+        }
+
+
+MNISTMetrics = ClassifierMetrics  # the name before other datasets were measured
+
+
+def manifold_reference(real: torch.Tensor, count: int) -> torch.Tensor:
+    """`count` reference features (all when there are fewer) for precision/recall and
+    density/coverage, which compare sets of equal size; a fixed shuffle picks them."""
+    if real.shape[0] <= count:
+        return real
+    order = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(0))
+    return real[order[:count].to(real.device)]
 
 
 def check_finite_samples(images: torch.Tensor) -> None:
@@ -169,39 +260,24 @@ def check_finite_samples(images: torch.Tensor) -> None:
         )
 
 
-def check_mnist_shaped(image_shape: tuple[int, ...]) -> None:
-    """The MNIST metrics need 1x28x28 images."""
-    if tuple(image_shape) != (1, 28, 28):
+def check_shape(image_shape: tuple[int, ...], classifier: classifiers.Classifier) -> None:
+    """The classifier takes images of the generator's shape."""
+    if tuple(image_shape) != classifier.image_shape:
         raise GankitError(
-            f"the MNIST metrics need 1x28x28 images, but this generator makes {tuple(image_shape)}"
+            f"the classifier {classifier.path.name} takes {list(classifier.image_shape)} images "
+            f"(trained on {classifier.card['dataset']}), but this generator makes "
+            f"{list(image_shape)}; give a classifier trained on this data "
+            "(gankit classifier train DATASET)"
         )
 
 
-def protocol(
-    *, generated: int, reference: int, split: str, seed: int, processes: int = 1
-) -> dict[str, Any]:
-    """How the numbers were made, for the record."""
-    card = classifier.card()
-    return {
-        "extractor": "gankit.metrics.classifier.MNISTClassifier: 128-d ReLU features "
-        "(Frechet distance), logits (classifier score, class histogram)",
-        "extractor_weights_sha256": classifier.weights_sha256(),
-        "extractor_test_accuracy": card["test_accuracy"],
-        "generated_samples": generated,
-        "reference_samples": reference,
-        "reference": f"MNIST {split} split, images scaled to [-1, 1]",
-        "seed": seed,
-        "processes": processes,
-        "score_splits": SCORE_SPLITS,
-        "classes_covered_threshold": 0.02,
-        "torchmetrics": torchmetrics.__version__,
-    }
+Metrics = ClassifierMetrics | InceptionMetrics
 
 
 @torch.no_grad()
 def evaluate(
     generate: Callable[[int, torch.Generator], GeneratedBatch],
-    reference: torch.Tensor,
+    reference: torch.Tensor | None,
     *,
     n: int,
     split: str = "test",
@@ -210,34 +286,53 @@ def evaluate(
     device: str | torch.device = "cpu",
     process: int = 0,
     processes: int = 1,
-    metrics: MNISTMetrics | None = None,
+    metrics: ClassifierMetrics | None = None,
+    also: tuple[Metrics, ...] = (),
+    reference_description: str | None = None,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate `generate(count, rng)` against `reference` images (from `split`).
 
     `generate` returns images, or (images, labels) for a class-conditional generator; the
     labels add `label_accuracy` (how often the classifier agrees with the asked class).
 
-    With several processes each makes its own `n / processes` samples (from its own seed) and
-    adds its own slice of the reference; the metrics sum the statistics across processes.
-    `metrics` that already hold this process's reference are reused (only the generated side
-    is reset), which saves re-reading the reference at every evaluation during training.
+    With several processes each makes its own `n / processes` samples (from its own seed); the
+    metrics gather them. `metrics` that already hold the reference features are reused (only
+    the generated side is reset), which saves recomputing the reference at every evaluation
+    during training; `reference` is then only counted (None: the metrics know). `also` are
+    further metrics (Inception) fed with the same generated images, or the only ones when
+    `metrics` is None and `also` is not empty.
     """
-    if metrics is None:
-        metrics = MNISTMetrics(device)
-        for batch in reference[process::processes].split(batch_size):
+    if metrics is None and not also:
+        if reference is None:
+            raise ValueError("evaluate needs reference images or metrics that hold them")
+        metrics = ClassifierMetrics(device)
+        for batch in reference.split(batch_size):
             metrics.update_real(batch.to(device))
-    else:
-        metrics.reset_generated()
+    every = [metric for metric in (metrics, *also) if metric is not None]
+    for metric in every:
+        metric.reset_generated()
     share = n // processes + (1 if process < n % processes else 0)
     rng = torch.Generator(device).manual_seed(seed * 1_000_003 + process)
-    for start in range(0, share, batch_size):
-        metrics.update_generated(*split_generated(generate(min(batch_size, share - start), rng)))
-    results = metrics.compute()
-    results["protocol"] = protocol(
-        generated=n, reference=reference.shape[0], split=split, seed=seed, processes=processes
-    )
-    if not math.isfinite(results["frechet_distance"]):
-        raise GankitError("the Frechet distance is not finite; are the generated images finite?")
+    starts = range(0, share, batch_size)
+    for start in progress(starts, len(starts), "generating and measuring", show_progress):
+        images, labels = split_generated(generate(min(batch_size, share - start), rng))
+        for metric in every:
+            metric.update_generated(images, labels)
+    results: dict[str, Any] = {}
+    for metric in every:
+        results.update(metric.compute())
+    results["protocol"] = {
+        **{key: value for metric in every for key, value in metric.protocol().items()},
+        "generated_samples": n,
+        "reference_samples": every[0].reference_count if reference is None else len(reference),
+        "reference": reference_description or f"MNIST {split} split, images scaled to [-1, 1]",
+        "seed": seed,
+        "processes": processes,
+        "torchmetrics": torchmetrics.__version__,
+    }
+    if not all(math.isfinite(results[key]) for key in FRECHET_KEYS if key in results):
+        raise GankitError("a Frechet distance is not finite; are the generated images finite?")
     return results
 
 
@@ -249,178 +344,3 @@ def reference_images(
     from gankit.components.data import mnist_reference
 
     return mnist_reference(data_root, split, root_setting)  # type: ignore[arg-type]
-
-
-def not_mnist_message(dataset: str) -> str:
-    """Why the MNIST metrics do not measure a generator trained on another dataset."""
-    return (
-        f"gankit's image metrics compare generated images with MNIST's digits through a digit "
-        f"classifier, so they do not measure a generator trained on '{dataset}'"
-    )
-
-
-def evaluate_export(
-    path: str,
-    *,
-    data_root: str,
-    n: int = 10_000,
-    split: str = "test",
-    seed: int = 0,
-    batch_size: int = 500,
-    device: str = "cpu",
-    inception_weights: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate an exported generator (`gankit eval`); Inception FID/KID too, given weights."""
-    from gankit.outputs.export import load_generator, read_config
-
-    if inception_weights:
-        check_inception_weights(inception_weights)
-    generator = load_generator(path, device=device)
-    check_mnist_shaped(generator.sample(1, seed=0).shape[1:])
-    config = read_config(path)
-    dataset = config.get("dataset", "mnist")  # exports before it was recorded: MNIST's shape
-    if dataset != "mnist":
-        warn(f"{not_mnist_message(dataset)}; the figures below score it as MNIST digits")
-    generate = conditional_generate(generator)
-
-    reference = reference_images(data_root, split)
-    try:
-        results = evaluate(
-            generate, reference, n=n, split=split, seed=seed, batch_size=batch_size, device=device
-        )
-    except GankitError as error:
-        raise GankitError(f"evaluating the generator exported in '{path}': {error}") from None
-    if inception_weights:
-        inception = inception_metrics(
-            generate, reference, weights=inception_weights, n=n, seed=seed, device=device
-        )
-        results["protocol"]["inception_weights_sha256"] = inception.pop("inception_weights_sha256")
-        results.update(inception)
-    results["protocol"]["generator"] = {
-        "export": str(path),
-        "dataset": dataset,
-        "name": config["name"],
-        "step": config.get("step"),
-        "ema": config.get("ema", False),
-        "num_classes": generator.num_classes,
-    }
-    return results
-
-
-class TrainingEvaluator:
-    """Evaluates the generator during training, on every process, against a fixed reference."""
-
-    def __init__(self, recipe: Any, image_shape: tuple[int, ...], accelerator: Any) -> None:
-        check_mnist_shaped(image_shape)
-        settings = recipe.eval
-        dataset = recipe.data.name
-        if dataset != "mnist" and settings.data_root is None:
-            raise GankitError(
-                f"eval.every: {not_mnist_message(dataset)}. Set eval.every: 0, or, if these "
-                "images are digits to compare with MNIST's, set eval.data_root to the folder "
-                "that holds MNIST/raw/"
-            )
-        root = settings.data_root or getattr(recipe.data, "root", None)
-        if root is None:
-            raise GankitError("eval.every is set but there is no MNIST folder: set eval.data_root")
-        self.settings, self.seed, self.accelerator = settings, recipe.train.seed, accelerator
-        setting = "eval.data_root" if settings.data_root else "data.root"
-        self.reference = reference_images(root, settings.split, root_setting=setting)
-        self.metrics = MNISTMetrics(accelerator.device)
-        shard = self.reference[accelerator.process_index :: accelerator.num_processes]
-        for batch in shard.split(settings.batch_size):
-            self.metrics.update_real(batch.to(accelerator.device))
-
-    @staticmethod
-    def describe(results: dict[str, Any]) -> str:
-        """One line for the terminal."""
-        line = (
-            f"Frechet distance {results['frechet_distance']:.3f}  "
-            f"classifier score {results['classifier_score']:.3f}  "
-            f"classes covered {results['classes_covered']}/10"
-        )
-        if "label_accuracy" in results:
-            line += f"  label accuracy {results['label_accuracy']:.3f}"
-        return line
-
-    @torch.no_grad()
-    def __call__(self, generator: torch.nn.Module) -> dict[str, Any]:
-        generate = conditional_generate(generator, self.accelerator.autocast)
-        with eval_mode(generator):
-            return evaluate(
-                generate,
-                self.reference,
-                n=self.settings.n,
-                split=self.settings.split,
-                seed=self.seed,
-                batch_size=self.settings.batch_size,
-                device=self.accelerator.device,
-                process=self.accelerator.process_index,
-                processes=self.accelerator.num_processes,
-                metrics=self.metrics,
-            )
-
-
-def check_inception_weights(weights: str) -> None:
-    """Fail early, before any work, when the Inception weights file is not on disk."""
-    if not Path(weights).is_file():
-        raise GankitError(
-            f"Inception weights not found at '{weights}'; download "
-            "pt_inception-2015-12-05-6726825d.pth (torch-fidelity's FID Inception) where a "
-            "network is available and pass its path"
-        )
-
-
-def to_inception_input(images: torch.Tensor) -> torch.Tensor:
-    """Grey or RGB images in [-1, 1] as the uint8 RGB batches the Inception extractor takes."""
-    images = to_uint8(images)
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-
-
-@torch.no_grad()
-def inception_metrics(
-    generate: Callable[[int, torch.Generator], GeneratedBatch],
-    reference: torch.Tensor,
-    *,
-    weights: str,
-    n: int,
-    seed: int = 0,
-    batch_size: int = 250,
-    device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Inception-v3 FID and KID (torchmetrics / torch-fidelity), from weights on local disk.
-
-    `weights` is the torch-fidelity Inception file (pt_inception-2015-12-05-6726825d.pth); it is
-    never downloaded here.
-    """
-    check_inception_weights(weights)
-    try:
-        from torchmetrics.image.fid import NoTrainInceptionV3
-        from torchmetrics.image.kid import KernelInceptionDistance
-
-        extractor = NoTrainInceptionV3("inception-v3-compat", ["2048"], str(weights))
-    except ModuleNotFoundError as error:
-        raise GankitError(
-            f"Inception metrics need torch-fidelity ({error}); pip install torch-fidelity"
-        ) from None
-    extractor = extractor.to(device)
-    fid = FrechetInceptionDistance(feature=extractor).to(device)
-    kid = KernelInceptionDistance(feature=extractor, subset_size=min(1000, n)).to(device)
-    for batch in reference.split(batch_size):
-        batch = to_inception_input(batch.to(device))
-        fid.update(batch, real=True)
-        kid.update(batch, real=True)
-    rng = torch.Generator(device).manual_seed(seed)
-    for start in range(0, n, batch_size):
-        images, _ = split_generated(generate(min(batch_size, n - start), rng))
-        check_finite_samples(images)
-        batch = to_inception_input(images)
-        fid.update(batch, real=False)
-        kid.update(batch, real=False)
-    kid_mean, kid_std = kid.compute()
-    return {
-        "inception_fid": float(fid.compute()),
-        "inception_kid": float(kid_mean),
-        "inception_kid_std": float(kid_std),
-        "inception_weights_sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest(),
-    }

@@ -78,6 +78,10 @@ def build_parts(
     batch_size = parallel.per_process_batch(recipe, accelerator.num_processes)
     seed = recipe.train.seed
     set_seed(seed)
+    if recipe.eval.every:  # settings that cannot run on this data fail before it is read
+        from gankit.metrics.evaluators import check_eval_settings
+
+        check_eval_settings(recipe)
     dataset = DATASETS.build(recipe.data)
     if recipe.data.subset is not None:
         dataset = Subset(dataset, range(min(recipe.data.subset, len(dataset))))
@@ -206,7 +210,7 @@ def _evaluator(
         return None
     if hasattr(source, "evaluator"):
         return source.evaluator(recipe.eval.n, recipe.train.seed, accelerator)
-    from gankit.metrics.evaluation import (
+    from gankit.metrics.evaluators import (
         TrainingEvaluator,  # torchmetrics only when evaluation is on
     )
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from gankit.components.models.base import grid_labels, sample_noise
 from gankit.config.recipe import RecipeBase, dump_recipe, recipe_dict
+from gankit.config.sections import LoaderFields
 from gankit.outputs import tracking
 from gankit.outputs.export import save_model
 from gankit.outputs.reporting import Reporter, interactive, loss_line
@@ -262,7 +263,16 @@ class Trainer:
         self._share_batch_norm_statistics()
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            info = {"step": self.step, "recipe": self.recipe.name, "dataset": self.recipe.data.name}
+            info = {
+                "step": self.step,
+                "recipe": self.recipe.name,
+                "dataset": self.recipe.data.name,
+                "data": {  # what the data was, for `gankit eval`'s reference
+                    key: value
+                    for key, value in self.recipe.data.model_dump(mode="json").items()
+                    if key != "name" and key not in LoaderFields.model_fields
+                },
+            }
             export = self.run_dir / "export"
             ema = self.parts.ema is not None
             save_model(self.parts.sampling_generator, export / "generator", ema=ema, **info)

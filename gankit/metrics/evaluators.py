@@ -1,0 +1,288 @@
+"""Evaluations as gankit runs them: `gankit eval` on an export, `eval.every` during training,
+and the check of a recipe's `eval` settings against its data before any data is read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gankit.components.data import NATIVE_CLASSES, declared_shape
+from gankit.components.models.base import eval_mode
+from gankit.config.sections import LoaderFields
+from gankit.core.errors import GankitError, warn
+from gankit.metrics import classifier as classifiers
+from gankit.metrics.evaluation import (
+    ClassifierMetrics,
+    Metrics,
+    check_shape,
+    conditional_generate,
+    evaluate,
+)
+from gankit.metrics.inception import InceptionMetrics, check_inception_weights, resolve_weights
+from gankit.metrics.reference import RealImages, cached_features, progress, read_split
+
+NOT_DATASET_PARAMS = {"name", "root", "download", "split", *LoaderFields.model_fields}
+
+
+def dataset_params(section: Any) -> dict[str, Any]:
+    """A data section's dataset parameters besides where the files are (size, channels...)."""
+    values = section if isinstance(section, dict) else section.model_dump()
+    return {key: value for key, value in values.items() if key not in NOT_DATASET_PARAMS}
+
+
+def train_command(dataset: str) -> str:
+    """How to make a classifier for `dataset`, for messages."""
+    return f"gankit classifier train {dataset} --data-root DIR --out FILE.safetensors"
+
+
+def pick_classifier(
+    dataset: str, path: str | None, image_shape: tuple[int, ...], setting: str, device: Any
+) -> classifiers.Classifier:
+    """The classifier at `path`, else the shipped one for 1x28x28 MNIST; checked against the
+    image shape."""
+    if path is None and not (dataset == "mnist" and tuple(image_shape) == (1, 28, 28)):
+        raise GankitError(
+            f"{setting}: the classifier metrics need a classifier trained on '{dataset}' "
+            f"{list(image_shape)} images (gankit ships one for 1x28x28 MNIST only); make one "
+            f"with `{train_command(dataset)}` and give its file"
+        )
+    loaded = classifiers.load(path, device)
+    check_shape(image_shape, loaded)
+    if loaded.card["dataset"] != dataset:
+        warn(
+            f"{setting}: the classifier was trained on '{loaded.card['dataset']}', the generator "
+            f"on '{dataset}'; its figures measure the samples as '{loaded.card['dataset']}' images"
+        )
+    return loaded
+
+
+def prepare(
+    real: RealImages,
+    *,
+    classifier: classifiers.Classifier | None,
+    inception_weights: Any | None,
+    device: Any,
+    batch_size: int,
+    show_progress: bool = False,
+    write_cache: bool = True,
+) -> list[Metrics]:
+    """The metrics asked for, holding the reference features (from the cache when there)."""
+    measures: list[Metrics] = []
+    if classifier is not None:
+        measures.append(ClassifierMetrics(device, classifier))
+    if inception_weights is not None:
+        measures.append(InceptionMetrics(inception_weights, device))
+    for metric in measures:
+
+        def compute(metric: Metrics = metric) -> torch.Tensor:
+            batches = real.images.split(batch_size)
+            what = f"{metric.cache_name} features of the reference"
+            shown = progress(batches, len(batches), what, show_progress)
+            return torch.cat([metric.features(batch) for batch in shown])
+
+        metric.set_real(
+            *cached_features(
+                real, metric.cache_name, metric.extractor_sha256, compute, write=write_cache
+            )
+        )
+    return measures
+
+
+def run_evaluation(measures: list[Metrics], real: RealImages, generate: Any, **options: Any) -> Any:
+    """`evaluate` with the prepared metrics (the classifier's first, when asked for)."""
+    first = measures[0] if isinstance(measures[0], ClassifierMetrics) else None
+    also = tuple(measures[1:] if first is not None else measures)
+    return evaluate(
+        generate, None, metrics=first, also=also, reference_description=real.description, **options
+    )
+
+
+def evaluate_export(
+    path: str,
+    *,
+    data_root: str | None,
+    n: int = 10_000,
+    split: str = "test",
+    seed: int = 0,
+    batch_size: int = 500,
+    device: str = "cpu",
+    classifier: str | None = None,
+    inception: bool = False,
+    inception_weights: str | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate an exported generator (`gankit eval`) against its dataset's `split` under
+    `data_root` (None: the folder recorded in the export, else `data`): the classifier metrics
+    (`classifier`, or the shipped one for MNIST), and Inception FID/KID when `inception` or
+    weights are given (alone when there is no classifier for the data)."""
+    from gankit.outputs.export import load_generator, read_config
+
+    inception = inception or bool(inception_weights)
+    if inception_weights:
+        check_inception_weights(inception_weights)
+    generator = load_generator(path, device=device)
+    image_shape = tuple(generator.sample(1, seed=0).shape[1:])
+    config = read_config(path)
+    dataset = config.get("dataset", "mnist")  # exports before it was recorded: MNIST's
+    shipped = dataset == "mnist" and image_shape == (1, 28, 28)
+    chosen = None
+    if classifier or shipped or not inception:
+        chosen = pick_classifier(dataset, classifier, image_shape, "--classifier", device)
+    weights = resolve_weights(inception_weights) if inception else None
+    recorded = config.get("data", {})
+    real = read_split(
+        dataset,
+        data_root or recorded.get("root") or "data",
+        split,
+        image_shape=image_shape,
+        params=dataset_params(recorded),
+    )
+    measures = prepare(
+        real,
+        classifier=chosen,
+        inception_weights=weights,
+        device=device,
+        batch_size=batch_size,
+        show_progress=show_progress,
+    )
+    try:
+        results = run_evaluation(
+            measures,
+            real,
+            conditional_generate(generator),
+            n=n,
+            split=split,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            show_progress=show_progress,
+        )
+    except GankitError as error:
+        raise GankitError(f"evaluating the generator exported in '{path}': {error}") from None
+    results["protocol"]["generator"] = {
+        "export": str(path),
+        "dataset": dataset,
+        "name": config["name"],
+        "step": config.get("step"),
+        "ema": config.get("ema", False),
+        "num_classes": generator.num_classes,
+    }
+    return results
+
+
+def check_eval_settings(recipe: Any) -> None:
+    """Refuse `eval` settings that cannot run on the recipe's data, before any data is read
+    (`gankit validate` and the start of training): one line saying what to change."""
+    settings = recipe.eval
+    data = recipe.data
+    if not settings.every:
+        return
+    shape = declared_shape(data.name, data.model_dump())
+    if shape is None:  # data whose shape shows only once loaded: checked then
+        return
+    if "classifier" in settings.metrics:
+        if settings.classifier is None:
+            if data.name != "mnist" or shape != (1, 28, 28):
+                raise GankitError(
+                    f"eval.every: the classifier metrics need a classifier trained on "
+                    f"'{data.name}' {list(shape)} images (gankit ships one for 1x28x28 MNIST "
+                    f"only): make one with `{train_command(data.name)}` and set eval.classifier "
+                    "to that file; or set eval.metrics: [inception] (Inception FID and KID), "
+                    "or eval.every: 0"
+                )
+        else:
+            card = classifiers.read_card(settings.classifier, "eval.classifier")
+            classes = NATIVE_CLASSES.get(data.name)
+            if tuple(card["image_shape"]) != shape or classes not in (None, card["num_classes"]):
+                data_says = f"{list(shape)} images" + (f" in {classes} classes" if classes else "")
+                raise GankitError(
+                    f"eval.classifier: {settings.classifier} takes {card['image_shape']} images "
+                    f"in {card['num_classes']} classes (trained on '{card['dataset']}'), but data "
+                    f"'{data.name}' gives {data_says}; make a classifier for this data with "
+                    f"`{train_command(data.name)}`"
+                )
+    if "inception" in settings.metrics and settings.inception_weights:
+        try:
+            check_inception_weights(settings.inception_weights)
+        except GankitError as error:
+            raise GankitError(f"eval.inception_weights: {error}") from None
+
+
+class TrainingEvaluator:
+    """Evaluates the generator during training, on every process, against a fixed reference."""
+
+    def __init__(self, recipe: Any, image_shape: tuple[int, ...], accelerator: Any) -> None:
+        check_eval_settings(recipe)
+        settings, data = recipe.eval, recipe.data
+        if len(image_shape) != 3:
+            raise GankitError(
+                f"eval.every: the image metrics need images (C, H, W), but the '{data.name}' "
+                f"samples have shape {tuple(image_shape)}; set eval.every: 0"
+            )
+        root = settings.data_root or getattr(data, "root", None)
+        if root is None:
+            raise GankitError("eval.every is set but the data has no folder: set eval.data_root")
+        self.settings, self.seed, self.accelerator = settings, recipe.train.seed, accelerator
+        device = accelerator.device
+        chosen = None
+        if "classifier" in settings.metrics:
+            chosen = pick_classifier(
+                data.name, settings.classifier, image_shape, "eval.classifier", device
+            )
+        weights = None
+        if "inception" in settings.metrics:
+            weights = resolve_weights(settings.inception_weights, "eval.inception_weights")
+        setting = "eval.data_root" if settings.data_root else "data.root"
+        self.real = read_split(
+            data.name,
+            root,
+            settings.split,
+            image_shape=image_shape,
+            params=dataset_params(data),
+            root_setting=setting,
+        )
+        self.measures = prepare(
+            self.real,
+            classifier=chosen,
+            inception_weights=weights,
+            device=device,
+            batch_size=settings.batch_size,
+            write_cache=accelerator.is_main_process,
+        )
+
+    @staticmethod
+    def describe(results: dict[str, Any]) -> str:
+        """One line for the terminal."""
+        parts = []
+        if "frechet_distance" in results:
+            classes = len(results["class_histogram"])
+            parts += [
+                f"Frechet distance {results['frechet_distance']:.3f}",
+                f"classifier score {results['classifier_score']:.3f}",
+                f"classes covered {results['classes_covered']}/{classes}",
+                f"precision {results['precision']:.3f}",
+                f"recall {results['recall']:.3f}",
+            ]
+        if "label_accuracy" in results:
+            parts.append(f"label accuracy {results['label_accuracy']:.3f}")
+        if "inception_fid" in results:
+            parts.append(f"Inception FID {results['inception_fid']:.3f}")
+        return "  ".join(parts)
+
+    @torch.no_grad()
+    def __call__(self, generator: torch.nn.Module) -> dict[str, Any]:
+        generate = conditional_generate(generator, self.accelerator.autocast)
+        with eval_mode(generator):
+            return run_evaluation(
+                self.measures,
+                self.real,
+                generate,
+                n=self.settings.n,
+                split=self.settings.split,
+                seed=self.seed,
+                batch_size=self.settings.batch_size,
+                device=self.accelerator.device,
+                process=self.accelerator.process_index,
+                processes=self.accelerator.num_processes,
+            )
