@@ -164,19 +164,24 @@ class EvalSection(Strict):
         None, description="Inception weights file; default: torch's hub cache (downloaded there)"
     )
 
-    @model_validator(mode="after")
-    def _used_settings(self) -> EvalSection:
-        """Each metric once; a classifier or weights file only for the metric that reads it."""
-        if len(set(self.metrics)) != len(self.metrics):
-            raise ValueError(f"metrics lists a metric twice: {self.metrics}; give each once")
-        unused = [
-            f"{key} is set but eval.metrics has no '{metric}'"
-            for key, metric in (("classifier", "classifier"), ("inception_weights", "inception"))
-            if getattr(self, key) is not None and metric not in self.metrics
-        ]
-        if unused:
-            raise ValueError(f"{'; '.join(unused)}; add it to eval.metrics or remove the key")
-        return self
+    @field_validator("metrics")
+    @classmethod
+    def _each_once(cls, metrics: list[str]) -> list[str]:
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"a metric is listed twice in {metrics}; give each once")
+        return metrics
+
+    @field_validator("classifier", "inception_weights")
+    @classmethod
+    def _read_by_a_metric(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A classifier or weights file only for the metric that reads it."""
+        metric = "classifier" if info.field_name == "classifier" else "inception"
+        if value is not None and metric not in info.data.get("metrics", [metric]):
+            raise ValueError(
+                f"it is set but eval.metrics has no '{metric}'; add '{metric}' to eval.metrics "
+                "or remove this key"
+            )
+        return value
 
 
 @refuse_booleans

@@ -261,9 +261,12 @@ class TrainingEvaluator:
                 f"Frechet distance {results['frechet_distance']:.3f}",
                 f"classifier score {results['classifier_score']:.3f}",
                 f"classes covered {results['classes_covered']}/{classes}",
-                f"precision {results['precision']:.3f}",
-                f"recall {results['recall']:.3f}",
             ]
+            if results["precision"] is not None:
+                parts += [
+                    f"precision {results['precision']:.3f}",
+                    f"recall {results['recall']:.3f}",
+                ]
         if "label_accuracy" in results:
             parts.append(f"label accuracy {results['label_accuracy']:.3f}")
         if "inception_fid" in results:

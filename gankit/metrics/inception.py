@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from gankit.components.data import to_uint8
-from gankit.core.errors import GankitError
+from gankit.core.errors import GankitError, warn
 from gankit.metrics.classifier import file_sha256
 
 WEIGHTS_URL = (
@@ -26,6 +26,7 @@ WEIGHTS_URL = (
     "weights-inception-2015-12-05-6726825d.pth"
 )
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
+WEIGHTS_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the file name carries it
 OFFLINE_ENV = "GANKIT_OFFLINE"  # 1: never download
 FEATURES = 2048
 
@@ -73,7 +74,17 @@ def resolve_weights(weights: str | None, setting: str = "--inception-weights") -
 
 
 def load_inception(weights: Path, device: str | torch.device = "cpu") -> nn.Module:
-    """torchmetrics' Inception extractor (2048-d pool features) with `weights`."""
+    """torchmetrics' Inception extractor (2048-d pool features) with `weights`.
+
+    torch-fidelity unpickles the file in full, so it is first read with torch's weights-only
+    loader, which refuses anything but tensors: a file that would run code is never loaded."""
+    try:
+        torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError, EOFError, ...
+        raise GankitError(
+            f"Inception weights {weights} are not a plain weights file ({type(error).__name__}); "
+            f"replace it with {WEIGHTS_URL}"
+        ) from None
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
 
@@ -118,6 +129,11 @@ class InceptionMetrics:
         self.weights, self.device = weights, device
         self.extractor = load_inception(weights, device)
         self.extractor_sha256 = file_sha256(weights)
+        if not self.extractor_sha256.startswith(WEIGHTS_SHA256_PREFIX):
+            warn(
+                f"Inception weights {weights} are not torch-fidelity's published file (SHA-256 "
+                f"{self.extractor_sha256[:12]}...): these FID/KID are not comparable with others'"
+            )
         self.real = torch.empty(0, FEATURES)
         self.cache_file: str | None = None
         self.generated: list[torch.Tensor] = []

@@ -43,9 +43,11 @@ def _nearest(points: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def manifold_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+def manifold_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float | None]:
     """Precision, recall (k=3), density and coverage (k=5) of `fake` (M, D) against `real`
-    (N, D), computed in float64."""
+    (N, D), computed in float64; None each when a set has too few vectors for k=5."""
+    if min(real.shape[0], fake.shape[0]) <= DENSITY_COVERAGE_K:
+        return dict.fromkeys(("precision", "recall", "density", "coverage"))
     real, fake = real.double(), fake.double()
     real_radii_pr = knn_radii(real, PRECISION_RECALL_K)
     fake_radii_pr = knn_radii(fake, PRECISION_RECALL_K)
