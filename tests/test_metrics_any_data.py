@@ -262,3 +262,21 @@ def test_inception_weights_that_would_run_code_are_refused(tmp_path):
     with pytest.raises(GankitError, match=r"are not a plain weights file \(UnpicklingError\)"):
         load_inception(weights)
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_classifier_of_other_classes_is_refused(tmp_path, photos, capsys):
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("class_0", "class_1"):
+        (two / name).symlink_to(photos / name)
+    other = tmp_path / "two.safetensors"
+    assert train_classifier(two, other, "image_folder", "size=32", "--epochs", "1") == 0
+    export = export_rgb_generator(tmp_path, photos)
+    capsys.readouterr()
+    code, out, err = run(capsys, "eval", export, "--n", "60", "--classifier", other)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.endswith(
+        "--classifier: two.safetensors predicts 2 classes (trained on 'image_folder'), but the "
+        "reference data has 3; make a classifier for this data with `gankit classifier train "
+        "image_folder --data-root DIR --out FILE.safetensors`\n"
+    )

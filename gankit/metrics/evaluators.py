@@ -57,6 +57,21 @@ def pick_classifier(
     return loaded
 
 
+def check_classes(
+    classifier: classifiers.Classifier | None, real: RealImages, setting: str
+) -> None:
+    """A classifier of labelled data predicts as many classes as the data has."""
+    if classifier is None or len(real.classes) < 2:
+        return
+    if len(real.classes) != classifier.num_classes:
+        raise GankitError(
+            f"{setting}: {classifier.path.name} predicts {classifier.num_classes} classes "
+            f"(trained on '{classifier.card['dataset']}'), but the reference data has "
+            f"{len(real.classes)}; make a classifier for this data with "
+            f"`{train_command(real.dataset)}`"
+        )
+
+
 def prepare(
     real: RealImages,
     *,
@@ -138,6 +153,7 @@ def evaluate_export(
         image_shape=image_shape,
         params=dataset_params(recorded),
     )
+    check_classes(chosen, real, "--classifier")
     measures = prepare(
         real,
         classifier=chosen,
@@ -242,6 +258,7 @@ class TrainingEvaluator:
             params=dataset_params(data),
             root_setting=setting,
         )
+        check_classes(chosen, self.real, "eval.classifier")
         self.measures = prepare(
             self.real,
             classifier=chosen,
