@@ -40,7 +40,7 @@ def reference_prdc(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
 def test_precision_by_hand_on_a_line():
     # reals at 0..6; their 3rd-nearest-neighbour radii are 3, 2, 2, 2, 2, 2, 3
     real = torch.arange(7.0).unsqueeze(1)
-    assert knn_radii(real, 3).tolist() == [3.0, 2.0, 2.0, 2.0, 2.0, 2.0, 3.0]
+    assert knn_radii(real, 3)[0].tolist() == [3.0, 2.0, 2.0, 2.0, 2.0, 2.0, 3.0]
     # inside, far outside, on the edge of 6's ball, on the edge of 0's, just outside 0's
     fake = torch.tensor([[2.5], [14.0], [9.0], [-3.0], [-3.5], [20.0], [30.0], [40.0]])
     assert manifold_metrics(real, fake)["precision"] == 3 / 8

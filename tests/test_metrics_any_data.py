@@ -185,7 +185,9 @@ def test_eval_of_colour_images_with_their_classifier_and_a_cached_reference(
     assert cache.parent == cache_dir() and cache.is_file()
     # progress lines when stderr is no terminal; the second run reads the reference's features
     assert "gankit: classifier features of the reference: 1/1 batches" in first_err
-    assert "gankit: generating and measuring: 1/1 batches" in first_err
+    assert (
+        "gankit: generating and measuring: 1/1 batches\ngankit: computing the metrics" in first_err
+    )
     assert "features of the reference" not in second_err
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -319,6 +320,8 @@ def evaluate(
         images, labels = split_generated(generate(min(batch_size, share - start), rng))
         for metric in every:
             metric.update_generated(images, labels)
+    if show_progress:  # the k-NN distances of 10,000 samples take a while on a CPU
+        print("gankit: computing the metrics", file=sys.stderr, flush=True)
     results: dict[str, Any] = {}
     for metric in every:
         results.update(metric.compute())

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from gankit.components.data import to_uint8
 from gankit.core.errors import GankitError, warn
@@ -120,6 +122,20 @@ class Identity(nn.Module):
         return features
 
 
+class GatheredFeatures(Metric):
+    """Feature vectors added on every process, gathered across processes when computed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("features", [], dist_reduce_fx="cat")
+
+    def update(self, features: torch.Tensor) -> None:
+        self.features.append(features)
+
+    def compute(self) -> torch.Tensor:
+        return dim_zero_cat(self.features)
+
+
 class InceptionMetrics:
     """Inception FID and KID of generated images against reference features."""
 
@@ -136,7 +152,7 @@ class InceptionMetrics:
             )
         self.real = torch.empty(0, FEATURES)
         self.cache_file: str | None = None
-        self.generated: list[torch.Tensor] = []
+        self.generated = GatheredFeatures().to(device)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -156,18 +172,18 @@ class InceptionMetrics:
 
     def update_generated(self, images: torch.Tensor, labels: Any = None) -> None:
         """Add generated images in [-1, 1]."""
-        self.generated.append(self.features(images))
+        self.generated.update(self.features(images))
 
     def reset_generated(self) -> None:
         """Forget the generated images."""
-        self.generated = []
+        self.generated.reset()
 
     def compute(self) -> dict[str, Any]:
         """`inception_fid`, `inception_kid` and its std over KID's subsets."""
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
 
-        fake = torch.cat(self.generated)
+        fake = self.generated.compute()
         subset = min(1000, fake.shape[0], self.real.shape[0])
         fid = FrechetInceptionDistance(feature=Identity(FEATURES)).to(self.device)
         kid = KernelInceptionDistance(feature=Identity(FEATURES), subset_size=subset)

@@ -19,43 +19,44 @@ DENSITY_COVERAGE_K = 5
 CHUNK = 1024  # rows of a distance matrix computed at a time
 
 
-def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Each vector's distance to its k-th nearest other vector in the same set."""
-    if features.shape[0] <= k:
-        raise ValueError(f"need more than k={k} feature vectors, got {features.shape[0]}")
-    radii = [
-        torch.cdist(rows, features).kthvalue(k + 1, dim=1).values for rows in features.split(CHUNK)
-    ]
-    return torch.cat(radii)  # k + 1: each vector is its own nearest, at distance 0
-
-
-def _inside_counts(
-    points: torch.Tensor, centers: torch.Tensor, radii: torch.Tensor
-) -> torch.Tensor:
-    """For each point, how many of the balls (centers, radii) hold it."""
-    counts = [(torch.cdist(rows, centers) <= radii).sum(1) for rows in points.split(CHUNK)]
-    return torch.cat(counts)
-
-
-def _nearest(points: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-    """Each point's distance to its nearest vector in `others`."""
-    return torch.cat([torch.cdist(rows, others).min(1).values for rows in points.split(CHUNK)])
+def knn_radii(features: torch.Tensor, *ks: int) -> list[torch.Tensor]:
+    """Each vector's distance to its k-th nearest other vector in the same set, for each k."""
+    if features.shape[0] <= max(ks):
+        raise ValueError(f"need more than k={max(ks)} feature vectors, got {features.shape[0]}")
+    nearest = torch.cat(  # k + 1 smallest: each vector is its own nearest, at distance 0
+        [
+            torch.cdist(rows, features).topk(max(ks) + 1, dim=1, largest=False).values
+            for rows in features.split(CHUNK)
+        ]
+    )
+    return [nearest[:, k] for k in ks]
 
 
 @torch.no_grad()
 def manifold_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float | None]:
     """Precision, recall (k=3), density and coverage (k=5) of `fake` (M, D) against `real`
-    (N, D), computed in float64; None each when a set has too few vectors for k=5."""
+    (N, D), computed in float64; None each when a set has too few vectors for k=5.
+
+    One pass over the fake-to-real distances serves all four (chunks of fake rows)."""
     if min(real.shape[0], fake.shape[0]) <= DENSITY_COVERAGE_K:
         return dict.fromkeys(("precision", "recall", "density", "coverage"))
     real, fake = real.double(), fake.double()
-    real_radii_pr = knn_radii(real, PRECISION_RECALL_K)
-    fake_radii_pr = knn_radii(fake, PRECISION_RECALL_K)
-    real_radii_dc = knn_radii(real, DENSITY_COVERAGE_K)
-    density_counts = _inside_counts(fake, real, real_radii_dc)
+    real_pr, real_dc = knn_radii(real, PRECISION_RECALL_K, DENSITY_COVERAGE_K)
+    (fake_pr,) = knn_radii(fake, PRECISION_RECALL_K)
+    in_real_ball = torch.zeros(fake.shape[0], dtype=torch.bool)
+    in_real_balls = torch.zeros(fake.shape[0], dtype=torch.float64)
+    recalled = torch.zeros(real.shape[0], dtype=torch.bool, device=real.device)
+    nearest_fake = torch.full((real.shape[0],), torch.inf, dtype=torch.float64, device=real.device)
+    for start in range(0, fake.shape[0], CHUNK):
+        distances = torch.cdist(fake[start : start + CHUNK], real)  # (chunk, N)
+        rows = slice(start, start + distances.shape[0])
+        in_real_ball[rows] = (distances <= real_pr).any(1).cpu()
+        in_real_balls[rows] = (distances <= real_dc).sum(1).double().cpu()
+        recalled |= (distances <= fake_pr[rows, None]).any(0)
+        nearest_fake = torch.minimum(nearest_fake, distances.min(0).values)
     return {
-        "precision": float((_inside_counts(fake, real, real_radii_pr) > 0).double().mean()),
-        "recall": float((_inside_counts(real, fake, fake_radii_pr) > 0).double().mean()),
-        "density": float(density_counts.double().sum() / (DENSITY_COVERAGE_K * fake.shape[0])),
-        "coverage": float((_nearest(real, fake) <= real_radii_dc).double().mean()),
+        "precision": float(in_real_ball.double().mean()),
+        "recall": float(recalled.double().mean()),
+        "density": float(in_real_balls.sum() / (DENSITY_COVERAGE_K * fake.shape[0])),
+        "coverage": float((nearest_fake <= real_dc).double().mean()),
     }
