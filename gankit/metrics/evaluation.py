@@ -27,7 +27,12 @@ from torchmetrics.utilities import dim_zero_cat
 
 from gankit.core.errors import GankitError
 from gankit.metrics import classifier as classifiers
-from gankit.metrics.inception import Identity, InceptionMetrics
+from gankit.metrics.inception import (  # noqa: F401  (the last two: their names before)
+    Identity,
+    InceptionMetrics,
+    check_inception_weights,
+    to_inception_input,
+)
 from gankit.metrics.manifold import DENSITY_COVERAGE_K, PRECISION_RECALL_K, manifold_metrics
 from gankit.metrics.reference import progress
 
@@ -347,3 +352,13 @@ def reference_images(
     from gankit.components.data import mnist_reference
 
     return mnist_reference(data_root, split, root_setting)  # type: ignore[arg-type]
+
+
+def __getattr__(name: str) -> Any:
+    """`evaluate_export` and `TrainingEvaluator` under the names they had here before they
+    moved to `evaluators.py` (which imports this module)."""
+    if name in ("evaluate_export", "TrainingEvaluator"):
+        from gankit.metrics import evaluators
+
+        return getattr(evaluators, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
