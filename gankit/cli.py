@@ -1,4 +1,4 @@
-"""The `gankit` command: train, validate, list, sample."""
+"""The `gankit` command: train, validate, list, sample, eval, push, interpolate."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 from gankit._version import __version__
 from gankit.core.errors import GankitError
 
+EXPORT_HELP = "export folder (e.g. runs/mnist_dcgan/export/generator) or Hub repo id (user/repo)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
@@ -58,7 +59,7 @@ def _sample(args: argparse.Namespace) -> None:
         raise GankitError(
             f"--out {out}: give an image file name ending in {', '.join(IMAGE_SUFFIXES)}"
         )
-    generator = load_generator(args.export, device=args.device)
+    generator = load_generator(args.export, device=args.device, revision=args.revision)
     labels = _labels(args.labels, args.n, generator)
     try:
         images = generator.sample(args.n, seed=args.seed, labels=labels)
@@ -103,12 +104,26 @@ def _eval(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         inception_weights=args.inception_weights,
+        revision=args.revision,
     )
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
+
+
+def _push(args: argparse.Namespace) -> None:
+    from gankit.outputs.hub import push_export
+
+    url = push_export(
+        args.export,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        message=args.message,
+    )
+    print(url)
 
 
 OS_ERROR_ADVICE = {
@@ -179,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser(
         "sample", help="write a grid of samples from an exported generator"
     )
-    sample.add_argument("export", help="export folder, e.g. runs/mnist_dcgan/export/generator")
+    sample.add_argument("export", help=EXPORT_HELP)
+    sample.add_argument("--revision", help="Hub repos: branch, tag or commit (default main)")
     sample.add_argument("--n", type=positive(1), default=64, help="number of images (default 64)")
     sample.add_argument(
         "--out", default="samples.png", help="output image file (default samples.png)"
@@ -196,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval", help="measure an exported MNIST generator: Frechet distance, score, coverage"
     )
-    evaluate.add_argument("export", help="export folder, e.g. runs/mnist_dcgan/export/generator")
+    evaluate.add_argument("export", help=EXPORT_HELP)
+    evaluate.add_argument("--revision", help="Hub repos: branch, tag or commit (default main)")
     evaluate.add_argument("--data-root", default="data", help="folder holding MNIST/raw/")
     evaluate.add_argument("--n", type=positive(2), default=10_000, help="generated samples (10000)")
     evaluate.add_argument("--split", choices=["test", "train"], default="test", help="reference")
@@ -211,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also Inception FID/KID, from this local torch-fidelity weights file",
     )
     evaluate.set_defaults(run=_eval)
+
+    push = commands.add_parser(
+        "push", help="upload an export folder to a Hugging Face Hub model repo"
+    )
+    push.add_argument("export", help="export folder, e.g. runs/mnist_dcgan/export/generator")
+    push.add_argument("repo_id", help="Hub repo id, user/name or org/name (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", help="branch to push to (created if missing; default main)")
+    push.add_argument("--message", help="commit message")
+    push.set_defaults(run=_push)
     return parser
 
 

@@ -269,15 +269,19 @@ def evaluate_export(
     batch_size: int = 500,
     device: str = "cpu",
     inception_weights: str | None = None,
+    revision: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate an exported generator (`gankit eval`); Inception FID/KID too, given weights."""
+    """Evaluate an exported generator (`gankit eval`); Inception FID/KID too, given weights.
+    `path`: an export folder or a Hub repo id (at `revision`)."""
     from gankit.outputs.export import load_generator, read_config
+    from gankit.outputs.hub import resolve_export
 
     if inception_weights:
         check_inception_weights(inception_weights)
-    generator = load_generator(path, device=device)
+    folder = resolve_export(path, revision=revision)
+    generator = load_generator(folder, device=device)
     check_mnist_shaped(generator.sample(1, seed=0).shape[1:])
-    config = read_config(path)
+    config = read_config(folder)
     dataset = config.get("dataset", "mnist")  # exports before it was recorded: MNIST's shape
     if dataset != "mnist":
         warn(f"{not_mnist_message(dataset)}; the figures below score it as MNIST digits")
@@ -298,6 +302,7 @@ def evaluate_export(
         results.update(inception)
     results["protocol"]["generator"] = {
         "export": str(path),
+        **({"revision": revision} if revision else {}),
         "dataset": dataset,
         "name": config["name"],
         "step": config.get("step"),

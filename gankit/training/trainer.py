@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from gankit.components.models.base import grid_labels, sample_noise
 from gankit.config.recipe import RecipeBase, dump_recipe, recipe_dict
 from gankit.outputs import tracking
+from gankit.outputs.card import recipe_summary
 from gankit.outputs.export import save_model
 from gankit.outputs.reporting import Reporter, interactive, loss_line
 from gankit.training import parallel, runfolder
@@ -263,13 +264,24 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             info = {"step": self.step, "recipe": self.recipe.name, "dataset": self.recipe.data.name}
+            summary = recipe_summary(recipe_dict(self.recipe))
+            card = {"recipe": summary, "metrics": self._last_eval()}
             export = self.run_dir / "export"
             ema = self.parts.ema is not None
-            save_model(self.parts.sampling_generator, export / "generator", ema=ema, **info)
+            generator = self.parts.sampling_generator
+            save_model(generator, export / "generator", ema=ema, card=card, **info)
             if self.recipe.train.export_discriminator:
-                save_model(self.parts.discriminator, export / "discriminator", **info)
+                save_model(self.parts.discriminator, export / "discriminator", card=card, **info)
         self.reporter.close()
         self.accelerator.end_training()
+
+    def _last_eval(self) -> dict[str, Any]:
+        """The run's latest evaluation results, as metrics.jsonl holds them."""
+        for record in reversed(self.metrics.read()):
+            found = {k.removeprefix("eval/"): v for k, v in record.items() if k.startswith("eval/")}
+            if found:
+                return found
+        return {}
 
     def _describe(self) -> None:
         info = parallel.run_info(
