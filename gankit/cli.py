@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,20 +53,52 @@ def _list(args: argparse.Namespace) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     from gankit.outputs.export import load_generator
-    from gankit.outputs.files import render_samples, save_image
+    from gankit.outputs.files import check_new_file, render_samples, write_new_file
 
     out = Path(args.out)
     if out.suffix.lower() not in IMAGE_SUFFIXES or out.is_dir():
         raise GankitError(
             f"--out {out}: give an image file name ending in {', '.join(IMAGE_SUFFIXES)}"
         )
+    check_new_file(out, force=args.force)  # before loading: a refusal costs nothing
     generator = load_generator(args.export, device=args.device, revision=args.revision)
     labels = _labels(args.labels, args.n, generator)
     try:
-        images = generator.sample(args.n, seed=args.seed, labels=labels)
+        images = generator.sample(args.n, seed=args.seed, labels=labels, truncation=args.truncation)
     except ValueError as error:
         raise GankitError(f"--labels {args.labels}: {error}") from None
-    print(save_image(render_samples(images, labels=labels), out))
+    picture = render_samples(images, labels=labels)
+    print(write_new_file(out, lambda temp: _write_image(picture, temp), force=args.force))
+
+
+def _write_image(picture: Any, path: Path) -> None:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, picture, extension=path.suffix.lower())
+
+
+def _interpolate(args: argparse.Namespace) -> None:
+    from gankit.outputs.export import load_generator
+    from gankit.outputs.walk import check_video_path, walk_frames, write_video
+
+    out = Path(args.out)
+    check_video_path(out, force=args.force)
+    generator = load_generator(args.export, device=args.device, revision=args.revision)
+    conditional = bool(generator.num_classes)
+    walks = args.n if args.n is not None else (8 if conditional else 16)
+    try:
+        frames = walk_frames(
+            generator,
+            walks=walks,
+            points=args.points,
+            steps=args.steps,
+            seed=args.seed,
+            label=args.label,
+            truncation=args.truncation,
+        )
+    except ValueError as error:
+        raise GankitError(f"--label {args.label}: {error}") from None
+    print(write_video(frames, out, fps=args.fps, force=args.force))
 
 
 def _labels(text: str | None, n: int, generator: Any) -> list[int] | None:
@@ -159,6 +192,29 @@ def positive(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a number above 0")
+    return value
+
+
+def truncation(text: str) -> float:
+    """An argparse type: a truncation psi in (0, 1]."""
+    from gankit.components.models.base import check_truncation
+
+    try:
+        return check_truncation(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            str(error) if "truncation" in str(error) else f"{text!r} is not a number"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `gankit` command."""
     parser = argparse.ArgumentParser(prog="gankit", description="Train GANs from typed recipes.")
@@ -203,11 +259,48 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
     sample.add_argument("--device", default="cpu", help="torch device (default cpu)")
     sample.add_argument(
+        "--truncation",
+        type=truncation,
+        default=1.0,
+        help="psi in (0, 1]: pull the noise toward its mean (default 1: none)",
+    )
+    sample.add_argument(
         "--labels",
         help="conditional generators: a class for all images (3) or one per image (0,1,2,...); "
         "default: one class per row",
     )
+    sample.add_argument("--force", action="store_true", help="replace --out if it exists")
     sample.set_defaults(run=_sample)
+
+    walk = commands.add_parser(
+        "interpolate",
+        help="animate a latent walk of an exported generator (GIF, or MP4 with gankit[video])",
+    )
+    walk.add_argument("export", help=EXPORT_HELP)
+    walk.add_argument("--out", default="walk.gif", help="walk.gif (default) or walk.mp4")
+    walk.add_argument(
+        "--points", type=positive(2), default=4, help="random latents the loop visits (4)"
+    )
+    walk.add_argument(
+        "--steps", type=positive(1), default=16, help="frames from one point to the next (16)"
+    )
+    walk.add_argument(
+        "--n",
+        type=positive(1),
+        help="walks side by side in each frame (default 16; conditional: 8 per class row)",
+    )
+    walk.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    walk.add_argument(
+        "--label", type=int, help="conditional generators: walk this class only (default: all)"
+    )
+    walk.add_argument("--fps", type=positive_float, default=10.0, help="frames per second (10)")
+    walk.add_argument(
+        "--truncation", type=truncation, default=1.0, help="psi in (0, 1] (default 1: none)"
+    )
+    walk.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    walk.add_argument("--revision", help="Hub repos: branch, tag or commit (default main)")
+    walk.add_argument("--force", action="store_true", help="replace --out if it exists")
+    walk.set_defaults(run=_interpolate)
 
     evaluate = commands.add_parser(
         "eval", help="measure an exported MNIST generator: Frechet distance, score, coverage"
