@@ -121,6 +121,12 @@ class TrainSection(Strict):
     resume: str = Field(
         "auto", min_length=1, description="auto (newest checkpoint, if any), never, or a folder"
     )
+    init_from: str | None = Field(
+        None,
+        min_length=1,
+        description="start from exported weights: an export folder, a run's export/ folder or "
+        "a Hub repo id (a resumed run continues from its checkpoint instead)",
+    )
     allow_recipe_changes: bool = Field(
         False, description="resume even if the recipe changed in a way that changes training"
     )
@@ -217,6 +223,16 @@ class RecipeBase(Strict):
         if conflicts:
             raise ValueError("cuda_graph cannot be combined with " + "; ".join(conflicts))
         return perf
+
+    @field_validator("train")
+    @classmethod
+    def _init_from_names_something(cls, train: TrainSection) -> TrainSection:
+        if train.init_from is not None and (not train.init_from.strip() or "\0" in train.init_from):
+            raise ValueError(
+                "init_from must name an export folder or a Hub repo id; leave it out to start "
+                "from fresh weights"
+            )
+        return train
 
     @field_validator("output_dir")
     @classmethod

@@ -141,8 +141,9 @@ def start_fresh(trainer: Trainer) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def resume_run(trainer: Trainer) -> None:
-    """Load the checkpoint `train.resume` names (auto: the newest usable one), or start fresh."""
+def resume_run(trainer: Trainer) -> bool:
+    """Load the checkpoint `train.resume` names (auto: the newest usable one), or start fresh;
+    True when a checkpoint was loaded."""
     train, accelerator = trainer.recipe.train, trainer.accelerator
     main = accelerator.is_main_process
     candidates = trainer.checkpoints.candidates(train.resume)
@@ -196,3 +197,4 @@ def resume_run(trainer: Trainer) -> None:
             accelerator.print(f"gankit: {folder} is now {home}, the run's newest checkpoint")
     if main:
         (trainer.run_dir / "recipe.yaml").write_text(dump_recipe(trainer.recipe))
+    return resumed is not None

@@ -23,7 +23,7 @@ from gankit.outputs import tracking
 from gankit.outputs.card import recipe_summary
 from gankit.outputs.export import save_model
 from gankit.outputs.reporting import Reporter, interactive, loss_line
-from gankit.training import parallel, runfolder
+from gankit.training import finetune, parallel, runfolder
 from gankit.training.checkpoint import CheckpointManager, check_resume_folder
 from gankit.training.divergence import check_weights
 from gankit.training.inputs import InputStream
@@ -105,8 +105,12 @@ class Trainer:
         self.stop_vote = parallel.StopVote() if self.accelerator.num_processes > 1 else None
 
     def resume(self) -> None:
-        """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
-        resume_run(self)
+        """Load the checkpoint `train.resume` names (auto: the newest usable one), if any;
+        a run that starts afresh takes its weights from `train.init_from`, if set."""
+        if resume_run(self) or self.recipe.train.init_from is None:
+            return
+        loaded = finetune.initialise(self.parts, self.recipe.train.init_from)
+        self.accelerator.print(f"gankit: initialised {', '.join(loaded)}")
 
     @property
     def step(self) -> int:
