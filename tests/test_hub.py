@@ -96,6 +96,8 @@ def test_offline_and_not_cached_is_one_clear_error(tmp_path, offline_cache, caps
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "HF_HUB_OFFLINE" in error and "Traceback" not in error
     assert not out.exists()
+    assert main(["eval", "nobody/missing", "--data-root", str(tmp_path), "--n", "2"]) == 2
+    assert "'nobody/missing' is not in the Hugging Face cache" in capsys.readouterr().err
     with pytest.raises(ExportError, match=r"revision .* applies to Hub repos"):
         gankit.load_generator(tmp_path, revision="main")
 

@@ -72,14 +72,15 @@ def download_export(repo_id: str, *, revision: str | None = None) -> Path:
         ) from None
     except (errors.RepositoryNotFoundError, errors.GatedRepoError):
         raise ExportError(
-            f"{where} was not found or is not accessible: check the name, or log in "
-            "(`hf auth login` or HF_TOKEN) if it is private or gated"
+            f"{where} was not found or is not accessible (and no folder '{repo_id}' exists "
+            "here): check the name, or log in (`hf auth login` or HF_TOKEN) if it is private "
+            "or gated"
         ) from None
     except errors.LocalEntryNotFoundError:
         raise ExportError(
             f"{where} is not in the Hugging Face cache ({hub.constants.HF_HUB_CACHE}) and the Hub "
             "cannot be reached (HF_HUB_OFFLINE is set, or no network); download it once online, "
-            "or point at a local export folder"
+            f"or point at a local export folder (no folder '{repo_id}' exists here)"
         ) from None
     except errors.HFValidationError as error:
         raise ExportError(
