@@ -132,6 +132,9 @@ def write_new_file(path: Path, write: Callable[[Path], None], *, force: bool) ->
                     f"--out {path} appeared while it was written; nothing was replaced. "
                     "Choose another name, or pass --force"
                 ) from None
+            except OSError:  # a filesystem without hard links: check, then rename
+                check_new_file(path, force=False)
+                os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
     return path

@@ -48,7 +48,9 @@ def init_sources(source: str) -> dict[str, Path]:
 def check_matches(network: nn.Module, section: str, config: dict[str, Any], folder: Path) -> None:
     """Refuse an export whose component, parameters or sample shape differ from the network the
     recipe builds: its weights would not fit, or would mean something else."""
-    spec = network.gankit_spec
+    spec = getattr(network, "gankit_spec", None)
+    if spec is None:  # not built through a registry: the strict load below still checks names
+        return
     differing = []
     if config["name"] != spec["name"]:
         differing.append(f"{section}.name: export '{config['name']}', recipe '{spec['name']}'")
@@ -82,7 +84,14 @@ def initialise(parts: Any, source: str) -> list[str]:
         check_matches(networks[name], name, read_config(folder), folder)
     for name, folder in sources.items():
         exported = load_model(folder, device=next(networks[name].parameters()).device)
-        networks[name].load_state_dict(exported.state_dict())
+        try:
+            networks[name].load_state_dict(exported.state_dict())
+        except RuntimeError as error:
+            reason = " ".join(str(error).split())[:300]
+            raise GankitError(
+                f"train.init_from: the {name} exported in '{folder}' does not fit the recipe's "
+                f"{name} ({reason}); make the recipe's {name} section match the export"
+            ) from None
     if parts.ema is not None and "generator" in sources:
         parts.ema.module.load_state_dict(parts.generator.state_dict())
     return [f"{name} from {folder}" for name, folder in sources.items()]
