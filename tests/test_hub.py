@@ -20,7 +20,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 import gankit
 from gankit.cli import main
-from gankit.core.errors import ExportError
+from gankit.core.errors import ExportError, GankitError
 from gankit.outputs import hub
 
 COMMIT = hashlib.sha1(b"gankit test export").hexdigest()
@@ -196,3 +196,9 @@ def test_push_without_a_token_is_one_clear_error(tmp_path, monkeypatch, capsys):
     assert huggingface_hub.get_token() is None
     assert main(["push", str(export), "me/tiny"]) == 2
     assert "no Hugging Face token" in capsys.readouterr().err
+
+
+def test_without_huggingface_hub_a_repo_id_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if not installed
+    with pytest.raises(GankitError, match=r"pip install 'gankit\[hub\]'"):
+        gankit.load_generator("someone/tiny-gan")
