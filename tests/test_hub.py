@@ -202,3 +202,33 @@ def test_without_huggingface_hub_a_repo_id_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if not installed
     with pytest.raises(GankitError, match=r"pip install 'gankit\[hub\]'"):
         gankit.load_generator("someone/tiny-gan")
+
+
+@pytest.mark.parametrize("failure", ["network", "http"])
+def test_a_failed_upload_is_one_line_with_exit_code_2(tmp_path, monkeypatch, capsys, failure):
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
+    errors = {
+        "network": httpx2.ConnectError("[Errno -3] name resolution failed", request=request),
+        "http": HfHubHTTPError(
+            "403 Forbidden: you cannot write to me/tiny",
+            response=httpx2.Response(403, request=request),
+        ),
+    }
+
+    class FailingApi(RecordingApi):
+        def upload_folder(self, **kwargs):
+            raise errors[failure]
+
+    export = gankit.save_model(tiny_generator(), tmp_path / "generator")
+    before = {p.name: p.read_bytes() for p in export.iterdir()}
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
+    monkeypatch.setattr(huggingface_hub, "HfApi", FailingApi)
+    assert main(["push", str(export), "me/tiny"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("gankit: error: could not push") and error.count("\n") == 1
+    assert ("could not be reached" if failure == "network" else "403 Forbidden") in error
+    assert {p.name: p.read_bytes() for p in export.iterdir()} == before
