@@ -124,12 +124,16 @@ def _labels(text: str | None, n: int, generator: Any) -> list[int] | None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from gankit.metrics.evaluation import evaluate_export
+    from gankit.outputs.hub import resolve_export
 
     if args.out and Path(args.out).is_dir():
         raise GankitError(f"--out {args.out} is a folder; give a file name such as eval.json")
+    folder = resolve_export(args.export, revision=args.revision)  # before the metrics' imports
+    from gankit.metrics.evaluation import evaluate_export
+
     results = evaluate_export(
-        args.export,
+        str(folder),
+        name=args.export,
         data_root=args.data_root,
         n=args.n,
         split=args.split,
@@ -137,8 +141,9 @@ def _eval(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         inception_weights=args.inception_weights,
-        revision=args.revision,
     )
+    if args.revision:
+        results["protocol"]["generator"]["revision"] = args.revision
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

@@ -270,9 +270,11 @@ def evaluate_export(
     device: str = "cpu",
     inception_weights: str | None = None,
     revision: str | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate an exported generator (`gankit eval`); Inception FID/KID too, given weights.
-    `path`: an export folder or a Hub repo id (at `revision`)."""
+    `path`: an export folder or a Hub repo id (at `revision`); `name`: how the results name
+    the export (default: `path`)."""
     from gankit.outputs.export import load_generator, read_config
     from gankit.outputs.hub import resolve_export
 
@@ -301,7 +303,7 @@ def evaluate_export(
         results["protocol"]["inception_weights_sha256"] = inception.pop("inception_weights_sha256")
         results.update(inception)
     results["protocol"]["generator"] = {
-        "export": str(path),
+        "export": name or str(path),
         **({"revision": revision} if revision else {}),
         "dataset": dataset,
         "name": config["name"],
