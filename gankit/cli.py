@@ -42,10 +42,18 @@ def _list(args: argparse.Namespace) -> None:
     from gankit.config.listing import markdown, plain
     from gankit.config.registry import REGISTRIES, load_plugins
 
+    if args.kind == "recipes":
+        from gankit.config.recipe_file import SHIPPED_RECIPES, shipped_recipes
+
+        for name in shipped_recipes():
+            print(f"{name:<26} {SHIPPED_RECIPES / name}.yaml")
+        return
     load_plugins()
     names = {name for r in REGISTRIES.values() for name in (r.section, r.kind, r.plural)}
     if args.kind and args.kind not in names:
-        raise GankitError(f"unknown kind {args.kind!r}; use one of {', '.join(REGISTRIES)}")
+        raise GankitError(
+            f"unknown kind {args.kind!r}; use one of {', '.join(REGISTRIES)}, or recipes"
+        )
     print((markdown if args.markdown else plain)(args.kind), end="")
 
 
@@ -178,7 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(run=_validate)
 
     listing = commands.add_parser("list", help="list registered components and their parameters")
-    listing.add_argument("kind", nargs="?", help="only this kind, e.g. generator or loss")
+    listing.add_argument(
+        "kind",
+        nargs="?",
+        help="only this kind, e.g. generator or loss; `recipes`: the shipped ones",
+    )
     listing.add_argument(
         "--markdown", action="store_true", help="as README's table of built-in components"
     )

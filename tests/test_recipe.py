@@ -396,6 +396,15 @@ def test_shipped_recipes_are_found_by_name(tmp_path: Path, monkeypatch) -> None:
     assert "not found" in recipe_error([], Path("mnist_dcgann"))
 
 
+def test_gankit_list_recipes_names_the_shipped_ones(capsys) -> None:
+    from gankit.cli import main
+
+    assert main(["list", "recipes"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == sorted(p.stem for p in REFERENCE_RECIPE.parent.glob("*.yaml"))
+    assert "mnist_dcgan" in listed
+
+
 def test_yaml_syntax_error(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("name: broken\ngenerator:\n  name: dcgan28\n  z_dim: 100\n width: 64\n")
