@@ -44,10 +44,18 @@ def _list(args: argparse.Namespace) -> None:
     from gankit.config.listing import markdown, plain
     from gankit.config.registry import REGISTRIES, load_plugins
 
+    if args.kind == "recipes":
+        from gankit.config.recipe_file import SHIPPED_RECIPES, shipped_recipes
+
+        for name in shipped_recipes():
+            print(f"{name:<26} {SHIPPED_RECIPES / name}.yaml")
+        return
     load_plugins()
     names = {name for r in REGISTRIES.values() for name in (r.section, r.kind, r.plural)}
     if args.kind and args.kind not in names:
-        raise GankitError(f"unknown kind {args.kind!r}; use one of {', '.join(REGISTRIES)}")
+        raise GankitError(
+            f"unknown kind {args.kind!r}; use one of {', '.join(REGISTRIES)}, or recipes"
+        )
     print((markdown if args.markdown else plain)(args.kind), end="")
 
 
@@ -222,31 +230,43 @@ def truncation(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `gankit` command."""
-    parser = argparse.ArgumentParser(prog="gankit", description="Train GANs from typed recipes.")
+    parser = argparse.ArgumentParser(
+        prog="gankit", description="Train GANs from typed recipes.", allow_abbrev=False
+    )
     parser.add_argument("--version", action="version", version=f"gankit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
         "train",
-        help="train a recipe (for several processes, use accelerate launch scripts/train.py)",
+        help="train a recipe (on several processes: accelerate launch -m gankit train ...)",
+        allow_abbrev=False,
     )
-    train.add_argument("recipe", help="recipe YAML file")
     train.add_argument(
-        "overrides", nargs="*", default=[], help="dotted overrides, e.g. train.steps=100"
+        "recipe", help="recipe YAML file, or the name of a shipped one (e.g. mnist_dcgan)"
+    )
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        help="dotted overrides, e.g. train.steps=100 (or --train.steps=100)",
     )
     train.set_defaults(run=_train)
 
     validate = commands.add_parser(
-        "validate", help="check a recipe without training; print it resolved"
+        "validate", help="check a recipe without training; print it resolved", allow_abbrev=False
     )
-    validate.add_argument("recipe", nargs="?", help="recipe YAML file")
+    validate.add_argument("recipe", nargs="?", help="recipe YAML file or shipped recipe name")
     validate.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100")
     validate.add_argument("--schema", action="store_true", help="print the recipe JSON schema")
     validate.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
     validate.set_defaults(run=_validate)
 
     listing = commands.add_parser("list", help="list registered components and their parameters")
-    listing.add_argument("kind", nargs="?", help="only this kind, e.g. generator or loss")
+    listing.add_argument(
+        "kind",
+        nargs="?",
+        help="only this kind, e.g. generator or loss; `recipes`: the shipped ones",
+    )
     listing.add_argument(
         "--markdown", action="store_true", help="as README's table of built-in components"
     )
@@ -339,11 +359,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _as_override(item: str) -> str:
+    """`--a.b=c` -> `a.b=c`; anything else as it is (an unknown option stays one)."""
+    key, sep, _ = item.partition("=")
+    if sep and item.startswith("--") and key[2:3].isalpha():
+        return item[2:]
+    return item
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; gankit's own errors print as one message without a traceback."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Overrides may follow options (`validate -q RECIPE a=1 --quiet b=2`): collect the strays.
+    # `--train.steps=100` is an override too: the form W&B sweeps and other launchers pass.
+    extra = [_as_override(item) for item in extra]
     strays = [item for item in extra if "=" not in item or item.startswith("-")]
     if strays or (extra and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(strays or extra)}")

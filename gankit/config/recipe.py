@@ -33,6 +33,7 @@ from gankit.config.sections import (
     PerfSection,
     RecipeBase,
     Strict,
+    TrackingSection,
     TrainSection,
     WandbSection,
 )
@@ -48,6 +49,7 @@ __all__ = [  # the section models (config.sections) and the reader (config.recip
     "RecipeBase",
     "RecipeLoader",
     "Strict",
+    "TrackingSection",
     "TrainSection",
     "WandbSection",
     "dump_recipe",
@@ -80,6 +82,7 @@ RESUME_SAFE_KEYS = (
     "train.on_nan",
     "eval",
     "perf",
+    "tracking",
     "wandb",
 )
 

@@ -176,6 +176,23 @@ class PerfSection(Strict):
     )
 
 
+class TrackingSection(Strict):
+    """Where a run logs besides metrics.jsonl (which it always writes)."""
+
+    log_with: list[Literal["wandb", "tensorboard"]] = Field(
+        ["wandb"],
+        description="trackers: wandb, tensorboard (run folder tensorboard/), both, or [] for none",
+    )
+
+    @field_validator("log_with")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once; name each tracker once")
+        return value
+
+
 class WandbSection(Strict):
     """Weights & Biases logging. Without `mode`, WANDB_MODE decides; without a key, offline."""
 
@@ -183,6 +200,12 @@ class WandbSection(Strict):
     entity: str | None = None
     mode: Literal["online", "offline", "disabled"] | None = None
     tags: list[str] = []
+    name: str | None = Field(
+        None, description="run name; default: the run folder's name and the start time"
+    )
+    group: str | None = Field(None, description="groups runs in the W&B UI (e.g. a sweep)")
+    notes: str | None = Field(None, description="a description of the run")
+    log_model: bool = Field(True, description="log the export as a model artifact at the end")
 
 
 class RecipeBase(Strict):
@@ -200,6 +223,7 @@ class RecipeBase(Strict):
     ema: EMASection = EMASection()
     eval: EvalSection = EvalSection()
     perf: PerfSection = PerfSection()
+    tracking: TrackingSection = TrackingSection()
     wandb: WandbSection = WandbSection()
 
     @field_validator("perf")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import AutocastKwargs, DataLoaderConfiguration
+from accelerate.utils import AutocastKwargs, DataLoaderConfiguration, ProjectConfiguration
 from tqdm.auto import tqdm
 
 from gankit.components.models.base import grid_labels, sample_noise
@@ -51,8 +51,11 @@ class Trainer:
         self.batch_norm = parallel.check_device(recipe)
         self.accelerator = Accelerator(
             mixed_precision=recipe.mixed_precision,
-            log_with="wandb" if self.wandb_mode != "disabled" else None,
-            project_dir=str(self.run_dir),
+            log_with=tracking.trackers(recipe, self.wandb_mode) or None,
+            project_config=ProjectConfiguration(
+                project_dir=str(self.run_dir),
+                logging_dir=str(self.run_dir / tracking.TENSORBOARD_DIR),
+            ),
             dataloader_config=DataLoaderConfiguration(
                 use_seedable_sampler=True,
                 data_seed=recipe.train.seed,
@@ -143,11 +146,11 @@ class Trainer:
         self.resume()
         tracking.start_tracking(
             self.accelerator,
-            self.recipe.wandb,
+            self.recipe,
             self.wandb_mode,
-            recipe_dict(self.recipe),
             self.run_dir,
             run_id=self.wandb_run_id,
+            step=self.step,
         )
         self.wandb_run_id = tracking.run_id(self.accelerator)
         self._describe()
@@ -223,6 +226,8 @@ class Trainer:
         images = self.parts.batch_size * self.recipe.train.grad_accumulation
         images *= self.accelerator.num_processes
         record["images_per_sec"] = round(steps_per_second * images, 2)
+        record["lr_generator"] = self.parts.g_optimizer.param_groups[0]["lr"]
+        record["lr_discriminator"] = self.parts.d_optimizer.param_groups[0]["lr"]
         if self.iteration.skipped_updates:
             record["skipped_updates"] = self.iteration.skipped_updates
         fp16 = self.iteration.fp16_skipped
@@ -276,6 +281,10 @@ class Trainer:
             save_model(generator, export / "generator", ema=ema, card=card, **info)
             if self.recipe.train.export_discriminator:
                 save_model(self.parts.discriminator, export / "discriminator", card=card, **info)
+            if self.recipe.wandb.log_model:
+                self.reporter.tracking.export(
+                    export / "generator", f"{self.recipe.name}-generator", {**info, "ema": ema}
+                )
         self.reporter.close()
         self.accelerator.end_training()
 
