@@ -1,10 +1,12 @@
-"""The `gankit` command: train, validate, list, sample, eval, classifier train."""
+"""The `gankit` command: train, validate, list, sample, interpolate, eval, push, classifier
+train."""
 
 from __future__ import annotations
 
 import argparse
 import errno
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 from gankit._version import __version__
 from gankit.core.errors import GankitError
 
+EXPORT_HELP = "export folder (e.g. runs/mnist_dcgan/export/generator) or Hub repo id (user/repo)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
@@ -46,29 +49,69 @@ def _list(args: argparse.Namespace) -> None:
     from gankit.config.listing import markdown, plain
     from gankit.config.registry import REGISTRIES, load_plugins
 
+    if args.kind == "recipes":
+        from gankit.config.recipe_file import SHIPPED_RECIPES, shipped_recipes
+
+        for name in shipped_recipes():
+            print(f"{name:<26} {SHIPPED_RECIPES / name}.yaml")
+        return
     load_plugins()
     names = {name for r in REGISTRIES.values() for name in (r.section, r.kind, r.plural)}
     if args.kind and args.kind not in names:
-        raise GankitError(f"unknown kind {args.kind!r}; use one of {', '.join(REGISTRIES)}")
+        raise GankitError(
+            f"unknown kind {args.kind!r}; use one of {', '.join(REGISTRIES)}, or recipes"
+        )
     print((markdown if args.markdown else plain)(args.kind), end="")
 
 
 def _sample(args: argparse.Namespace) -> None:
     from gankit.outputs.export import load_generator
-    from gankit.outputs.files import render_samples, save_image
+    from gankit.outputs.files import check_new_file, render_samples, write_new_file
 
     out = Path(args.out)
     if out.suffix.lower() not in IMAGE_SUFFIXES or out.is_dir():
         raise GankitError(
             f"--out {out}: give an image file name ending in {', '.join(IMAGE_SUFFIXES)}"
         )
-    generator = load_generator(args.export, device=args.device)
+    check_new_file(out, force=args.force)  # before loading: a refusal costs nothing
+    generator = load_generator(args.export, device=args.device, revision=args.revision)
     labels = _labels(args.labels, args.n, generator)
     try:
-        images = generator.sample(args.n, seed=args.seed, labels=labels)
+        images = generator.sample(args.n, seed=args.seed, labels=labels, truncation=args.truncation)
     except ValueError as error:
         raise GankitError(f"--labels {args.labels}: {error}") from None
-    print(save_image(render_samples(images, labels=labels), out))
+    picture = render_samples(images, labels=labels)
+    print(write_new_file(out, lambda temp: _write_image(picture, temp), force=args.force))
+
+
+def _write_image(picture: Any, path: Path) -> None:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, picture, extension=path.suffix.lower())
+
+
+def _interpolate(args: argparse.Namespace) -> None:
+    from gankit.outputs.export import load_generator
+    from gankit.outputs.walk import check_video_path, walk_frames, write_video
+
+    out = Path(args.out)
+    check_video_path(out, force=args.force)
+    generator = load_generator(args.export, device=args.device, revision=args.revision)
+    conditional = bool(generator.num_classes)
+    walks = args.n if args.n is not None else (8 if conditional else 16)
+    try:
+        frames = walk_frames(
+            generator,
+            walks=walks,
+            points=args.points,
+            steps=args.steps,
+            seed=args.seed,
+            label=args.label,
+            truncation=args.truncation,
+        )
+    except ValueError as error:
+        raise GankitError(f"--label {args.label}: {error}") from None
+    print(write_video(frames, out, fps=args.fps, force=args.force))
 
 
 def _labels(text: str | None, n: int, generator: Any) -> list[int] | None:
@@ -94,12 +137,16 @@ def _labels(text: str | None, n: int, generator: Any) -> list[int] | None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from gankit.metrics.evaluators import evaluate_export
+    from gankit.outputs.hub import resolve_export
 
     if args.out and Path(args.out).is_dir():
         raise GankitError(f"--out {args.out} is a folder; give a file name such as eval.json")
+    folder = resolve_export(args.export, revision=args.revision)  # before the metrics' imports
+    from gankit.metrics.evaluators import evaluate_export
+
     results = evaluate_export(
-        args.export,
+        str(folder),
+        name=args.export,
         data_root=args.data_root,
         n=args.n,
         split=args.split,
@@ -111,6 +158,8 @@ def _eval(args: argparse.Namespace) -> None:
         inception_weights=args.inception_weights,
         show_progress=True,
     )
+    if args.revision:
+        results["protocol"]["generator"]["revision"] = args.revision
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
@@ -138,6 +187,19 @@ def _classifier_train(args: argparse.Namespace) -> None:
     )
     print(json.dumps(card, indent=2))
     print(f"# wrote {out} and {Path(out).with_suffix('.json')}", file=sys.stderr)
+
+
+def _push(args: argparse.Namespace) -> None:
+    from gankit.outputs.hub import push_export
+
+    url = push_export(
+        args.export,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        message=args.message,
+    )
+    print(url)
 
 
 OS_ERROR_ADVICE = {
@@ -173,33 +235,68 @@ def positive(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a number above 0")
+    return value
+
+
+def truncation(text: str) -> float:
+    """An argparse type: a truncation psi in (0, 1]."""
+    from gankit.components.models.base import check_truncation
+
+    try:
+        return check_truncation(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            str(error) if "truncation" in str(error) else f"{text!r} is not a number"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `gankit` command."""
-    parser = argparse.ArgumentParser(prog="gankit", description="Train GANs from typed recipes.")
+    parser = argparse.ArgumentParser(
+        prog="gankit", description="Train GANs from typed recipes.", allow_abbrev=False
+    )
     parser.add_argument("--version", action="version", version=f"gankit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
         "train",
-        help="train a recipe (for several processes, use accelerate launch scripts/train.py)",
+        help="train a recipe (on several processes: accelerate launch -m gankit train ...)",
+        allow_abbrev=False,
     )
-    train.add_argument("recipe", help="recipe YAML file")
     train.add_argument(
-        "overrides", nargs="*", default=[], help="dotted overrides, e.g. train.steps=100"
+        "recipe", help="recipe YAML file, or the name of a shipped one (e.g. mnist_dcgan)"
+    )
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        help="dotted overrides, e.g. train.steps=100 (or --train.steps=100)",
     )
     train.set_defaults(run=_train)
 
     validate = commands.add_parser(
-        "validate", help="check a recipe without training; print it resolved"
+        "validate", help="check a recipe without training; print it resolved", allow_abbrev=False
     )
-    validate.add_argument("recipe", nargs="?", help="recipe YAML file")
+    validate.add_argument("recipe", nargs="?", help="recipe YAML file or shipped recipe name")
     validate.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100")
     validate.add_argument("--schema", action="store_true", help="print the recipe JSON schema")
     validate.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
     validate.set_defaults(run=_validate)
 
     listing = commands.add_parser("list", help="list registered components and their parameters")
-    listing.add_argument("kind", nargs="?", help="only this kind, e.g. generator or loss")
+    listing.add_argument(
+        "kind",
+        nargs="?",
+        help="only this kind, e.g. generator or loss; `recipes`: the shipped ones",
+    )
     listing.add_argument(
         "--markdown", action="store_true", help="as README's table of built-in components"
     )
@@ -208,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser(
         "sample", help="write a grid of samples from an exported generator"
     )
-    sample.add_argument("export", help="export folder, e.g. runs/mnist_dcgan/export/generator")
+    sample.add_argument("export", help=EXPORT_HELP)
+    sample.add_argument("--revision", help="Hub repos: branch, tag or commit (default main)")
     sample.add_argument("--n", type=positive(1), default=64, help="number of images (default 64)")
     sample.add_argument(
         "--out", default="samples.png", help="output image file (default samples.png)"
@@ -216,18 +314,56 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
     sample.add_argument("--device", default="cpu", help="torch device (default cpu)")
     sample.add_argument(
+        "--truncation",
+        type=truncation,
+        default=1.0,
+        help="psi in (0, 1]: pull the noise toward its mean (default 1: none)",
+    )
+    sample.add_argument(
         "--labels",
         help="conditional generators: a class for all images (3) or one per image (0,1,2,...); "
         "default: one class per row",
     )
+    sample.add_argument("--force", action="store_true", help="replace --out if it exists")
     sample.set_defaults(run=_sample)
+
+    walk = commands.add_parser(
+        "interpolate",
+        help="animate a latent walk of an exported generator (GIF, or MP4 with gankit[video])",
+    )
+    walk.add_argument("export", help=EXPORT_HELP)
+    walk.add_argument("--out", default="walk.gif", help="walk.gif (default) or walk.mp4")
+    walk.add_argument(
+        "--points", type=positive(2), default=4, help="random latents the loop visits (4)"
+    )
+    walk.add_argument(
+        "--steps", type=positive(1), default=16, help="frames from one point to the next (16)"
+    )
+    walk.add_argument(
+        "--n",
+        type=positive(1),
+        help="walks side by side in each frame (default 16; conditional: 8 per class row)",
+    )
+    walk.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    walk.add_argument(
+        "--label", type=int, help="conditional generators: walk this class only (default: all)"
+    )
+    walk.add_argument("--fps", type=positive_float, default=10.0, help="frames per second (10)")
+    walk.add_argument(
+        "--truncation", type=truncation, default=1.0, help="psi in (0, 1] (default 1: none)"
+    )
+    walk.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    walk.add_argument("--revision", help="Hub repos: branch, tag or commit (default main)")
+    walk.add_argument("--force", action="store_true", help="replace --out if it exists")
+    walk.set_defaults(run=_interpolate)
 
     evaluate = commands.add_parser(
         "eval",
         help="measure an exported generator: Frechet distance, score, coverage, precision/recall, "
         "density/coverage; Inception FID/KID",
     )
-    evaluate.add_argument("export", help="export folder, e.g. runs/mnist_dcgan/export/generator")
+    evaluate.add_argument("export", help=EXPORT_HELP)
+    evaluate.add_argument("--revision", help="Hub repos: branch, tag or commit (default main)")
     evaluate.add_argument(
         "--data-root",
         help="folder of the reference data (MNIST/raw/, ...); default: the export's data.root",
@@ -273,7 +409,25 @@ def build_parser() -> argparse.ArgumentParser:
     train_classifier.add_argument("--epochs", type=positive(1), default=4, help="epochs (4)")
     train_classifier.add_argument("--seed", type=int, default=0, help="seed (0)")
     train_classifier.set_defaults(run=_classifier_train)
+
+    push = commands.add_parser(
+        "push", help="upload an export folder to a Hugging Face Hub model repo"
+    )
+    push.add_argument("export", help="export folder, e.g. runs/mnist_dcgan/export/generator")
+    push.add_argument("repo_id", help="Hub repo id, user/name or org/name (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", help="branch to push to (created if missing; default main)")
+    push.add_argument("--message", help="commit message")
+    push.set_defaults(run=_push)
     return parser
+
+
+def _as_override(item: str) -> str:
+    """`--a.b=c` -> `a.b=c`; anything else as it is (an unknown option stays one)."""
+    key, sep, _ = item.partition("=")
+    if sep and item.startswith("--") and key[2:3].isalpha():
+        return item[2:]
+    return item
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,6 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Overrides may follow options (`validate -q RECIPE a=1 --quiet b=2`): collect the strays.
+    # `--train.steps=100` is an override too: the form W&B sweeps and other launchers pass.
+    extra = [_as_override(item) for item in extra]
     strays = [item for item in extra if "=" not in item or item.startswith("-")]
     if strays or (extra and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(strays or extra)}")

@@ -91,7 +91,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     ),
     "missing-recipe-file": (
         lambda tmp: ["validate", str(tmp / "nope.yaml")],
-        ["recipe file '", "nope.yaml' not found", str(REFERENCE_RECIPE.parent)],
+        ["recipe file '", "nope.yaml' not found", "by name: cifar10_dcgan, "],
     ),
     "yaml-syntax-error": (
         broken_yaml,

@@ -30,7 +30,8 @@ def trained_generator() -> gankit.Generator:
 
 def test_round_trip_gives_identical_outputs_bit_for_bit(tmp_path, trained_generator, monkeypatch):
     folder = gankit.save_model(trained_generator, tmp_path / "generator", step=7)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["README.md", "config.json", "model.safetensors", "samples.png"]
     config = json.loads((folder / "config.json").read_text())
     assert config["kind"] == "generator" and config["name"] == "dcgan28"
     assert config["params"]["z_dim"] == 12 and config["runtime"]["image_shape"] == [1, 28, 28]

@@ -292,6 +292,8 @@ def test_exports_get_the_modes_the_umask_gives(tmp_path):
         assert {p.name: mode(p) for p in folder.iterdir()} == {
             "config.json": 0o644,
             "model.safetensors": 0o644,
+            "README.md": 0o644,
+            "samples.png": 0o644,
         }
         os.umask(0o027)
         gankit.save_model(build_generator(), folder)  # replacing takes the current umask

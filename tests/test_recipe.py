@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+import gankit
 from gankit.config.recipe import (
     SECTION_DEFAULTS,
     SECTION_ORDER,
@@ -377,7 +378,31 @@ def test_missing_recipe_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     message = recipe_error([], missing)
     assert f"recipe file '{missing}' not found" in message
-    assert str(REFERENCE_RECIPE.parent) in message  # where the shipped recipes are
+    shipped = sorted(p.stem for p in REFERENCE_RECIPE.parent.glob("*.yaml"))
+    assert f"Recipes shipped with gankit, by name: {', '.join(shipped)}." in message
+
+
+def test_shipped_recipes_are_found_by_name(tmp_path: Path, monkeypatch) -> None:
+    """`gankit train mnist_dcgan` works from any folder (a pip install has no recipes/ folder);
+    a file of that name in the working folder wins over the shipped recipe."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("mnist_dcgan", "mnist_dcgan.yaml"):
+        assert load_recipe(name).generator.name == "dcgan28"
+    assert (Path(gankit.__file__).parent / "recipes" / "mnist_dcgan.yaml").is_file()
+    (tmp_path / "mnist_dcgan.yaml").write_text(
+        REFERENCE_RECIPE.read_text().replace("name: mnist_dcgan", "name: mine")
+    )
+    assert load_recipe("mnist_dcgan.yaml").name == "mine"
+    assert "not found" in recipe_error([], Path("mnist_dcgann"))
+
+
+def test_gankit_list_recipes_names_the_shipped_ones(capsys) -> None:
+    from gankit.cli import main
+
+    assert main(["list", "recipes"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == sorted(p.stem for p in REFERENCE_RECIPE.parent.glob("*.yaml"))
+    assert "mnist_dcgan" in listed
 
 
 def test_yaml_syntax_error(tmp_path: Path) -> None:

@@ -1,15 +1,21 @@
-"""W&B mode resolution: the recipe, then WANDB_MODE; never online without a key."""
+"""Trackers: W&B's mode (the recipe, then WANDB_MODE; never online without a key), and what a
+run logs to W&B and TensorBoard."""
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gankit.config.recipe import WandbSection
-from gankit.outputs.tracking import wandb_mode
+from gankit.config.recipe import WandbSection, load_recipe
+from gankit.core.errors import GankitError
+from gankit.outputs.tracking import best_summary, tracker_key, trackers, wandb_mode
 
 from conftest import REFERENCE_RECIPE, TINY
 
@@ -56,3 +62,108 @@ def test_disabled_training_never_imports_wandb(tmp_path, mnist_root):
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "export" / "generator" / "model.safetensors").is_file()
+
+
+# --- trackers: TensorBoard and W&B record what a run logs ------------------------------------
+
+BLOCK = 32768  # W&B's transaction log (run-*.wandb): LevelDB-style 32 KiB blocks of records
+
+
+def wandb_records(path: Path) -> list[Any]:
+    """The protobuf records of an offline W&B run's transaction log, in order."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
+    found, pos, pending = [], 7, b""
+    while pos + 7 <= len(data):
+        left = BLOCK - pos % BLOCK
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if left < 7 or (length == 0 and kind == 0):
+            pos += left
+            continue
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            found.append(record)
+            pending = b""
+    return found
+
+
+def test_best_summaries_and_groups_of_keys():
+    assert tracker_key("d_loss") == "train/d_loss"
+    assert tracker_key("lr_generator") == "train/lr_generator"
+    assert tracker_key("images_per_sec") == "perf/images_per_sec"
+    assert tracker_key("eval/frechet_distance") == "eval/frechet_distance"
+    for key in ("eval/frechet_distance", "eval/inception_fid", "eval/coverage_tv", "eval/kid"):
+        assert best_summary(key) == "min", key
+    for key in ("eval/classifier_score", "eval/classes_covered", "eval/precision"):
+        assert best_summary(key) == "max", key
+    assert best_summary("eval/classifier_score_std") is None
+    assert best_summary("train/d_loss") is None
+
+
+def test_tensorboard_missing_is_one_clear_error(monkeypatch):
+    recipe = load_recipe(REFERENCE_RECIPE, ["tracking.log_with=[tensorboard]"])
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    with pytest.raises(GankitError, match=r"pip install 'gankit\[tensorboard\]'"):
+        trackers(recipe, "disabled")
+    assert trackers(load_recipe(REFERENCE_RECIPE), "disabled") == []
+
+
+def test_a_run_logs_to_tensorboard_and_wandb(tmp_path, mnist_root):
+    """Both trackers get the losses under train/, throughput under perf/, the learning rates
+    and the sample grids; W&B gets the name, group and notes given as --key=value overrides
+    (the form sweeps pass) and the export as a model artifact."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    command = [
+        *(sys.executable, "-m", "gankit", "train", str(REFERENCE_RECIPE)),
+        *TINY,
+        *("data.subset=64", "train.steps=4", "train.log_every=2", "train.sample_every=2"),
+        f"--output_dir={run_dir}",
+        "--tracking.log_with=[wandb, tensorboard]",
+        *("--wandb.group=sweep-1", "--wandb.notes=a first try"),
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [2, 4]
+
+    events = EventAccumulator(str(run_dir / "tensorboard" / "gankit"), size_guidance={"images": 0})
+    events.Reload()
+    for name in ("d_loss", "g_loss", "d_loss_real", "lr_generator", "lr_discriminator"):
+        scalars = events.Scalars(f"train/{name}")
+        assert [(e.step, e.value) for e in scalars] == [
+            (r["step"], pytest.approx(r[name], rel=1e-6)) for r in logged
+        ], name
+    assert [e.step for e in events.Scalars("perf/images_per_sec")] == [2, 4]
+    assert [e.step for e in events.Images("samples")] == [0, 2, 4]
+    assert "d_loss" not in events.Tags()["scalars"]  # only under its group
+
+    (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    records = wandb_records(log)
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run.display_name.startswith("run-")  # the folder's name and the start time
+    assert (run.run_group, run.notes) == ("sweep-1", "a first try")
+    history = [
+        {item.nested_key[0]: json.loads(item.value_json) for item in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
+    assert [h["_step"] for h in history] == [0, 2, 4]  # a row per step: grids and scalars
+    assert all("samples" in h for h in history)
+    scalars = [h for h in history if "train/d_loss" in h]
+    assert [h["train/d_loss"] for h in scalars] == [pytest.approx(r["d_loss"]) for r in logged]
+    assert all("perf/images_per_sec" in h and "train/lr_generator" in h for h in scalars)
+    (artifact,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert (artifact.type, artifact.name) == ("model", "mnist_dcgan-generator")
+    assert set(artifact.aliases) == {"latest", "step-4"}
+    assert {entry.path for entry in artifact.manifest.contents} >= {
+        "config.json",
+        "model.safetensors",
+    }

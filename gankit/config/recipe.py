@@ -33,6 +33,7 @@ from gankit.config.sections import (
     PerfSection,
     RecipeBase,
     Strict,
+    TrackingSection,
     TrainSection,
     WandbSection,
 )
@@ -48,6 +49,7 @@ __all__ = [  # the section models (config.sections) and the reader (config.recip
     "RecipeBase",
     "RecipeLoader",
     "Strict",
+    "TrackingSection",
     "TrainSection",
     "WandbSection",
     "dump_recipe",
@@ -76,9 +78,11 @@ RESUME_SAFE_KEYS = (
     "train.keep_checkpoints",
     "train.resume",
     "train.allow_recipe_changes",
+    "train.init_from",  # read only when a run starts, never on resume
     "train.on_nan",
     "eval",
     "perf",
+    "tracking",
     "wandb",
 )
 

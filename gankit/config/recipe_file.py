@@ -229,8 +229,8 @@ def _read_bytes(path: Path) -> bytes:
     try:
         info = path.stat()
     except (FileNotFoundError, NotADirectoryError):
-        shipped = Path(__file__).resolve().parents[2] / "recipes"
-        hint = f" Recipes shipped with gankit are in {shipped}." if shipped.is_dir() else ""
+        names = shipped_recipes()
+        hint = f" Recipes shipped with gankit, by name: {', '.join(names)}." if names else ""
         raise RecipeError(
             f"recipe file '{path}' not found (looked at {path.resolve()}).{hint}"
         ) from None
@@ -301,9 +301,32 @@ def _decode(path: Path, data: bytes) -> str:
         ) from None
 
 
+SHIPPED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def shipped_recipes() -> list[str]:
+    """The names of the recipes that ship inside the package (`mnist_dcgan`, ...)."""
+    try:
+        return sorted(p.stem for p in SHIPPED_RECIPES.glob("*.yaml"))
+    except OSError:
+        return []
+
+
+def find_recipe(path: str | Path) -> Path:
+    """The recipe file `path` names: a file path as given, else, for a bare name such as
+    `mnist_dcgan` (or `mnist_dcgan.yaml`) that is not a file here, the recipe of that name
+    shipped inside the package. A path that exists always wins over a shipped name."""
+    given = Path(path)
+    if given.exists() or len(given.parts) != 1:
+        return given
+    name = given.name.removesuffix(".yaml").removesuffix(".yml")
+    shipped = SHIPPED_RECIPES / f"{name}.yaml"
+    return shipped if shipped.is_file() else given
+
+
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
     """Read a recipe's YAML into a dict, with errors that name the file, line and column."""
-    path = Path(path)
+    path = find_recipe(path)
     source = f"recipe '{path}'"
     raw = parse_yaml(_decode(path, _read_bytes(path)), source)
     if raw is None:

@@ -121,6 +121,12 @@ class TrainSection(Strict):
     resume: str = Field(
         "auto", min_length=1, description="auto (newest checkpoint, if any), never, or a folder"
     )
+    init_from: str | None = Field(
+        None,
+        min_length=1,
+        description="start from exported weights: an export folder, a run's export/ folder or "
+        "a Hub repo id (a resumed run continues from its checkpoint instead)",
+    )
     allow_recipe_changes: bool = Field(
         False, description="resume even if the recipe changed in a way that changes training"
     )
@@ -205,6 +211,23 @@ class PerfSection(Strict):
     )
 
 
+class TrackingSection(Strict):
+    """Where a run logs besides metrics.jsonl (which it always writes)."""
+
+    log_with: list[Literal["wandb", "tensorboard"]] = Field(
+        ["wandb"],
+        description="trackers: wandb, tensorboard (run folder tensorboard/), both, or [] for none",
+    )
+
+    @field_validator("log_with")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once; name each tracker once")
+        return value
+
+
 class WandbSection(Strict):
     """Weights & Biases logging. Without `mode`, WANDB_MODE decides; without a key, offline."""
 
@@ -212,6 +235,12 @@ class WandbSection(Strict):
     entity: str | None = None
     mode: Literal["online", "offline", "disabled"] | None = None
     tags: list[str] = []
+    name: str | None = Field(
+        None, description="run name; default: the run folder's name and the start time"
+    )
+    group: str | None = Field(None, description="groups runs in the W&B UI (e.g. a sweep)")
+    notes: str | None = Field(None, description="a description of the run")
+    log_model: bool = Field(True, description="log the export as a model artifact at the end")
 
 
 class RecipeBase(Strict):
@@ -229,6 +258,7 @@ class RecipeBase(Strict):
     ema: EMASection = EMASection()
     eval: EvalSection = EvalSection()
     perf: PerfSection = PerfSection()
+    tracking: TrackingSection = TrackingSection()
     wandb: WandbSection = WandbSection()
 
     @field_validator("perf")
@@ -252,6 +282,16 @@ class RecipeBase(Strict):
         if conflicts:
             raise ValueError("cuda_graph cannot be combined with " + "; ".join(conflicts))
         return perf
+
+    @field_validator("train")
+    @classmethod
+    def _init_from_names_something(cls, train: TrainSection) -> TrainSection:
+        if train.init_from is not None and (not train.init_from.strip() or "\0" in train.init_from):
+            raise ValueError(
+                "init_from must name an export folder or a Hub repo id; leave it out to start "
+                "from fresh weights"
+            )
+        return train
 
     @field_validator("output_dir")
     @classmethod

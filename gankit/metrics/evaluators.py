@@ -126,12 +126,18 @@ def evaluate_export(
     inception: bool = False,
     inception_weights: str | None = None,
     show_progress: bool = False,
+    revision: str | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate an exported generator (`gankit eval`) against its dataset's `split` under
     `data_root` (None: the folder recorded in the export, else `data`): the classifier metrics
     (`classifier`, or the shipped one for MNIST), and Inception FID/KID when `inception` or
-    weights are given (alone when there is no classifier for the data)."""
+    weights are given (alone when there is no classifier for the data). `path`: an export
+    folder or a Hub repo id (at `revision`); `name`: how the results name the export."""
     from gankit.outputs.export import load_generator, read_config
+    from gankit.outputs.hub import resolve_export
+
+    path = str(resolve_export(path, revision=revision))
 
     inception = inception or bool(inception_weights)
     if inception_weights:
@@ -177,7 +183,8 @@ def evaluate_export(
     except GankitError as error:
         raise GankitError(f"evaluating the generator exported in '{path}': {error}") from None
     results["protocol"]["generator"] = {
-        "export": str(path),
+        "export": name or str(path),
+        **({"revision": revision} if revision else {}),
         "dataset": dataset,
         "name": config["name"],
         "step": config.get("step"),

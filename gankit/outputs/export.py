@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,13 @@ from gankit.config.registry import REGISTRIES, Registry
 from gankit.core.atomic import atomic_folder, remove_leftovers
 from gankit.core.errors import ExportError, GankitError
 from gankit.core.sizes import TensorSpec, check_fits, meta_state, parameter_bytes
+from gankit.outputs.card import CARD_FILE, SAMPLES_FILE, model_card, write_samples
+from gankit.outputs.hub import resolve_export
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, "README.md"})
+EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, SAMPLES_FILE})
 SHA256_KEY = "weights_sha256"
 SHOWN = 4  # differing or non-finite tensors named in a message
 
@@ -124,12 +127,21 @@ def _write_failure(folder: Path, error: Exception, existed: bool) -> ExportWrite
     return failure
 
 
-def save_model(model: nn.Module, path: str | Path, *, ema: bool = False, **info: Any) -> Path:
+def save_model(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    ema: bool = False,
+    card: Mapping[str, Any] | None = None,
+    **info: Any,
+) -> Path:
     """Export a model built through a registry to the folder `path`, atomically.
 
-    `info` adds fields to config.json (for example the training step). Returns the folder. An
-    existing folder at `path` is replaced only when it is a gankit export (ExportError
-    otherwise); a failed write (ExportWriteError) leaves it intact.
+    The folder holds config.json, model.safetensors, a model card (README.md, see
+    `outputs/card.py`; `card` may add `recipe` and `metrics` to it) and, for a generator,
+    samples.png. `info` adds fields to config.json (for example the training step). Returns the
+    folder. An existing folder at `path` is replaced only when it is a gankit export
+    (ExportError otherwise); a failed write (ExportWriteError) leaves it intact.
     """
     spec = getattr(model, "gankit_spec", None)
     if spec is None:
@@ -158,6 +170,9 @@ def save_model(model: nn.Module, path: str | Path, *, ema: bool = False, **info:
             )
             config[SHA256_KEY] = file_sha256(staging / WEIGHTS_FILE)
             (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+            pictured = write_samples(model, staging / SAMPLES_FILE)
+            text = model_card(config, samples=pictured, **(card or {}))
+            (staging / CARD_FILE).write_text(text, encoding="utf-8")
     except (OSError, SafetensorError) as error:
         raise _write_failure(folder, error, existed) from None
     return folder
@@ -326,15 +341,20 @@ def _check_finite(model: nn.Module, weights: Path) -> None:
 
 
 def load_model(
-    path: str | Path, *, device: str | torch.device = "cpu", allow_nonfinite: bool = False
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    allow_nonfinite: bool = False,
+    revision: str | None = None,
 ) -> nn.Module:
     """Rebuild an exported model (any kind) in eval mode, with its weights loaded strictly.
 
-    Refused (ExportError): weights that differ from the checksum recorded at export, a config
-    whose model does not match the weights file or does not fit in memory, and weights holding
-    NaN or inf unless `allow_nonfinite`.
+    `path` is an export folder or a Hugging Face Hub repo id ('user/repo', at `revision`),
+    downloaded into the Hub cache (offline: taken from it). Refused (ExportError): weights that
+    differ from the checksum recorded at export, a config whose model does not match the weights
+    file or does not fit in memory, and weights holding NaN or inf unless `allow_nonfinite`.
     """
-    folder = Path(path)
+    folder = resolve_export(path, revision=revision)
     try:
         device = torch.device(device)
     except RuntimeError as error:
@@ -366,12 +386,17 @@ def load_model(
 
 
 def load_generator(
-    path: str | Path, *, device: str | torch.device = "cpu", allow_nonfinite: bool = False
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    allow_nonfinite: bool = False,
+    revision: str | None = None,
 ) -> Generator:
     """Load an exported generator: `G = load_generator(path); images = G.sample(16)`.
 
-    Refuses what `load_model` refuses (NaN/inf weights unless `allow_nonfinite`)."""
-    model = load_model(path, device=device, allow_nonfinite=allow_nonfinite)
+    `path`: an export folder or a Hub repo id ('user/repo'). Refuses what `load_model` refuses
+    (NaN/inf weights unless `allow_nonfinite`)."""
+    model = load_model(path, device=device, allow_nonfinite=allow_nonfinite, revision=revision)
     if not isinstance(model, Generator):
         raise ExportError(
             f"'{path}' holds a {type(model).__name__}, not a generator; "

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
-from collections.abc import Iterable
+import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 
 from gankit.components.data import to_uint8
+from gankit.core.errors import GankitError
 
 SAMPLES_DIR = "samples"
 METRICS_FILE = "metrics.jsonl"
@@ -21,15 +24,16 @@ LOSS_PLOT_FILE = "losses.png"
 _GRID_NAME = re.compile(r"^step_(\d+)\.png$")
 
 
-def image_grid(images: torch.Tensor, padding: int = 1) -> np.ndarray:
-    """Tile (N, C, H, W) images in [-1, 1] into a square uint8 grid on a mid-grey background.
+def image_grid(images: torch.Tensor, padding: int = 1, per_row: int | None = None) -> np.ndarray:
+    """Tile (N, C, H, W) images in [-1, 1] into a uint8 grid on a mid-grey background, square
+    unless `per_row` says how many images each row holds.
 
     Returns (H', W') for one channel and (H', W', C) otherwise; uint8 because viewers and W&B
     show float images in [0, 1] as black.
     """
     images = to_uint8(images.detach().cpu())
     n, channels, height, width = images.shape
-    per_row = math.ceil(math.sqrt(n))
+    per_row = per_row or math.ceil(math.sqrt(n))
     rows = math.ceil(n / per_row)
     grid = torch.full(
         (channels, rows * (height + padding) + padding, per_row * (width + padding) + padding),
@@ -96,6 +100,43 @@ def save_image(image: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, image)
+    return path
+
+
+def check_new_file(path: Path, *, force: bool) -> None:
+    """Refuse to replace an existing file unless `force`: gankit does not overwrite a file it
+    cannot tell it wrote."""
+    if path.exists() and not force:
+        raise GankitError(
+            f"--out {path} already exists and gankit does not overwrite files; choose another "
+            "name, or pass --force to replace it"
+        )
+
+
+def write_new_file(path: Path, write: Callable[[Path], None], *, force: bool) -> Path:
+    """Write `path` through `write(temporary_path)` and publish it whole: renamed over an
+    existing file only with `force`, else linked into place, which fails if the name was
+    taken meanwhile (nothing is replaced)."""
+    check_new_file(path, force=force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        write(temp)
+        if force:
+            os.replace(temp, path)
+        else:
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                raise GankitError(
+                    f"--out {path} appeared while it was written; nothing was replaced. "
+                    "Choose another name, or pass --force"
+                ) from None
+            except OSError:  # a filesystem without hard links: check, then rename
+                check_new_file(path, force=False)
+                os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
     return path
 
 

@@ -28,13 +28,14 @@ class Reporter:
         self.accelerator, self.run_dir = accelerator, run_dir
         self.metrics = files.MetricsLog(run_dir / files.METRICS_FILE)
         self.reference = reference  # real points drawn under 2-D scatter plots
+        self.tracking = tracking.Tracking(accelerator)
 
     def record(self, step: int, values: dict[str, Any], line: str) -> None:
         """Append `values` to metrics.jsonl and print `line` (main process); log to trackers."""
         if self.accelerator.is_main_process:
             self.metrics.write({"step": step, **values})
             tqdm.write(line)
-        self.accelerator.log(values, step=step)
+        self.tracking.log(values, step)
 
     @torch.no_grad()
     def samples(
@@ -52,13 +53,14 @@ class Reporter:
             images = forward(generator, noise, labels)
         grid = files.render_samples(images, labels, self.reference)
         files.save_image(grid, files.sample_path(self.run_dir, step))
-        tracking.log_image(self.accelerator, "samples", grid, step)
+        self.tracking.image("samples", grid, step)
 
     def close(self) -> None:
         """The GIF of every grid and the loss plot (main process)."""
         if self.accelerator.is_main_process:
             files.write_gif(self.run_dir)
             files.plot_losses(self.metrics.read(), self.run_dir / files.LOSS_PLOT_FILE)
+            self.tracking.flush()
             tqdm.write(f"done: outputs in {self.run_dir}")
 
 

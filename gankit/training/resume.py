@@ -8,6 +8,7 @@ run folder so nothing logged after the checkpoint appears twice.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from gankit.config.recipe import (
 )
 from gankit.core.errors import GankitError, warn
 from gankit.outputs import files
+from gankit.outputs.tracking import TENSORBOARD_DIR
 from gankit.training.checkpoint import (
     CHECKPOINTS_DIR,
     CheckpointError,
@@ -132,17 +134,20 @@ def start_fresh(trainer: Trainer) -> None:
         *files.sample_grids(run_dir),
         *list_checkpoints(run_dir),
         *(aside.glob("branch_*") if never else ()),
+        run_dir / TENSORBOARD_DIR,
     )
     if any(path.exists() for path in leftovers):
         warn(f"{run_dir} holds an earlier run; its samples, metrics and checkpoints are replaced")
         trainer.metrics.path.unlink(missing_ok=True)
+        shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
         files.remove_samples_after(run_dir, -1)
         trainer.checkpoints.clear(keep_set_aside=not never)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def resume_run(trainer: Trainer) -> None:
-    """Load the checkpoint `train.resume` names (auto: the newest usable one), or start fresh."""
+def resume_run(trainer: Trainer) -> bool:
+    """Load the checkpoint `train.resume` names (auto: the newest usable one), or start fresh;
+    True when a checkpoint was loaded."""
     train, accelerator = trainer.recipe.train, trainer.accelerator
     main = accelerator.is_main_process
     candidates = trainer.checkpoints.candidates(train.resume)
@@ -196,3 +201,4 @@ def resume_run(trainer: Trainer) -> None:
             accelerator.print(f"gankit: {folder} is now {home}, the run's newest checkpoint")
     if main:
         (trainer.run_dir / "recipe.yaml").write_text(dump_recipe(trainer.recipe))
+    return resumed is not None

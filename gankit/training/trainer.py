@@ -14,16 +14,17 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import AutocastKwargs, DataLoaderConfiguration
+from accelerate.utils import AutocastKwargs, DataLoaderConfiguration, ProjectConfiguration
 from tqdm.auto import tqdm
 
 from gankit.components.models.base import grid_labels, sample_noise
 from gankit.config.recipe import RecipeBase, dump_recipe, recipe_dict
 from gankit.config.sections import LoaderFields
 from gankit.outputs import tracking
+from gankit.outputs.card import recipe_summary
 from gankit.outputs.export import save_model
 from gankit.outputs.reporting import Reporter, interactive, loss_line
-from gankit.training import parallel, runfolder
+from gankit.training import finetune, parallel, runfolder
 from gankit.training.checkpoint import CheckpointManager, check_resume_folder
 from gankit.training.divergence import check_weights
 from gankit.training.inputs import InputStream
@@ -51,8 +52,11 @@ class Trainer:
         self.batch_norm = parallel.check_device(recipe)
         self.accelerator = Accelerator(
             mixed_precision=recipe.mixed_precision,
-            log_with="wandb" if self.wandb_mode != "disabled" else None,
-            project_dir=str(self.run_dir),
+            log_with=tracking.trackers(recipe, self.wandb_mode) or None,
+            project_config=ProjectConfiguration(
+                project_dir=str(self.run_dir),
+                logging_dir=str(self.run_dir / tracking.TENSORBOARD_DIR),
+            ),
             dataloader_config=DataLoaderConfiguration(
                 use_seedable_sampler=True,
                 data_seed=recipe.train.seed,
@@ -105,8 +109,12 @@ class Trainer:
         self.stop_vote = parallel.StopVote() if self.accelerator.num_processes > 1 else None
 
     def resume(self) -> None:
-        """Load the checkpoint `train.resume` names (auto: the newest usable one), if any."""
-        resume_run(self)
+        """Load the checkpoint `train.resume` names (auto: the newest usable one), if any;
+        a run that starts afresh takes its weights from `train.init_from`, if set."""
+        if resume_run(self) or self.recipe.train.init_from is None:
+            return
+        loaded = finetune.initialise(self.parts, self.recipe.train.init_from)
+        self.accelerator.print(f"gankit: initialised {', '.join(loaded)}")
 
     @property
     def step(self) -> int:
@@ -139,11 +147,11 @@ class Trainer:
         self.resume()
         tracking.start_tracking(
             self.accelerator,
-            self.recipe.wandb,
+            self.recipe,
             self.wandb_mode,
-            recipe_dict(self.recipe),
             self.run_dir,
             run_id=self.wandb_run_id,
+            step=self.step,
         )
         self.wandb_run_id = tracking.run_id(self.accelerator)
         self._describe()
@@ -219,6 +227,8 @@ class Trainer:
         images = self.parts.batch_size * self.recipe.train.grad_accumulation
         images *= self.accelerator.num_processes
         record["images_per_sec"] = round(steps_per_second * images, 2)
+        record["lr_generator"] = self.parts.g_optimizer.param_groups[0]["lr"]
+        record["lr_discriminator"] = self.parts.d_optimizer.param_groups[0]["lr"]
         if self.iteration.skipped_updates:
             record["skipped_updates"] = self.iteration.skipped_updates
         fp16 = self.iteration.fp16_skipped
@@ -273,13 +283,28 @@ class Trainer:
                     if key != "name" and key not in LoaderFields.model_fields
                 },
             }
+            summary = recipe_summary(recipe_dict(self.recipe))
+            card = {"recipe": summary, "metrics": self._last_eval()}
             export = self.run_dir / "export"
             ema = self.parts.ema is not None
-            save_model(self.parts.sampling_generator, export / "generator", ema=ema, **info)
+            generator = self.parts.sampling_generator
+            save_model(generator, export / "generator", ema=ema, card=card, **info)
             if self.recipe.train.export_discriminator:
-                save_model(self.parts.discriminator, export / "discriminator", **info)
+                save_model(self.parts.discriminator, export / "discriminator", card=card, **info)
+            if self.recipe.wandb.log_model:
+                self.reporter.tracking.export(
+                    export / "generator", f"{self.recipe.name}-generator", {**info, "ema": ema}
+                )
         self.reporter.close()
         self.accelerator.end_training()
+
+    def _last_eval(self) -> dict[str, Any]:
+        """The run's latest evaluation results, as metrics.jsonl holds them."""
+        for record in reversed(self.metrics.read()):
+            found = {k.removeprefix("eval/"): v for k, v in record.items() if k.startswith("eval/")}
+            if found:
+                return found
+        return {}
 
     def _describe(self) -> None:
         info = parallel.run_info(

@@ -27,6 +27,31 @@ LatentSize = Annotated[int, Field(gt=0, description="latent size")]
 SpectralNorm = Annotated[bool, Field(description="spectral normalisation of every layer")]
 
 
+# The mean of each noise distribution: truncation pulls latents toward it.
+NOISE_MEAN = {"uniform": 0.0, "normal": 0.0}
+
+
+def check_truncation(psi: float) -> float:
+    """`psi` as a float in (0, 1]; anything else is a ValueError that says so."""
+    if isinstance(psi, bool) or not isinstance(psi, int | float) or not 0 < psi <= 1:
+        raise ValueError(f"truncation must be a number in (0, 1] (1: no truncation), got {psi!r}")
+    return float(psi)
+
+
+def truncate(z: torch.Tensor, kind: Noise, psi: float) -> torch.Tensor:
+    """Pull latents toward the mean of their noise distribution: mean + psi * (z - mean).
+
+    The truncation trick of StyleGAN, applied to z: psi = 1 leaves z as it is, smaller psi
+    trades variety for typical, cleaner samples."""
+    psi = check_truncation(psi)
+    if kind not in NOISE_MEAN:
+        raise ValueError(f"unknown noise {kind!r}; use 'uniform' or 'normal'")
+    if psi == 1:
+        return z
+    mean = NOISE_MEAN[kind]
+    return z.sub(mean).mul_(psi).add_(mean)
+
+
 def sample_noise(
     kind: Noise,
     n: int,
@@ -34,13 +59,18 @@ def sample_noise(
     *,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
+    truncation: float = 1.0,
 ) -> torch.Tensor:
-    """Draw `n` latent vectors: uniform in [-1, 1) or standard normal."""
+    """Draw `n` latent vectors: uniform in [-1, 1) or standard normal, pulled toward the
+    distribution's mean by `truncation` < 1 (see `truncate`)."""
+    check_truncation(truncation)
     if kind == "uniform":
-        return torch.rand(n, z_dim, device=device, generator=generator).mul_(2).sub_(1)
-    if kind == "normal":
-        return torch.randn(n, z_dim, device=device, generator=generator)
-    raise ValueError(f"unknown noise {kind!r}; use 'uniform' or 'normal'")
+        z = torch.rand(n, z_dim, device=device, generator=generator).mul_(2).sub_(1)
+    elif kind == "normal":
+        z = torch.randn(n, z_dim, device=device, generator=generator)
+    else:
+        raise ValueError(f"unknown noise {kind!r}; use 'uniform' or 'normal'")
+    return truncate(z, kind, truncation)
 
 
 @contextlib.contextmanager
@@ -75,9 +105,19 @@ class Generator(nn.Module):
     noise: Noise
     num_classes: int = 0
 
-    def sample_noise(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """`n` latent vectors from this generator's noise distribution, on its device."""
-        return sample_noise(self.noise, n, self.z_dim, device=self._device(), generator=generator)
+    def sample_noise(
+        self, n: int, *, generator: torch.Generator | None = None, truncation: float = 1.0
+    ) -> torch.Tensor:
+        """`n` latent vectors from this generator's noise distribution, on its device;
+        `truncation` psi in (0, 1] pulls them toward the distribution's mean (see `truncate`)."""
+        return sample_noise(
+            self.noise,
+            n,
+            self.z_dim,
+            device=self._device(),
+            generator=generator,
+            truncation=truncation,
+        )
 
     def sample_labels(
         self, n: int, *, generator: torch.Generator | None = None
@@ -120,16 +160,24 @@ class Generator(nn.Module):
         return forward(self, z, labels)
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int | None = None, labels: Labels | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        seed: int | None = None,
+        labels: Labels | None = None,
+        *,
+        truncation: float = 1.0,
+    ) -> torch.Tensor:
         """Generate `n` images in [-1, 1] as a float32 (N, C, H, W) tensor, in eval mode.
 
         `seed` makes the noise (and drawn labels) reproducible without touching the global RNG.
         A class-conditional generator takes `labels` (an int for one class, or one per image);
-        without them, classes are drawn uniformly.
+        without them, classes are drawn uniformly. `truncation` psi in (0, 1] pulls the noise
+        toward its mean (the truncation trick; 1: none): fewer odd samples, less variety.
         """
         device = self._device()
         generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
-        z = self.sample_noise(n, generator=generator)
+        z = self.sample_noise(n, generator=generator, truncation=truncation)
         if self.num_classes and labels is None:
             chosen = self.sample_labels(n, generator=generator)
         else:
