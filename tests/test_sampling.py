@@ -1,4 +1,4 @@
-"""Sampling tools: truncation, latent walks (GIF, MP4's missing plugin), outputs never written
+"""Sampling tools: truncation, latent walks (GIF, MP4, MP4's missing plugin), outputs never written
 over files that exist."""
 
 from __future__ import annotations
@@ -114,3 +114,20 @@ def test_mp4_without_the_ffmpeg_plugin_says_what_to_install(tmp_path, capsys, mo
     assert main(["interpolate", str(export), "--out", str(tmp_path / "walk.avi")]) == 2
     assert ".gif or .mp4" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generator"]
+
+
+def test_interpolate_writes_an_mp4_of_the_walk(tmp_path):
+    """With imageio-ffmpeg (the [video] extra), the same walk as the GIF, as H.264 frames."""
+    generator = tiny()
+    export = gankit.save_model(generator, tmp_path / "generator")
+    argv = ["interpolate", str(export), "--points", "2", "--steps", "4", "--seed", "3"]
+    assert main([*argv, "--n", "4", "--out", str(tmp_path / "walk.mp4")]) == 0
+    assert main([*argv, "--n", "4", "--out", str(tmp_path / "walk.gif")]) == 0
+    gif = iio.imread(tmp_path / "walk.gif", index=None)
+    mp4 = iio.imread(tmp_path / "walk.mp4", index=None, plugin="FFMPEG")
+    frames, height, width = gif.shape
+    assert mp4.shape == (frames, height + height % 2, width + width % 2, 3)  # even sides
+    error = abs(mp4[:, :height, :width, 0].astype(float) - gif.astype(float)).mean()
+    assert main([*argv[:-1], "4", "--n", "4", "--out", str(tmp_path / "other.gif")]) == 0
+    other = iio.imread(tmp_path / "other.gif", index=None).astype(float)
+    assert error < 5 < 10 < abs(mp4[:, :height, :width, 0] - other).mean()  # lossy, same walk
