@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+
+# The suite runs on two pytest-xdist workers (pyproject's addopts); two processes with two
+# intra-op threads each on two cores are many times slower than one thread each. Set before
+# torch is imported; every subprocess a test starts inherits it. An explicit setting wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from pathlib import Path
 
 import pytest
