@@ -95,8 +95,9 @@ keep() {  # keep RUN_DIR NAME: a run's small outputs, into the results
 for name in $sections; do
   case $name in
     tests)
-      # the image's own pytest, without the plugins it would load on its own
-      PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 section tests 200 python3 -m pytest -q \
+      # the image's own pytest, without the plugins it would load on its own (pytest-xdist
+      # among them: the project's addopts, `-n 2`, are left out with -o addopts=)
+      PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 section tests 200 python3 -m pytest -q -o addopts=-ra \
         -p no:cacheprovider tests/test_cuda.py tests/test_graphs.py
       ;;
     bench)
