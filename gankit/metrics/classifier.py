@@ -9,7 +9,6 @@ classifier metrics use a small CNN trained on the dataset itself (`gankit classi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +20,7 @@ from safetensors.torch import load_model
 from torch import nn
 
 from gankit.core.errors import GankitError
+from gankit.outputs.export import file_sha256
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 WEIGHTS = ASSETS / "mnist_classifier.safetensors"
@@ -92,15 +92,6 @@ class Logits(nn.Module):
 def card_path(weights: str | Path) -> Path:
     """The card beside a classifier's weights: the same name ending in .json."""
     return Path(weights).with_suffix(".json")
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_card(weights: str | Path, setting: str = "--classifier") -> dict[str, Any]:
