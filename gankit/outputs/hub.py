@@ -30,6 +30,12 @@ def looks_like_repo_id(source: str | Path) -> bool:
     return not Path(source).exists()
 
 
+def _unreachable(error: Exception) -> bool:
+    """Whether `error` is the HTTP client's own (a connection or timeout failure), which
+    huggingface_hub lets through unwrapped."""
+    return type(error).__module__.split(".")[0] in ("httpx", "httpcore", "httpx2")
+
+
 def _hub() -> Any:
     try:
         import huggingface_hub
@@ -90,7 +96,7 @@ def download_export(repo_id: str, *, revision: str | None = None) -> Path:
         reason = cut(" ".join(str(error).split()), 200)
         raise ExportError(f"could not download {where}: {reason}") from None
     except Exception as error:
-        if type(error).__module__.split(".")[0] not in ("httpx", "httpcore", "httpx2"):
+        if not _unreachable(error):
             raise
         raise ExportError(
             f"could not download {where}: the Hub could not be reached "
@@ -150,7 +156,7 @@ def push_export(
         reason = cut(" ".join(str(error).split()), 200)
         raise GankitError(f"could not push '{folder}' to {repo_id}: {reason}") from None
     except Exception as error:
-        if type(error).__module__.split(".")[0] not in ("httpx", "httpcore", "httpx2"):
+        if not _unreachable(error):
             raise
         raise GankitError(
             f"could not push '{folder}' to {repo_id}: the Hub could not be reached "

@@ -59,7 +59,7 @@ def walk_latents(
     """(points * steps, walks, z_dim) latents: `walks` closed paths through `points` random
     latents each, `steps` frames from one point to the next (the first frame of each leg is
     its point)."""
-    rng = torch.Generator(generator._device())
+    rng = torch.Generator(generator.weights_device())
     rng.manual_seed(seed if seed is not None else secrets.randbits(63))
     keys = generator.sample_noise(points * walks, generator=rng, truncation=truncation)
     keys = keys.view(points, walks, -1)

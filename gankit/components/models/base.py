@@ -114,7 +114,7 @@ class Generator(nn.Module):
             self.noise,
             n,
             self.z_dim,
-            device=self._device(),
+            device=self.weights_device(),
             generator=generator,
             truncation=truncation,
         )
@@ -125,7 +125,9 @@ class Generator(nn.Module):
         """`n` class labels drawn uniformly (None for an unconditional generator)."""
         if not self.num_classes:
             return None
-        return torch.randint(self.num_classes, (n,), device=self._device(), generator=generator)
+        return torch.randint(
+            self.num_classes, (n,), device=self.weights_device(), generator=generator
+        )
 
     def labels_for(self, n: int, labels: Labels | None) -> torch.Tensor | None:
         """`labels` as a checked (n,) long tensor on this generator's device.
@@ -141,7 +143,7 @@ class Generator(nn.Module):
             return None
         if labels is None:
             raise ValueError(f"{type(self).__name__} is class-conditional: pass labels")
-        tensor = torch.as_tensor(labels, device=self._device())
+        tensor = torch.as_tensor(labels, device=self.weights_device())
         if tensor.dim() == 0:
             tensor = tensor.expand(n)
         if tensor.shape != (n,) or tensor.dtype.is_floating_point or tensor.dtype == torch.bool:
@@ -175,7 +177,7 @@ class Generator(nn.Module):
         without them, classes are drawn uniformly. `truncation` psi in (0, 1] pulls the noise
         toward its mean (the truncation trick; 1: none): fewer odd samples, less variety.
         """
-        device = self._device()
+        device = self.weights_device()
         generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
         z = self.sample_noise(n, generator=generator, truncation=truncation)
         if self.num_classes and labels is None:
@@ -185,7 +187,9 @@ class Generator(nn.Module):
         with eval_mode(self):
             return self.generate(z, chosen).float()
 
-    def _device(self) -> torch.device:
+    def weights_device(self) -> torch.device:
+        """The device of the generator's weights (the CPU for one without any). A method, not
+        a `device` property, so a subclass may keep its own `device` attribute."""
         first = next(self.parameters(), None)
         return first.device if first is not None else torch.device("cpu")
 
