@@ -23,6 +23,11 @@ from gankit.config.registry import NO_PLUGINS_ENV
 os.environ[NO_PLUGINS_ENV] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
+# Subprocesses the tests start (launchers, scripts, the `gankit` command) import this checkout's
+# gankit, whichever one an environment has installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
 REFERENCE_RECIPE = ROOT / "recipes" / "mnist_dcgan.yaml"
 MNIST_ROOT = Path(os.environ.get("GANKIT_MNIST_ROOT", ROOT.parent / "shared" / "data" / "mnist"))
 
