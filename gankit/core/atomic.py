@@ -156,9 +156,11 @@ def remove_leftovers(parent: str | Path, name: str) -> list[Path]:
     not write `name` at the same time. When `name` itself is missing (a writer killed between
     its two renames), the newest retired folder, a complete earlier version, is renamed back
     instead of being removed.
+
+    Links are never followed: `parent` being a link, or an entry that is one, is left alone.
     """
     parent = Path(parent)
-    if not parent.is_dir():
+    if parent.is_symlink() or not parent.is_dir():
         return []
     pattern = re.compile(rf"\.{re.escape(name)}\.(tmp|old)-(\d+)(?:-[0-9A-Za-z_]+)?")
     abandoned: list[tuple[str, Path]] = []
@@ -171,7 +173,7 @@ def remove_leftovers(parent: str | Path, name: str) -> list[Path]:
     target = parent / name
     retired = [entry for kind, entry in abandoned if kind == "old"]
     if retired and not (target.exists() or target.is_symlink()):
-        newest = max(retired, key=lambda entry: entry.stat().st_mtime)
+        newest = max(retired, key=lambda entry: entry.lstat().st_mtime)
         newest.rename(target)
         abandoned.remove(("old", newest))
     removed = []
