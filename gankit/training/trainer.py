@@ -29,6 +29,7 @@ from gankit.training.checkpoint import CheckpointManager, check_resume_folder
 from gankit.training.divergence import check_weights
 from gankit.training.inputs import InputStream
 from gankit.training.iteration import Inputs, Iteration
+from gankit.training.overfit import OverfitWatch
 from gankit.training.parts import build_parts
 from gankit.training.resume import RunState, resume_run
 from gankit.training.stopping import StopRequest
@@ -70,6 +71,7 @@ class Trainer:
         )
         graphs = parallel.use_cuda_graph(recipe, self.accelerator)
         self.parts = parts = build_parts(recipe, self.accelerator, self.batch_norm, graphs)
+        self.overfit = OverfitWatch(len(parts.dataset), enabled=self.accelerator.is_main_process)
         self.iteration = Iteration(
             parts,
             self.accelerator,
@@ -242,6 +244,7 @@ class Trainer:
             f"{loss_line(record, self.iteration.losses)}  "
             f"{record['images_per_sec']:.1f} img/s",
         )
+        self.overfit.observe(self.step, record)
         return record
 
     def evaluate(self) -> dict[str, Any]:
