@@ -3,8 +3,10 @@ CIFAR's errors, folders of image files, and the `classes` convention."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -290,17 +292,95 @@ def test_image_folder_without_images(tmp_path: Path) -> None:
 
 def test_image_folder_unreadable_image_is_named(tmp_path: Path) -> None:
     good = save(tmp_path / "set" / "a.png", Image.new("RGB", (32, 32), (9, 9, 9)))
-    (tmp_path / "set" / "b.png").write_bytes(b"not a png at all")
-    (tmp_path / "set" / "c.png").write_bytes(good.read_bytes()[:60])  # truncated
+    save(tmp_path / "set" / "b.png", Image.new("RGB", (32, 32), (9, 9, 9)))
     dataset = ImageFolderDataset(tmp_path / "set", 8)
     assert dataset[0][0].shape == (3, 8, 8)
-    for index in (1, 2):
-        with pytest.raises(DatasetError) as info:
-            dataset[index]
-        assert f"cannot read image {dataset.files[index]}" in str(info.value)
-        assert "Replace or delete that file" in str(info.value)
+    Path(dataset.files[1]).write_bytes(good.read_bytes()[:60])  # cut short after the listing
+    with pytest.raises(DatasetError) as info:
+        dataset[1]
+    assert f"cannot read image {dataset.files[1]}" in str(info.value)
+    assert "Replace or delete that file" in str(info.value)
     with pytest.raises(DatasetError, match=r"cannot read image .*b\.png"):
-        list(DataLoader(dataset, batch_size=3, num_workers=1))
+        list(DataLoader(dataset, batch_size=2, num_workers=1))
+
+
+EMOJI = Path(__file__).resolve().parents[2] / "shared" / "data" / "emoji" / "google"
+
+
+def listing(folder: Path) -> dict[str, tuple[int, int, float]]:
+    """Every name below `folder` with its mode, size and mtime, read with lstat only."""
+    found = {}
+    for parent, folders, files in os.walk(folder):
+        for name in folders + files:
+            info = os.lstat(os.path.join(parent, name))
+            found[os.path.relpath(os.path.join(parent, name), folder)] = (
+                info.st_mode,
+                info.st_size,
+                info.st_mtime,
+            )
+    return found
+
+
+def test_image_folder_skips_and_lists_what_is_not_an_image_and_never_opens_a_fifo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "emoji"
+    smileys = sorted((EMOJI / "smileys_emotion").glob("*.png"))[:3]
+    animals = sorted((EMOJI / "animals_nature").glob("*.png"))[:2]
+    assert len(smileys) == 3 and len(animals) == 2, f"emoji PNGs missing in {EMOJI}"
+    for folder, sources in (("smileys", smileys), ("animals", animals)):
+        (root / folder).mkdir(parents=True)
+        for source in sources:
+            (root / folder / source.name).write_bytes(source.read_bytes())
+    bad = root / "animals"
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "notes.png").write_text("a text file named .png")
+    (bad / "cut.png").write_bytes(smileys[0].read_bytes()[:400])
+    os.mkfifo(bad / "pipe.png")
+    (bad / "to_pipe.png").symlink_to(bad / "pipe.png")
+    (bad / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "smileys" / "linked.png").symlink_to(root / "smileys" / smileys[1].name)
+    (root / "smileys" / "loop").symlink_to(root)  # a folder link back up: read once
+    before = listing(root)
+
+    built: list[ImageFolderDataset] = []
+    worker = threading.Thread(
+        target=lambda: built.append(ImageFolderDataset(root, 16)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "building the dataset hung (a FIFO was opened?)"
+    (dataset,) = built
+
+    assert [Path(file).name for file in dataset.files] == [
+        *(source.name for source in animals),
+        *sorted([*(source.name for source in smileys), "linked.png"]),
+    ]
+    assert dataset.classes == ["animals", "smileys"]
+    warning = capsys.readouterr().err
+    assert warning.count("gankit: warning:") == 1
+    assert f"image folder {root.resolve()}: skipped 7 file(s) that are not readable" in warning
+    for name, why in {
+        "empty.png": "empty",
+        "notes.png": "not an image in a format PIL reads",
+        "cut.png": "not a readable image",
+        "pipe.png": "a FIFO, not opened",
+        "to_pipe.png": "a link to a FIFO",
+        "gone.png": "a broken link",
+    }.items():
+        assert f"animals/{name} ({why}" in warning, name
+    assert "smileys/loop (a link to a folder already read" in warning
+    assert "training uses the other 6" in warning
+    images = next(iter(DataLoader(dataset, batch_size=6)))[0]
+    assert images.shape == (6, 3, 16, 16) and images.isfinite().all()
+    assert listing(root) == before
+
+
+def test_image_folder_of_only_bad_files_names_them(tmp_path: Path) -> None:
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "empty.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"no images found .*set/?: skipped 1 file.*empty\.png"):
+        ImageFolderDataset(tmp_path / "set", 8)
 
 
 def test_image_folder_loads_in_worker_processes(class_folders: Path) -> None:

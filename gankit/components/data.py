@@ -5,7 +5,6 @@ Every dataset built here carries `classes`, the list of its class names; `num_cl
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,9 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from gankit.components.image_files import find_images, open_image_file
 from gankit.config.registry import DATASETS
-from gankit.core.errors import DatasetError
+from gankit.core.errors import DatasetError, warn
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -297,7 +297,9 @@ def image_folder(
 
 
 class ImageFolderDataset(Dataset):
-    """Image files under `root`, found recursively and decoded when an item is read.
+    """Image files under `root`, found recursively and decoded when an item is read. Files that
+    do not open as images (empty, not an image, cut short, a FIFO or device) are skipped with
+    one warning that lists them (see `image_files.find_images`).
 
     Images in first-level subfolders are labelled by subfolder (class names sorted, like
     torchvision's ImageFolder); images directly in `root` form one class named after `root`.
@@ -328,13 +330,18 @@ class ImageFolderDataset(Dataset):
                 f"image folder {folder} {state}. Point data.root at a folder of images (one "
                 "subfolder per class, or the images directly in it)."
             )
-        found = _find_images(folder, tuple(IMG_EXTENSIONS))
+        listing = find_images(folder, tuple(IMG_EXTENSIONS))
+        found = listing.images
         if not found:
+            unreadable = f"; {listing.describe_skipped(folder)}" if listing.skipped else ""
             raise DatasetError(
                 f"no images found in {folder} (searched it and its subfolders for "
                 f"{', '.join(IMG_EXTENSIONS)}, in any case; names starting with '.' are "
-                "skipped). Put images there or point data.root at the folder that holds them."
+                "skipped). Put images there or point data.root at the folder that holds them"
+                f"{unreadable}."
             )
+        if listing.skipped:
+            warn(listing.describe_skipped(folder))
         loose = [path for path in found if len(path.parts) == 1]
         nested = sorted({path.parts[0] for path in found if len(path.parts) > 1})
         if loose and nested:
@@ -369,28 +376,13 @@ class ImageFolderDataset(Dataset):
         return from_uint8(_fit(pixels, self.size, self.crop)), self.labels[index]
 
 
-def _find_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
-    """Image files under `folder` (relative paths), sorted by path, hidden names skipped."""
-    suffixes = tuple(extension.lower() for extension in extensions)
-    found = []
-    for parent, subfolders, files in os.walk(folder, followlinks=True):
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        relative = Path(parent).relative_to(folder)
-        found.extend(
-            relative / name
-            for name in files
-            if not name.startswith(".") and name.lower().endswith(suffixes)
-        )
-    return sorted(found, key=lambda path: path.parts)
-
-
 def _decode(path: str, channels: int) -> torch.Tensor:
     """The image file as a uint8 (channels, H, W) tensor; 16-bit greyscale scaled to 8 bits."""
     import numpy as np
     from PIL import Image, ImageOps
     from torchvision.transforms.v2.functional import pil_to_tensor
 
-    with Image.open(path) as image:
+    with open_image_file(path) as handle, Image.open(handle) as image:
         ImageOps.exif_transpose(image, in_place=True)
         if image.mode.startswith("I;16"):
             deep = np.asarray(image, dtype=np.float64) / 257.0
