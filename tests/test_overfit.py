@@ -70,7 +70,8 @@ def test_with_ada_on_the_advice_is_to_add_data(capsys: pytest.CaptureFixture[str
     for step, (real, g_loss) in enumerate(MEMORISING, 1):
         watch.observe(step * 100, {"d_loss_real": real, "g_loss": g_loss, "augment_p": 0.97})
     warning = capsys.readouterr().err
-    assert "augmentation is on (augment_p 0.97): add data, or lower augment.target" in warning
+    assert "augmentation is on (augment_p 0.97): add data, or let ADA augment sooner" in warning
+    assert "lower augment.speed_kimg or augment.target" in warning
 
 
 def test_only_the_main_process_warns(capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,8 +67,8 @@ class OverfitWatch:
         advice = (
             "turn on augmentation (augment.name=ada) or add data"
             if augment_p is None
-            else f"augmentation is on (augment_p {augment_p:.2f}): add data, or lower "
-            "augment.target so that ADA augments more"
+            else f"augmentation is on (augment_p {augment_p:.2f}): add data, or let ADA "
+            "augment sooner and more (lower augment.speed_kimg or augment.target)"
         )
         return (
             f"the discriminator tells real images from fakes almost perfectly since step "
