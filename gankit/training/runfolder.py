@@ -166,8 +166,9 @@ def refuse_foreign_entries(run_dir: Path) -> None:
 
 
 def check_run_folder(run_dir: Path) -> None:
-    """Refuse a run folder gankit may not write into: a file, or a non-empty folder that is
-    not a gankit run. Reads only."""
+    """Refuse a run folder gankit may not write into: a file, a non-empty folder that is not a
+    gankit run, or a run whose own names include links (`refuse_foreign_entries`). Reads
+    only; the mark counts by its presence (it is never read)."""
     where = f"output_dir '{run_dir}'"
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(
@@ -217,6 +218,12 @@ def _describe_holder(record: dict | None) -> str:
     except (OverflowError, OSError, ValueError):
         since = "an unknown time"
     return f"pid {record['pid']} on {cut(record['host'], 60)}, since {since}"
+
+
+def _read_start(descriptor: int) -> bytes:
+    """The first bytes of the lock file, as many as a lock record can have and one more."""
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    return os.read(descriptor, LOCK_BYTES + 1)
 
 
 def _open_lock(path: Path) -> tuple[int, bool]:
@@ -271,7 +278,7 @@ class RunLock:
         try:
             self._lock(descriptor, path)
             if not created:
-                data = os.pread(descriptor, LOCK_BYTES + 1, 0)
+                data = _read_start(descriptor)
                 if data.strip() and _holder(data) is None:
                     raise RunFolderError(
                         f"{path} holds data that is not a gankit lock record; gankit does not "
@@ -280,7 +287,8 @@ class RunLock:
                     )
             record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
             os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, json.dumps(record).encode(), 0)
+            os.lseek(descriptor, 0, os.SEEK_SET)
+            os.write(descriptor, json.dumps(record).encode())
         except BaseException:
             os.close(descriptor)
             raise
@@ -293,7 +301,7 @@ class RunLock:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe_holder(_holder(os.pread(descriptor, LOCK_BYTES + 1, 0)))
+            holder = _describe_holder(_holder(_read_start(descriptor)))
             raise RunFolderError(
                 f"output_dir '{self.run_dir}' is in use by another gankit run ({holder}); "
                 "wait for it to finish or stop it, or choose another output_dir"
