@@ -336,6 +336,8 @@ def test_image_folder_skips_and_lists_what_is_not_an_image_and_never_opens_a_fif
     (bad / "empty.png").write_bytes(b"")
     (bad / "notes.png").write_text("a text file named .png")
     (bad / "cut.png").write_bytes(smileys[0].read_bytes()[:400])
+    Image.open(smileys[0]).convert("RGB").save(bad / "whole.jpg")
+    (bad / "cut.jpg").write_bytes((bad / "whole.jpg").read_bytes()[:500])
     os.mkfifo(bad / "pipe.png")
     (bad / "to_pipe.png").symlink_to(bad / "pipe.png")
     (bad / "gone.png").symlink_to(tmp_path / "nowhere.png")
@@ -354,25 +356,27 @@ def test_image_folder_skips_and_lists_what_is_not_an_image_and_never_opens_a_fif
 
     assert [Path(file).name for file in dataset.files] == [
         *(source.name for source in animals),
+        "whole.jpg",
         *sorted([*(source.name for source in smileys), "linked.png"]),
     ]
     assert dataset.classes == ["animals", "smileys"]
     warning = capsys.readouterr().err
     assert warning.count("gankit: warning:") == 1
-    assert f"image folder {root.resolve()}: skipped 7 file(s) that are not readable" in warning
+    assert f"image folder {root.resolve()}: skipped 8 file(s) that are not readable" in warning
     for name, why in {
         "empty.png": "empty",
         "notes.png": "not an image in a format PIL reads",
         "cut.png": "not a readable image",
+        "cut.jpg": "not a readable image",
         "pipe.png": "a FIFO, not opened",
         "to_pipe.png": "a link to a FIFO",
         "gone.png": "a broken link",
     }.items():
         assert f"animals/{name} ({why}" in warning, name
     assert "smileys/loop (a link to a folder already read" in warning
-    assert "training uses the other 6" in warning
-    images = next(iter(DataLoader(dataset, batch_size=6)))[0]
-    assert images.shape == (6, 3, 16, 16) and images.isfinite().all()
+    assert "training uses the other 7" in warning
+    images = next(iter(DataLoader(dataset, batch_size=7)))[0]
+    assert images.shape == (7, 3, 16, 16) and images.isfinite().all()
     assert listing(root) == before
 
 
