@@ -137,6 +137,20 @@ class Registry:
             f"found once that package is installed with a '{PLUGIN_GROUP}' entry point or imported."
         )
 
+    def plugin(self, name: str) -> dict[str, str] | None:
+        """Where a component from outside gankit comes from: its module and, when found, the
+        installed distribution that provides it and its version (so an export can say what to
+        install); None for gankit's own components."""
+        module = getattr(self.get(name).builder, "__module__", None) or ""
+        top = module.partition(".")[0]
+        if not top or top == "gankit":
+            return None
+        source = {"module": module}
+        dist = _distribution(top)
+        if dist is not None:
+            source.update(distribution=dist.metadata["Name"], version=dist.version)
+        return source
+
     def names(self) -> list[str]:
         """Sorted names of every registered component."""
         return sorted(self._entries)
@@ -190,6 +204,19 @@ class Registry:
                 "runtime": {k: _jsonable(v) for k, v in runtime.items()},
             }
         return built
+
+
+def _distribution(top_module: str) -> importlib.metadata.Distribution | None:
+    """The installed distribution that provides the top-level module `top_module`: from the
+    files distributions list, else from the `gankit.plugins` entry point that names it."""
+    names = importlib.metadata.packages_distributions().get(top_module, [])
+    for name in names:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.distribution(name)
+    for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        if entry_point.module.partition(".")[0] == top_module and entry_point.dist is not None:
+            return entry_point.dist
+    return None
 
 
 def _problem(section: str, error: Mapping[str, Any]) -> str:
