@@ -25,7 +25,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gankit.config.params import boolean_for_number, params_from_signature, refuse_booleans
+from gankit.config.params import (
+    boolean_for_number,
+    non_finite,
+    params_from_signature,
+    refuse_booleans,
+)
 from gankit.core.errors import PluginError, RegistryError, did_you_mean, shown
 
 PLUGIN_GROUP = "gankit.plugins"
@@ -192,6 +197,13 @@ class Registry:
             raise RegistryError(
                 f"bad parameters for {self.kind} '{entry.name}': {problems}"
             ) from None
+        infinite = non_finite(params.model_dump(), self.section)
+        if infinite:
+            raise RegistryError(
+                f"bad parameters for {self.kind} '{entry.name}': {', '.join(infinite[:5])} must "
+                f"be {'a finite number' if len(infinite) == 1 else 'finite numbers'}; inf and nan "
+                "are not allowed"
+            )
         try:
             built = entry.builder(**params.model_dump(), **runtime)
         except (ValueError, TypeError) as error:
