@@ -579,3 +579,23 @@ def test_a_config_that_is_a_link_a_fifo_or_huge_is_refused_unopened(saved, tmp_p
     config_file.write_text(json.dumps(config))
     with pytest.raises(ExportError, match=r"is larger than 1,048,576 bytes"):
         gankit.load_generator(saved)
+
+
+def test_only_a_hub_cache_link_into_its_own_blobs_is_followed(saved, tmp_path):
+    repo = tmp_path / "models--someone--tiny"
+    snapshot = repo / "snapshots" / "2c15947f"
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for path in saved.iterdir():
+        blob = repo / "blobs" / hashlib.sha256(path.name.encode()).hexdigest()
+        path.rename(blob)
+        (snapshot / path.name).symlink_to(os.path.relpath(blob, snapshot))
+    gankit.load_generator(snapshot)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_bytes((snapshot / "config.json").read_bytes())
+    (snapshot / "config.json").unlink()
+    (snapshot / "config.json").symlink_to(elsewhere)
+    with pytest.raises(
+        ExportError, match=r"config\.json is a symbolic link; gankit does not follow"
+    ):
+        gankit.load_generator(snapshot)

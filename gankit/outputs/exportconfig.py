@@ -38,7 +38,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
             f"{CONFIG_FILE} and {WEIGHTS_FILE} (e.g. runs/<name>/export/generator)."
         )
     try:
-        config = read_json_object(config_file, what="export config")
+        config = read_json_object(_hub_blob(config_file), what="export config")
     except BoundedReadError as error:
         raise ExportError(f"{error}; {REEXPORT}") from None
     missing = [key for key in ("format_version", "kind", "name", "params") if key not in config]
@@ -74,6 +74,16 @@ def read_config(path: str | Path) -> dict[str, Any]:
             f"cannot be verified and gankit will not load them; {REEXPORT}"
         )
     return config
+
+
+def _hub_blob(path: Path) -> Path:
+    """The file a Hugging Face cache snapshot links to, when `path` is such a link: the one link
+    gankit follows, and only into the blobs folder of the same cached repo."""
+    snapshots = path.parent.parent
+    if not path.is_symlink() or snapshots.name != "snapshots":
+        return path
+    target = path.resolve()
+    return target if target.parent == (snapshots.parent / "blobs").resolve() else path
 
 
 def _hex(text: str) -> bool:
