@@ -20,6 +20,7 @@ import pytest
 import gankit.training.checkpoint
 from gankit.cli import main
 from gankit.config.recipe import load_recipe
+from gankit.core.bounded import BoundedReadError
 from gankit.outputs import files
 from gankit.training.checkpoint import list_checkpoints
 from gankit.training.runfolder import LOCK_FILE, MARK_FILE, open_run_folder
@@ -587,3 +588,79 @@ def test_a_full_disk_under_gankit_sample_is_one_line_with_the_path(
     )
     no_noise(err)
     assert not temp.is_symlink() and list(out.parent.iterdir()) == []
+
+
+# ---- metrics.jsonl read back ----------------------------------------------------------------
+
+
+def test_the_metrics_log_writes_nan_as_null_and_reads_back_within_bounds(tmp_path: Path) -> None:
+    log = files.MetricsLog(tmp_path / "metrics.jsonl")
+    log.write({"step": 1, "d_loss": 0.5, "g_loss": float("nan"), "x": float("inf")})
+    log.write({"step": 2, "d_loss": 0.25, "g_loss": 1.5})
+    assert log.path.read_text().splitlines()[0] == (
+        '{"step": 1, "d_loss": 0.5, "g_loss": null, "x": null}'
+    )
+    with log.path.open("a") as handle:
+        handle.write('{"step": 3, "d_lo')  # a writer killed midway
+    assert [r["step"] for r in log.read()] == [1, 2]
+    assert files.plot_losses(log.read(), tmp_path / "losses.png").is_file()
+    log.truncate_after(1)
+    assert log.path.read_text() == '{"step": 1, "d_loss": 0.5, "g_loss": null, "x": null}\n'
+
+
+@pytest.mark.parametrize(
+    ("line", "found"),
+    [
+        ("garbage", r"line 2, is not valid JSON"),
+        ('{"step": 2, "d_loss": NaN}', r"line 2, holds NaN, which is not a JSON number"),
+        ('{"step": 2, "d_loss": 1e999}', r"line 2, holds a number too large for a float"),
+        ('{"step": 2' + "0" * 5000 + "}", r"line 2, holds an integer of 5001 digits"),
+        ('{"step": 2, "step": 3}', r"line 2, holds the key 'step' given twice"),
+        ('{"step": true}', r"line 2, is not a record with a step"),
+        ("[2]", r"line 2, is not a record with a step"),
+    ],
+)
+def test_a_bad_line_in_the_metrics_log_is_one_error_naming_it(
+    tmp_path: Path, line: str, found: str
+) -> None:
+    log = files.MetricsLog(tmp_path / "metrics.jsonl")
+    log.path.write_text('{"step": 1, "d_loss": 1.0}\n' + line + '\n{"step": 3}\n')
+    before = snapshot(tmp_path)
+    message = rf"^metrics log {log.path}, {found}.*; remove that line, or move the file away"
+    with pytest.raises(BoundedReadError, match=message):
+        log.read()
+    with pytest.raises(BoundedReadError, match=message):
+        log.truncate_after(1)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_metrics_log_that_is_huge_or_a_link_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = files.MetricsLog(tmp_path / "metrics.jsonl")
+    log.path.write_text('{"step": 1}\n' * 100)
+    monkeypatch.setattr(files, "MAX_METRICS_BYTES", 1000)
+    with pytest.raises(BoundedReadError, match=r"is larger than 1,000 bytes"):
+        log.read()
+    log.path.rename(tmp_path / "elsewhere.jsonl")
+    log.path.symlink_to(tmp_path / "elsewhere.jsonl")
+    with pytest.raises(BoundedReadError, match=r"metrics\.jsonl is a symbolic link"):
+        log.read()
+
+
+def test_a_damaged_metrics_log_stops_a_resume_in_one_line(
+    tmp_path: Path, mnist_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert train(capsys, run_dir, "train.steps=2", "train.checkpoint_every=2")[0] == 0
+    metrics = run_dir / "metrics.jsonl"
+    metrics.write_text('{"step": 2, "d_loss": Infinity}\n')
+    code, stderr = train(capsys, run_dir, "train.steps=4", "train.checkpoint_every=2")
+    assert code == 2
+    line = one_error_line(stderr)
+    assert line == (
+        f"gankit: error: metrics log {metrics}, line 1, holds Infinity, which is not a JSON "
+        "number; it is not a file gankit wrote; remove that line, or move the file away (the "
+        "run then starts a new one)"
+    )
+    assert metrics.read_text() == '{"step": 2, "d_loss": Infinity}\n'
