@@ -536,6 +536,7 @@ def test_only_generators_and_discriminators_are_exported(tmp_path):
         ('"format_version": 1' + "0" * 5000, r"holds an integer of 5001 digits"),
         ('"format_version": 99', r"has format version 99, newer than this gankit"),
     ],
+    ids=["true", "string", "zero", "float", "5001-digits", "newer"],
 )
 def test_a_bad_format_version_is_refused(saved, capsys, text, found):
     config_file = saved / "config.json"

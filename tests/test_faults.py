@@ -619,6 +619,7 @@ def test_the_metrics_log_writes_nan_as_null_and_reads_back_within_bounds(tmp_pat
         ('{"step": true}', r"line 2, is not a record with a step"),
         ("[2]", r"line 2, is not a record with a step"),
     ],
+    ids=["garbage", "nan", "overflow", "5001-digits", "key-twice", "bool-step", "list"],
 )
 def test_a_bad_line_in_the_metrics_log_is_one_error_naming_it(
     tmp_path: Path, line: str, found: str
