@@ -596,10 +596,11 @@ def test_a_full_disk_under_gankit_sample_is_one_line_with_the_path(
 def test_the_metrics_log_writes_nan_as_null_and_reads_back_within_bounds(tmp_path: Path) -> None:
     log = files.MetricsLog(tmp_path / "metrics.jsonl")
     log.write({"step": 1, "d_loss": 0.5, "g_loss": float("nan"), "x": float("inf")})
-    log.write({"step": 2, "d_loss": 0.25, "g_loss": 1.5})
-    assert log.path.read_text().splitlines()[0] == (
-        '{"step": 1, "d_loss": 0.5, "g_loss": null, "x": null}'
-    )
+    log.write({"step": 2, "d_loss": 0.25, "g_loss": 1.5, "e": {"a": [float("-inf"), 1.0]}})
+    assert log.path.read_text().splitlines() == [
+        '{"step": 1, "d_loss": 0.5, "g_loss": null, "x": null}',
+        '{"step": 2, "d_loss": 0.25, "g_loss": 1.5, "e": {"a": [null, 1.0]}}',
+    ]
     with log.path.open("a") as handle:
         handle.write('{"step": 3, "d_lo')  # a writer killed midway
     assert [r["step"] for r in log.read()] == [1, 2]

@@ -309,12 +309,19 @@ def _number(value: Any) -> float:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
 
 
+def _finite(value: Any) -> Any:
+    """`value` with NaN and inf (also inside dicts and lists) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _json_line(record: dict[str, Any]) -> str:
-    finite = {
-        key: None if isinstance(value, float) and not math.isfinite(value) else value
-        for key, value in record.items()
-    }
-    return json.dumps(finite, allow_nan=False) + "\n"
+    return json.dumps(_finite(record), allow_nan=False) + "\n"
 
 
 def plot_losses(records: Iterable[dict[str, Any]], path: Path) -> Path | None:
