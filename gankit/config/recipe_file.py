@@ -81,11 +81,7 @@ class RecipeLoader(yaml.SafeLoader):
                 key_node, yaml.ScalarNode
             ):
                 continue
-            try:
-                key = self.construct_object(key_node)
-                hash(key)
-            except (yaml.YAMLError, TypeError):
-                key = (key_node.tag, key_node.value)
+            key = (key_node.tag, key_node.value)  # as written: constructing it comes later
             if key in seen:
                 raise _Duplicate(key_node.value, seen[key], key_node.start_mark)
             seen[key] = key_node.start_mark

@@ -7,6 +7,7 @@ package, that package, so a machine without it is told what to install.
 
 from __future__ import annotations
 
+import os
 import re
 import string
 from pathlib import Path
@@ -82,8 +83,8 @@ def _hub_blob(path: Path) -> Path:
     snapshots = path.parent.parent
     if not path.is_symlink() or snapshots.name != "snapshots":
         return path
-    target = path.resolve()
-    return target if target.parent == (snapshots.parent / "blobs").resolve() else path
+    target = Path(os.path.realpath(path))  # a loop of links stays a link, refused when read
+    return target if target.parent == Path(os.path.realpath(snapshots.parent / "blobs")) else path
 
 
 def _hex(text: str) -> bool:
