@@ -85,9 +85,9 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _write_image(picture: Any, path: Path) -> None:
-    import imageio.v3 as iio
+    from gankit.outputs.files import encode_image
 
-    iio.imwrite(path, picture, extension=path.suffix.lower())
+    path.write_bytes(encode_image(picture, path.suffix.lower()))
 
 
 def _interpolate(args: argparse.Namespace) -> None:

@@ -47,7 +47,11 @@ def test_a_run_exports_cards_with_recipe_step_ema_and_metrics(ring_run):
     assert {"gan", "gankit", "generator", "mlp"} <= set(generator_card.data.tags)
     assert generator_card.data.datasets == ["ring"]
     text = generator_card.text
-    assert "for 3 steps" in text and "exponential moving average (EMA)" in text
+    assert (
+        "This is a generator (`mlp`) trained with [gankit](https://pypi.org/project/gankit/) on "
+        "`ring` for 3 steps. The weights are an exponential moving average (EMA) of the "
+        "generator's weights over training." in text
+    )
     assert 'gankit.load_generator("user/repo")' in text
     assert "![samples drawn with seed 0](samples.png)" in text
     recipe_block = text.split("## Training recipe")[1].split("```")[1]
@@ -65,7 +69,7 @@ def test_a_run_exports_cards_with_recipe_step_ema_and_metrics(ring_run):
     ]
     card = ModelCard.load(discriminator / "README.md")
     assert "discriminator" in card.data.tags and 'gankit.load_model("user/repo")' in card.text
-    assert "The weights are the last" in card.text
+    assert "for 3 steps. The weights are the discriminator's weights at step 3." in card.text
 
 
 def test_the_sample_picture_is_the_generators_seed_0_samples(tmp_path):
@@ -101,3 +105,18 @@ def test_a_users_readme_is_not_replaced_by_an_export(tmp_path):
         gankit.save_model(generator, folder)
     assert (folder / "README.md").read_text() == "my notes"
     assert (folder / "samples.png").read_bytes() == b"my picture"
+
+
+def test_the_card_says_what_the_weights_are_in_plain_sentences():
+    from gankit.outputs.card import model_card
+
+    config = {"kind": "generator", "name": "dcgan28", "params": {}, "format_version": 1}
+    assert "This is a generator (`dcgan28`) trained with [gankit](" in model_card(config)
+    assert "The weights are the trained generator's weights.\n" in model_card(config)
+    one_step = model_card({**config, "step": 1, "dataset": "mnist"})
+    assert "on `mnist` for 1 step. The weights are the generator's weights at step 1.\n" in (
+        one_step
+    )
+    assert "The weights are an exponential moving average (EMA) of the generator's weights" in (
+        model_card({**config, "ema": True})
+    )

@@ -186,3 +186,38 @@ def test_eval_command_names_its_own_option_for_a_missing_folder(tmp_path, mnist_
     assert "MNIST files missing in" in result.stderr
     assert "point --data-root at the folder that holds MNIST/raw/" in result.stderr
     assert "data.download" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "found"),
+    [
+        ('"num_classes": true', r"incomplete \(num_classes True\)"),
+        ('"image_shape": [1, 28, true]', r"incomplete \(image_shape \[1, 28, True\] is not three"),
+        ('"image_shape": [1, 28, 1e9]', r"image_shape .* is not three sizes"),
+        ('"num_classes": 1' + "0" * 5000, r"holds an integer of 5001 digits"),
+        ('"num_classes": 10, "num_classes": 10', r"holds the key 'num_classes' given twice"),
+        ('"num_classes": NaN', r"holds NaN, which is not a JSON number"),
+    ],
+)
+def test_a_bad_classifier_card_is_one_clear_error(tmp_path, change, found):
+    weights = tmp_path / "digits.safetensors"
+    weights.write_bytes(classifier.WEIGHTS.read_bytes())
+    card = json.loads(classifier.CARD.read_text())
+    assert classifier.read_card(classifier.WEIGHTS) == card
+    key = change.split('"')[1]
+    del card[key]
+    text = json.dumps(card)
+    (tmp_path / "digits.json").write_text("{" + change + ", " + text[1:])
+    with pytest.raises(GankitError, match=rf"^--classifier: .*{found}.*; train one with"):
+        classifier.read_card(weights)
+
+
+def test_a_classifier_card_that_is_a_link_is_refused(tmp_path):
+    weights = tmp_path / "digits.safetensors"
+    weights.write_bytes(classifier.WEIGHTS.read_bytes())
+    (tmp_path / "digits.json").symlink_to(classifier.CARD)
+    with pytest.raises(GankitError, match=r"classifier card .*digits\.json is a symbolic link"):
+        classifier.read_card(weights)
+    (tmp_path / "digits.json").unlink()
+    with pytest.raises(GankitError, match=r"has no card digits\.json beside it"):
+        classifier.read_card(weights)

@@ -70,15 +70,32 @@ def saved(tmp_path: Path) -> Path:
 # checksum
 
 
-def test_the_checksum_is_recorded_and_old_exports_without_it_still_load(saved):
+def test_the_checksum_is_recorded_and_an_export_without_it_is_refused(saved, tmp_path, capsys):
     config = json.loads((saved / "config.json").read_text())
     weights = saved / "model.safetensors"
     assert config[export.SHA256_KEY] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert config["format_version"] == export.FORMAT_VERSION == 1
-    del config[export.SHA256_KEY]
-    (saved / "config.json").write_text(json.dumps(config))
-    loaded = gankit.load_generator(saved)
-    assert torch.equal(loaded.sample(2, seed=0), build_generator().eval().sample(2, seed=0))
+    assert torch.equal(
+        gankit.load_generator(saved).sample(2, seed=0), build_generator().eval().sample(2, seed=0)
+    )
+    config_file = saved / "config.json"
+    for checksum, found in [(None, "lacks"), (123, "has no valid"), ("abc", "has no valid")]:
+        if checksum is None:
+            del config[export.SHA256_KEY]
+        else:
+            config[export.SHA256_KEY] = checksum
+        config_file.write_text(json.dumps(config))
+        before = hashes(tmp_path)
+        message = (
+            rf"^{re.escape(str(config_file))} {found} weights_sha256 \(the SHA-256 of "
+            r"model\.safetensors\), so its weights cannot be verified and gankit will not load "
+            r"them; re-export the model with this gankit"
+        )
+        with pytest.raises(ExportError, match=message):
+            gankit.load_generator(saved)
+        assert main(["sample", str(saved), "--out", str(tmp_path / "grid.png")]) == 2
+        assert re.search(message[1:], one_error_line(capsys).removeprefix("gankit: error: "))
+        assert hashes(tmp_path) == before
 
 
 def test_a_flipped_byte_in_the_weights_is_refused(saved, tmp_path, capsys):
@@ -97,10 +114,7 @@ def test_a_flipped_byte_in_the_weights_is_refused(saved, tmp_path, capsys):
     assert re.search(message, one_error_line(capsys))
     assert not out.exists() and hashes(tmp_path) == before
     # the flipped file is still valid safetensors: only the checksum catches it
-    config = json.loads((saved / "config.json").read_text())
-    del config[export.SHA256_KEY]
-    (saved / "config.json").write_text(json.dumps(config))
-    gankit.load_generator(saved)
+    assert export._header(weights)
 
 
 # non-finite weights and samples
@@ -460,3 +474,129 @@ def test_a_failed_rename_puts_the_previous_export_back(saved, tmp_path, monkeypa
         gankit.save_model(build_generator(), saved, step=4)
     assert hashes(tmp_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generator"]
+
+
+# config.json: what it may ask for
+
+
+def rewrite_config(folder: Path, **changes) -> Path:
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text())
+    config.update(changes)
+    config_file.write_text(json.dumps(config))
+    return config_file
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "params"),
+    [
+        ("dataset", "mnist", {"root": "/usr", "download": True}),
+        ("loss", "non_saturating", {}),
+        ("schedule", "alternating", {}),
+        ("regularizer", "r1", {}),
+        (["generator"], "dcgan28", {}),
+    ],
+)
+def test_a_config_of_another_kind_builds_nothing(
+    saved, tmp_path, capsys, monkeypatch, kind, name, params
+):
+    config_file = rewrite_config(saved, kind=kind, name=name, params=params, runtime={})
+    before = hashes(tmp_path)
+
+    def no_build(self, *args, **kwargs):
+        raise AssertionError(f"the {self.kind} registry was asked to build")
+
+    monkeypatch.setattr(Registry, "build", no_build)
+    monkeypatch.setattr(Registry, "get", no_build)
+    message = (
+        rf"^{re.escape(str(config_file))}: kind .* is not what an export holds; gankit exports "
+        r"a generator or a discriminator, and loads nothing else$"
+    )
+    with pytest.raises(ExportError, match=message):
+        gankit.load_model(saved)
+    assert main(["sample", str(saved), "--out", str(tmp_path / "grid.png")]) == 2
+    assert "is not what an export holds" in one_error_line(capsys)
+    assert hashes(tmp_path) == before
+
+
+def test_only_generators_and_discriminators_are_exported(tmp_path):
+    loss = gankit.LOSSES.build({"name": "non_saturating"})
+    with pytest.raises(ExportError, match="a loss is not exported; gankit exports a generator"):
+        gankit.save_model(loss, tmp_path / "loss")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ('"format_version": true', r"format_version is True, not a format version"),
+        ('"format_version": "1"', r"format_version is '1', not a format version"),
+        ('"format_version": 0', r"format_version is 0, not a format version"),
+        ('"format_version": 1.0', r"format_version is 1\.0, not a format version"),
+        ('"format_version": 1' + "0" * 5000, r"holds an integer of 5001 digits"),
+        ('"format_version": 99', r"has format version 99, newer than this gankit"),
+    ],
+    ids=["true", "string", "zero", "float", "5001-digits", "newer"],
+)
+def test_a_bad_format_version_is_refused(saved, capsys, text, found):
+    config_file = saved / "config.json"
+    config = json.loads(config_file.read_text())
+    del config["format_version"]
+    config_file.write_text("{" + text + ", " + json.dumps(config)[1:])
+    with pytest.raises(ExportError, match=found):
+        gankit.load_generator(saved)
+    assert main(["sample", str(saved), "--out", str(saved.parent / "grid.png")]) == 2
+    assert re.search(found, one_error_line(capsys))
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999"])
+def test_a_non_finite_parameter_in_the_config_is_refused(saved, capsys, number):
+    config_file = saved / "config.json"
+    text = config_file.read_text()
+    config_file.write_text(re.sub(r'"bn_eps": [^,}\s]+', f'"bn_eps": {number}', text))
+    assert config_file.read_text() != text
+    with pytest.raises(ExportError, match=rf"^export config {re.escape(str(config_file))} holds"):
+        gankit.load_generator(saved)
+    assert main(["sample", str(saved), "--out", str(saved.parent / "grid.png")]) == 2
+    assert "not a file gankit wrote" in one_error_line(capsys)
+
+
+def test_a_config_that_is_a_link_a_fifo_or_huge_is_refused_unopened(saved, tmp_path):
+    config_file = saved / "config.json"
+    real = tmp_path / "real.json"
+    config_file.rename(real)
+    config_file.symlink_to(real)
+    with pytest.raises(ExportError, match="is a symbolic link; gankit does not follow links"):
+        gankit.load_generator(saved)
+    config_file.unlink()
+    os.mkfifo(config_file)  # opening it for reading would block forever
+    with pytest.raises(ExportError, match="is not a regular file"):
+        gankit.load_generator(saved)
+    with pytest.raises(ExportError, match="is not a gankit export"):
+        gankit.save_model(build_generator(), saved)  # nor is a folder holding one replaced
+    config_file.unlink()
+    config = json.loads(real.read_text())
+    config["padding"] = "x" * (2 << 20)
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ExportError, match=r"is larger than 1,048,576 bytes"):
+        gankit.load_generator(saved)
+
+
+def test_only_a_hub_cache_link_into_its_own_blobs_is_followed(saved, tmp_path):
+    repo = tmp_path / "models--someone--tiny"
+    snapshot = repo / "snapshots" / "2c15947f"
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for path in saved.iterdir():
+        blob = repo / "blobs" / hashlib.sha256(path.name.encode()).hexdigest()
+        path.rename(blob)
+        (snapshot / path.name).symlink_to(os.path.relpath(blob, snapshot))
+    gankit.load_generator(snapshot)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_bytes((snapshot / "config.json").read_bytes())
+    (snapshot / "config.json").unlink()
+    (snapshot / "config.json").symlink_to(elsewhere)
+    with pytest.raises(
+        ExportError, match=r"config\.json is a symbolic link; gankit does not follow"
+    ):
+        gankit.load_generator(snapshot)

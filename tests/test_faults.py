@@ -20,6 +20,7 @@ import pytest
 import gankit.training.checkpoint
 from gankit.cli import main
 from gankit.config.recipe import load_recipe
+from gankit.core.bounded import BoundedReadError
 from gankit.outputs import files
 from gankit.training.checkpoint import list_checkpoints
 from gankit.training.runfolder import LOCK_FILE, MARK_FILE, open_run_folder
@@ -476,3 +477,192 @@ def test_the_gif_reads_back_whole_with_every_grid(tmp_path: Path) -> None:
     assert frames.shape == (4, 29, 29)
     for frame, grid in zip(frames, grids, strict=True):
         assert (frame == grid).all()
+
+
+# ---- image outputs: damaged grids of earlier runs, full disks -------------------------------
+
+FULL = "0d15c0ff"  # the random part of the temporary names in these tests
+
+
+@pytest.fixture
+def disk_full_at(monkeypatch: pytest.MonkeyPatch):
+    """Returns a function that makes writes to the temporary name of `path` (and so the file
+    being published there) fail with the OS's own ENOSPC: the name is a link to /dev/full."""
+    monkeypatch.setattr("secrets.token_hex", lambda nbytes=None: FULL)
+
+    def fill(path: Path, suffix: str = "") -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.parent / f".{path.name}.tmp-{os.getpid()}-{FULL}{suffix}"
+        temp.symlink_to("/dev/full")
+        return temp
+
+    return fill
+
+
+def no_noise(err: str) -> None:
+    import gc
+
+    gc.collect()  # an image writer left half-closed would complain from __del__ now
+    assert "Exception ignored" not in err and "Traceback" not in err, err
+
+
+def test_damaged_grids_of_an_earlier_run_are_left_out_of_the_gif(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    grids = [rng.integers(0, 256, (29, 29), dtype=np.uint8) for _ in range(3)]
+    for step, grid in zip((2, 4, 8), grids, strict=True):
+        files.save_image(grid, files.sample_path(tmp_path, step))
+    samples = tmp_path / "samples"
+    (samples / "step_0000003.png").write_bytes((samples / "step_0000002.png").read_bytes()[:200])
+    (samples / "step_0000005.png").write_bytes(b"not a picture")
+    (samples / "step_0000006.png").symlink_to(samples / "step_0000002.png")
+    files.save_image(grids[0][:10], samples / "step_0000007.png")  # another run's size
+    frames = iio.imread(files.write_gif(tmp_path), index=None)
+    assert frames.shape == (3, 29, 29)
+    for frame, grid in zip(frames, grids, strict=True):
+        assert (frame == grid).all()
+    warnings = capfd.readouterr().err.splitlines()
+    assert len(warnings) == 4, warnings
+    for step, found in [
+        (3, "is not a readable PNG (image file is truncated)"),
+        (5, "is not a readable PNG"),
+        (6, "is a symbolic link"),
+        (7, "is (10, 29), not (29, 29) as the last grid"),
+    ]:
+        (line,) = [w for w in warnings if f"step_{step:07d}.png" in w]
+        assert line.startswith("gankit: warning: ") and found in line, line
+        assert line.endswith("left out of samples.gif"), line
+
+
+@pytest.mark.parametrize("output", ["grid", "gif", "loss plot"])
+def test_a_full_disk_while_writing_an_image_is_one_line_and_leaves_nothing(
+    tmp_path: Path, disk_full_at, capfd: pytest.CaptureFixture[str], output: str
+) -> None:
+    grid = np.full((29, 29), 7, dtype=np.uint8)
+    files.save_image(grid, files.sample_path(tmp_path, 2))
+    records = [{"step": 2, "d_loss": 1.0, "g_loss": 2.0}]
+    files.plot_losses(records, tmp_path / files.LOSS_PLOT_FILE)
+    files.write_gif(tmp_path)
+    before = snapshot(tmp_path)
+    target, write, what = {
+        "grid": (
+            files.sample_path(tmp_path, 2),
+            lambda: files.save_image(grid, files.sample_path(tmp_path, 2)),
+            "the sample grid",
+        ),
+        "gif": (tmp_path / files.GIF_FILE, lambda: files.write_gif(tmp_path), "the GIF"),
+        "loss plot": (
+            tmp_path / files.LOSS_PLOT_FILE,
+            lambda: files.plot_losses(records * 2, tmp_path / files.LOSS_PLOT_FILE),
+            "the loss plot",
+        ),
+    }[output]
+    temp = disk_full_at(target)
+    with pytest.raises(files.OutputWriteError) as caught:
+        write()
+    assert caught.value.errno == errno.ENOSPC
+    assert str(caught.value).startswith(f"could not write {what}")
+    assert str(caught.value).endswith(
+        f"{target}: No space left on device; nothing half-written was left there; free disk "
+        f"space in {target.parent} and run the command again"
+    )
+    assert not temp.is_symlink() and snapshot(tmp_path) == before  # the old file is intact
+    no_noise(capfd.readouterr().err)
+
+
+def test_a_full_disk_under_gankit_sample_is_one_line_with_the_path(
+    tmp_path: Path, disk_full_at, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import gankit
+
+    spec = {"name": "mlp", "hidden": 8, "depth": 1, "z_dim": 4}
+    export = gankit.save_model(gankit.GENERATORS.build(spec, image_shape=(1, 5, 5)), tmp_path / "g")
+    out = tmp_path / "pictures" / "grid.png"
+    temp = disk_full_at(out, ".png")
+    assert main(["sample", str(export), "--out", str(out)]) == 2
+    err = capfd.readouterr().err
+    assert err == (
+        f"gankit: error: could not write --out {out}: No space left on device; nothing "
+        f"half-written was left there; free disk space in {out.parent} or choose another --out\n"
+    )
+    no_noise(err)
+    assert not temp.is_symlink() and list(out.parent.iterdir()) == []
+
+
+# ---- metrics.jsonl read back ----------------------------------------------------------------
+
+
+def test_the_metrics_log_writes_nan_as_null_and_reads_back_within_bounds(tmp_path: Path) -> None:
+    log = files.MetricsLog(tmp_path / "metrics.jsonl")
+    log.write({"step": 1, "d_loss": 0.5, "g_loss": float("nan"), "x": float("inf")})
+    log.write({"step": 2, "d_loss": 0.25, "g_loss": 1.5, "e": {"a": [float("-inf"), 1.0]}})
+    assert log.path.read_text().splitlines() == [
+        '{"step": 1, "d_loss": 0.5, "g_loss": null, "x": null}',
+        '{"step": 2, "d_loss": 0.25, "g_loss": 1.5, "e": {"a": [null, 1.0]}}',
+    ]
+    with log.path.open("a") as handle:
+        handle.write('{"step": 3, "d_lo')  # a writer killed midway
+    assert [r["step"] for r in log.read()] == [1, 2]
+    assert files.plot_losses(log.read(), tmp_path / "losses.png").is_file()
+    log.truncate_after(1)
+    assert log.path.read_text() == '{"step": 1, "d_loss": 0.5, "g_loss": null, "x": null}\n'
+
+
+@pytest.mark.parametrize(
+    ("line", "found"),
+    [
+        ("garbage", r"line 2, is not valid JSON"),
+        ('{"step": 2, "d_loss": NaN}', r"line 2, holds NaN, which is not a JSON number"),
+        ('{"step": 2, "d_loss": 1e999}', r"line 2, holds a number too large for a float"),
+        ('{"step": 2' + "0" * 5000 + "}", r"line 2, holds an integer of 5001 digits"),
+        ('{"step": 2, "step": 3}', r"line 2, holds the key 'step' given twice"),
+        ('{"step": true}', r"line 2, is not a record with a step"),
+        ("[2]", r"line 2, is not a record with a step"),
+    ],
+    ids=["garbage", "nan", "overflow", "5001-digits", "key-twice", "bool-step", "list"],
+)
+def test_a_bad_line_in_the_metrics_log_is_one_error_naming_it(
+    tmp_path: Path, line: str, found: str
+) -> None:
+    log = files.MetricsLog(tmp_path / "metrics.jsonl")
+    log.path.write_text('{"step": 1, "d_loss": 1.0}\n' + line + '\n{"step": 3}\n')
+    before = snapshot(tmp_path)
+    message = rf"^metrics log {log.path}, {found}.*; remove that line, or move the file away"
+    with pytest.raises(BoundedReadError, match=message):
+        log.read()
+    with pytest.raises(BoundedReadError, match=message):
+        log.truncate_after(1)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_metrics_log_that_is_huge_or_a_link_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = files.MetricsLog(tmp_path / "metrics.jsonl")
+    log.path.write_text('{"step": 1}\n' * 100)
+    monkeypatch.setattr(files, "MAX_METRICS_BYTES", 1000)
+    with pytest.raises(BoundedReadError, match=r"is larger than 1,000 bytes"):
+        log.read()
+    log.path.rename(tmp_path / "elsewhere.jsonl")
+    log.path.symlink_to(tmp_path / "elsewhere.jsonl")
+    with pytest.raises(BoundedReadError, match=r"metrics\.jsonl is a symbolic link"):
+        log.read()
+
+
+def test_a_damaged_metrics_log_stops_a_resume_in_one_line(
+    tmp_path: Path, mnist_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert train(capsys, run_dir, "train.steps=2", "train.checkpoint_every=2")[0] == 0
+    metrics = run_dir / "metrics.jsonl"
+    metrics.write_text('{"step": 2, "d_loss": Infinity}\n')
+    code, stderr = train(capsys, run_dir, "train.steps=4", "train.checkpoint_every=2")
+    assert code == 2
+    line = one_error_line(stderr)
+    assert line == (
+        f"gankit: error: metrics log {metrics}, line 1, holds Infinity, which is not a JSON "
+        "number; it is not a file gankit wrote; remove that line, or move the file away (the "
+        "run then starts a new one)"
+    )
+    assert metrics.read_text() == '{"step": 2, "d_loss": Infinity}\n'

@@ -536,3 +536,43 @@ def test_a_plugin_loss_regularizer_and_augmentation_train(
     assert re.search(r"g_loss [\d.]+ \(fake [\d.]+, real [\d.]+\)", result.stdout), result.stdout
     listed = gankit_cli("list", "augment", plugins=[modern_plugin], cwd=tmp_path)
     assert "plugin_vflip" in listed.stdout and "diffaugment" in listed.stdout
+
+
+# Exports of a plugin's components --------------------------------------------------------------
+
+
+def test_an_export_names_the_package_its_generator_came_from(
+    user_plugin: Path, fresh_plugin_state: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import gankit
+    from gankit.core.errors import ExportError
+
+    fresh_plugin_state.syspath_prepend(str(user_plugin))
+    generator = gankit.GENERATORS.build({"name": "dcgan28_user_test"}, image_shape=(1, 28, 28))
+    folder = gankit.save_model(generator, tmp_path / "generator")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["plugin"] == {
+        "module": USER_MODULE,
+        "distribution": "gankit-user-plugin",
+        "version": "1.0",
+    }
+    assert gankit.load_generator(folder).sample(2).shape == (2, 1, 28, 28)
+    builtin = gankit.save_model(
+        gankit.GENERATORS.build({"name": "mlp"}, image_shape=(2,)), tmp_path / "mlp"
+    )
+    assert "plugin" not in json.loads((builtin / "config.json").read_text())
+
+    gankit.GENERATORS.unregister("dcgan28_user_test")  # as on a machine without the package
+    with pytest.raises(
+        ExportError,
+        match=rf"^the generator 'dcgan28_user_test' exported in '{re.escape(str(folder))}' comes "
+        r"from the package gankit-user-plugin, which is not installed here \(or no longer "
+        r"registers it\): install it \(pip install gankit-user-plugin; version 1\.0 made this "
+        r"export\) and load again$",
+    ):
+        gankit.load_generator(folder)
+    config["plugin"] = {"module": "gankit_user_plugin"}  # no distribution found at export
+    config["plugin"]["distribution"] = "evil; rm -rf /"  # not a distribution name: not advised
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match=r"comes from the module 'gankit_user_plugin', which"):
+        gankit.load_generator(folder)

@@ -293,6 +293,40 @@ def test_a_recipe_within_the_bounds_that_uses_aliases_still_loads(tmp_path: Path
     assert recipe.optim.discriminator.lr == 1e-4
 
 
+def test_a_key_given_twice_is_an_error_naming_both_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "twice.yaml"
+    lines = reference_text().splitlines()
+    at = lines.index("train:")
+    path.write_text("\n".join([*lines, "train:", "  steps: 5"]) + "\n")
+    err = one_line_error(capsys, str(path))
+    assert err == (
+        f"gankit: error: recipe '{path}': key 'train' at line {len(lines) + 1} is given twice "
+        f"(first at line {at + 1}); keep one of them\n"
+    )
+    nested = "optim:\n  generator:\n    lr: 1.0e-4\n    betas: [0.5, 0.99]\n    lr: 2.0e-4\n"
+    path.write_text(reference_text().replace("optim:\n", "unused:\n") + nested)
+    start = len(reference_text().splitlines())
+    err = one_line_error(capsys, str(path))
+    assert f"key 'lr' at line {start + 5} is given twice (first at line {start + 3})" in err
+    err = one_line_error(capsys, REF, "optim.generator={lr: 1, lr: 2}")
+    assert "override 'optim.generator={lr: 1, lr: 2}': key 'lr' at line 1 is given twice" in err
+
+
+def test_keys_merged_in_may_be_overridden_at_any_depth(tmp_path: Path) -> None:
+    # `tuned` overrides a merged `lr`; merging `tuned` again must not read that as a duplicate
+    path = tmp_path / "merged.yaml"
+    path.write_text(
+        "base: &base {lr: 1.0e-4, betas: [0.5, 0.99]}\n"
+        "tuned: &tuned {<<: *base, lr: 3.0e-4}\n"
+        + reference_text(optim="{generator: {<<: *tuned, eps: 1.0e-7}, discriminator: *tuned}")
+    )
+    raw = read_recipe_file(path)
+    assert raw["optim"]["generator"] == {"lr": 3e-4, "betas": [0.5, 0.99], "eps": 1e-7}
+    assert raw["optim"]["discriminator"] == {"lr": 3e-4, "betas": [0.5, 0.99]}
+
+
 # ---- echoed values are cut --------------------------------------------------------------
 
 

@@ -348,3 +348,25 @@ def test_builder_type_error_becomes_a_registry_error(gizmos: Registry) -> None:
 def test_a_name_that_is_not_a_string_is_a_registry_error(widgets: Registry) -> None:
     with pytest.raises(RegistryError, match=r"unknown widget \['a'\] at widget\.name"):
         widgets.build({"name": ["a"]})
+
+
+@pytest.mark.parametrize("value", [float("inf"), "inf", "Infinity"])
+def test_non_finite_parameters_are_refused_before_building(value: object) -> None:
+    with pytest.raises(RegistryError) as caught:
+        GENERATORS.build({"name": "dcgan28", "width": 4, "bn_eps": value}, image_shape=(1, 28, 28))
+    assert str(caught.value) == (
+        "bad parameters for generator 'dcgan28': generator.bn_eps must be a finite number; inf "
+        "and nan are not allowed"
+    )
+
+
+def test_non_finite_numbers_inside_parameters_are_refused(widgets: Registry) -> None:
+    @widgets.register("pair")
+    def pair(betas: tuple[float, float] = (0.5, 0.9)) -> tuple[float, float]:
+        return betas
+
+    assert widgets.build({"name": "pair", "betas": [0.1, 0.2]}) == (0.1, 0.2)
+    with pytest.raises(RegistryError, match=r"widget\.betas\[1\] must be a finite number"):
+        widgets.build({"name": "pair", "betas": [0.1, float("inf")]})
+    with pytest.raises(RegistryError, match=r"widget\.betas\[0\], widget\.betas\[1\] must be fin"):
+        widgets.build({"name": "pair", "betas": [float("nan"), float("-inf")]})

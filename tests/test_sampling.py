@@ -131,3 +131,38 @@ def test_interpolate_writes_an_mp4_of_the_walk(tmp_path):
     assert main([*argv[:-1], "4", "--n", "4", "--out", str(tmp_path / "other.gif")]) == 0
     other = iio.imread(tmp_path / "other.gif", index=None).astype(float)
     assert error < 5 < 10 < abs(mp4[:, :height, :width, 0] - other).mean()  # lossy, same walk
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_a_full_disk_under_interpolate_is_one_line_and_leaves_nothing(
+    tmp_path, capfd, monkeypatch, suffix
+):
+    """The temporary file is a link to /dev/full, so every write to it fails with the OS's own
+    ENOSPC (ffmpeg's included, which it reports only on its stderr)."""
+    import gc
+    import os
+
+    export = gankit.save_model(tiny(), tmp_path / "generator")
+    monkeypatch.setattr("secrets.token_hex", lambda nbytes=None: "0d15c0ff")
+    out = tmp_path / "walks" / f"walk{suffix}"
+    out.parent.mkdir()
+    temp = out.parent / f".{out.name}.tmp-{os.getpid()}-0d15c0ff{suffix}"
+    temp.symlink_to("/dev/full")
+    argv = ["interpolate", str(export), "--points", "2", "--steps", "2", "--n", "2"]
+    assert main([*argv, "--out", str(out)]) == 2
+    gc.collect()
+    err = capfd.readouterr().err
+    reason = {
+        ".gif": "No space left on device",
+        ".mp4": "ffmpeg could not write a complete MP4 (a full disk or a folder that cannot be "
+        "written are the usual causes)",
+    }[suffix]
+    advice = {
+        ".gif": f"free disk space in {out.parent} or choose another --out",
+        ".mp4": f"check that {out.parent} is writable and has free space",
+    }[suffix]
+    assert err == (
+        f"gankit: error: could not write --out {out}: {reason}; nothing half-written was left "
+        f"there; {advice}\n"
+    )
+    assert list(out.parent.iterdir()) == []

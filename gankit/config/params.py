@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import math
 import sys
 import types
 from collections.abc import Callable, Collection, Mapping
@@ -202,3 +203,15 @@ def boolean_for_number(problem: Mapping[str, Any]) -> str | None:
     if problem["type"] in NUMBER_ERRORS and isinstance(value, bool):
         return f"takes a number, not {str(value).lower()}"
     return None
+
+
+def non_finite(value: Any, path: str) -> list[str]:
+    """Key paths (`generator.bn_eps`, `x.betas[1]`) of the inf and nan floats in a plain value
+    (dicts, lists, tuples), such as a params model's `model_dump()`."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [path]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in non_finite(item, f"{path}.{key}")]
+    if isinstance(value, list | tuple):
+        return [p for index, item in enumerate(value) for p in non_finite(item, f"{path}[{index}]")]
+    return []

@@ -37,6 +37,14 @@ class _TooManyMerged(yaml.MarkedYAMLError):
     """YAML whose merge keys (`<<: *name`) copy more than MAX_VALUES keys in all."""
 
 
+class _Duplicate(yaml.MarkedYAMLError):
+    """A mapping that gives the same key twice."""
+
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__(None, None, None, again)
+        self.key, self.first = key, first
+
+
 class _Unconvertible(ConstructorError):
     """A scalar of a known type that Python cannot convert."""
 
@@ -50,6 +58,7 @@ class RecipeLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
         self._merged = 0
+        self._checked: set[int] = set()  # mappings whose own keys were checked for duplicates
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self._depth >= MAX_DEPTH:
@@ -60,7 +69,25 @@ class RecipeLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def _check_duplicates(self, node: yaml.MappingNode) -> None:
+        """Refuse a key written twice in one mapping. Keys merged in with `<<` are not counted:
+        the mapping's own keys override them, as YAML intends."""
+        if id(node) in self._checked:  # flattened before: merged keys are in its value now
+            return
+        self._checked.add(id(node))
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                key_node, yaml.ScalarNode
+            ):
+                continue
+            key = (key_node.tag, key_node.value)  # as written: constructing it comes later
+            if key in seen:
+                raise _Duplicate(key_node.value, seen[key], key_node.start_mark)
+            seen[key] = key_node.start_mark
+
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        self._check_duplicates(node)
         # Each `<<` copies the merged mappings' keys, so repeated merges of merges multiply
         # them: count the copies before PyYAML makes them (the merged ones flattened first).
         for key_node, value_node in node.value:
@@ -124,6 +151,11 @@ def _load(text: str, source: str) -> Any:
             f"{source} merges more than {MAX_VALUES:,} keys with '<<'{_at(error.problem_mark)}, "
             "counting a mapping again each time it is merged; a recipe needs a few: merge "
             "fewer or smaller mappings"
+        ) from None
+    except _Duplicate as error:
+        raise RecipeError(
+            f"{source}: key {shown(error.key, 40)} at line {error.problem_mark.line + 1} is given "
+            f"twice (first at line {error.first.line + 1}); keep one of them"
         ) from None
     except RecursionError:
         raise _too_deep(source, "") from None

@@ -25,7 +25,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gankit.config.params import boolean_for_number, params_from_signature, refuse_booleans
+from gankit.config.params import (
+    boolean_for_number,
+    non_finite,
+    params_from_signature,
+    refuse_booleans,
+)
 from gankit.core.errors import PluginError, RegistryError, did_you_mean, shown
 
 PLUGIN_GROUP = "gankit.plugins"
@@ -137,6 +142,20 @@ class Registry:
             f"found once that package is installed with a '{PLUGIN_GROUP}' entry point or imported."
         )
 
+    def plugin(self, name: str) -> dict[str, str] | None:
+        """Where a component from outside gankit comes from: its module and, when found, the
+        installed distribution that provides it and its version (so an export can say what to
+        install); None for gankit's own components."""
+        module = getattr(self.get(name).builder, "__module__", None) or ""
+        top = module.partition(".")[0]
+        if not top or top == "gankit":
+            return None
+        source = {"module": module}
+        dist = _distribution(top)
+        if dist is not None:
+            source.update(distribution=dist.metadata["Name"], version=dist.version)
+        return source
+
     def names(self) -> list[str]:
         """Sorted names of every registered component."""
         return sorted(self._entries)
@@ -178,6 +197,13 @@ class Registry:
             raise RegistryError(
                 f"bad parameters for {self.kind} '{entry.name}': {problems}"
             ) from None
+        infinite = non_finite(params.model_dump(), self.section)
+        if infinite:
+            raise RegistryError(
+                f"bad parameters for {self.kind} '{entry.name}': {', '.join(infinite[:5])} must "
+                f"be {'a finite number' if len(infinite) == 1 else 'finite numbers'}; inf and nan "
+                "are not allowed"
+            )
         try:
             built = entry.builder(**params.model_dump(), **runtime)
         except (ValueError, TypeError) as error:
@@ -190,6 +216,19 @@ class Registry:
                 "runtime": {k: _jsonable(v) for k, v in runtime.items()},
             }
         return built
+
+
+def _distribution(top_module: str) -> importlib.metadata.Distribution | None:
+    """The installed distribution that provides the top-level module `top_module`: from the
+    files distributions list, else from the `gankit.plugins` entry point that names it."""
+    names = importlib.metadata.packages_distributions().get(top_module, [])
+    for name in names:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.distribution(name)
+    for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        if entry_point.module.partition(".")[0] == top_module and entry_point.dist is not None:
+            return entry_point.dist
+    return None
 
 
 def _problem(section: str, error: Mapping[str, Any]) -> str:

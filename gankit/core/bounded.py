@@ -135,10 +135,21 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise _Refused(f"the key {cut(key, 40)!r} given twice")
         if len(key) > MAX_STRING:
             raise _Refused(f"a key of {len(key):,} characters")
-        if isinstance(value, str) and len(value) > MAX_STRING:
-            raise _Refused(f"a string of {len(value):,} characters under {cut(key, 40)!r}")
+        _check_strings(value, key)
         result[key] = value
     return result
+
+
+def _check_strings(value: Any, key: str) -> None:
+    """Refuse a string longer than MAX_STRING in `value` or the lists inside it (the objects
+    inside were checked as they were made)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and len(item) > MAX_STRING:
+            raise _Refused(f"a string of {len(item):,} characters under {cut(key, 40)!r}")
+        if isinstance(item, list):
+            pending.extend(item)
 
 
 def parse_json(text: str | bytes, *, where: str) -> Any:
@@ -160,12 +171,12 @@ def parse_json(text: str | bytes, *, where: str) -> Any:
             parse_constant=_parse_constant,
             object_pairs_hook=_pairs,
         )
+        if not isinstance(value, dict):  # an object's strings were checked as it was made
+            _check_strings(value, "the top level")
     except _Refused as error:
         raise BoundedReadError(f"{where} holds {error}; it is not a file gankit wrote") from None
     except (json.JSONDecodeError, RecursionError) as error:
         raise BoundedReadError(f"{where} is not valid JSON ({cut(str(error), 120)})") from None
-    if isinstance(value, str) and len(value) > MAX_STRING:
-        raise BoundedReadError(f"{where} is a string of {len(value):,} characters")
     return value
 
 

@@ -9,7 +9,6 @@ classifier metrics use a small CNN trained on the dataset itself (`gankit classi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,12 +18,14 @@ import torch
 from safetensors.torch import load_model
 from torch import nn
 
-from gankit.core.errors import GankitError
+from gankit.core.bounded import BoundedReadError, read_json_object, strict_int
+from gankit.core.errors import GankitError, shown
 from gankit.outputs.export import file_sha256
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 WEIGHTS = ASSETS / "mnist_classifier.safetensors"
 CARD = ASSETS / "mnist_classifier.json"
+MAX_SIDE = 1 << 16  # a card's image sizes, far above any a classifier here takes
 CARD_FORMAT = "gankit-classifier"  # marks a card (and its weights) as written by gankit
 
 
@@ -101,24 +102,39 @@ def read_card(weights: str | Path, setting: str = "--classifier") -> dict[str, A
     fix = "train one with `gankit classifier train DATASET --out FILE.safetensors`"
     if not weights.is_file():
         raise GankitError(f"{setting}: classifier weights {weights} not found; {fix}")
-    try:
-        card = json.loads(card_file.read_text())
-        shape = tuple(int(side) for side in card["image_shape"])
-        if not isinstance(card["num_classes"], int) or len(shape) != 3:
-            raise ValueError("bad num_classes or image_shape")
-        card["image_shape"] = list(shape)
-        str(card["sha256"]), str(card["dataset"])
-    except FileNotFoundError:
+    if not (card_file.exists() or card_file.is_symlink()):
         raise GankitError(
             f"{setting}: {weights} has no card {card_file.name} beside it (it says how the "
             f"classifier was trained); {fix}"
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        )
+    try:
+        card = read_json_object(card_file, what=f"{setting}: classifier card")
+    except BoundedReadError as error:
+        raise GankitError(f"{error}; {fix}") from None
+    shape, classes = card.get("image_shape"), card.get("num_classes")
+    problems = [
+        *([] if _shape(shape) else [f"image_shape {shown(shape)} is not three sizes"]),
+        *([] if strict_int(classes) and classes > 0 else [f"num_classes {shown(classes)}"]),
+        *[
+            f"{key} is missing"
+            for key in ("sha256", "dataset")
+            if not isinstance(card.get(key), str)
+        ],
+    ]
+    if problems:
         raise GankitError(
-            f"{setting}: classifier card {card_file} is unreadable or incomplete "
-            f"({type(error).__name__}: {error}); {fix}"
-        ) from None
+            f"{setting}: classifier card {card_file} is incomplete ({'; '.join(problems)}); {fix}"
+        )
     return card
+
+
+def _shape(value: Any) -> bool:
+    """Whether `value` is a (C, H, W) list of sizes from 1 to MAX_SIDE."""
+    return (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(strict_int(side) and 0 < side <= MAX_SIDE for side in value)
+    )
 
 
 @dataclass(frozen=True)
@@ -179,7 +195,7 @@ def weights_sha256() -> str:
 
 def card() -> dict[str, Any]:
     """How the shipped MNIST weights were trained and their test accuracy."""
-    return json.loads(CARD.read_text())
+    return read_json_object(CARD, what="shipped classifier card")
 
 
 def load_classifier(device: str | torch.device = "cpu") -> ImageClassifier:

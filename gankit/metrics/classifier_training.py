@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gankit._version import __version__
 from gankit.core.atomic import atomic_file
+from gankit.core.bounded import BoundedReadError, read_json_object
 from gankit.core.errors import GankitError
 from gankit.metrics.classifier import CARD_FORMAT, ImageClassifier, card_path, file_sha256
 from gankit.metrics.reference import RealImages, has_split, held_out, read_split
@@ -44,9 +45,9 @@ def check_replaceable(out: Path) -> None:
     if not (out.exists() or card.exists()):
         return
     try:
-        written = json.loads(card.read_text())
+        written = read_json_object(card, what="classifier card")
         ours = written.get("format") == CARD_FORMAT and written.get("weights") == out.name
-    except (OSError, ValueError, AttributeError):
+    except BoundedReadError:
         ours = False
     if not ours:
         raise GankitError(

@@ -86,13 +86,18 @@ def model_card(
     the latest evaluation `metrics` and, with `samples`, the sample grid written beside it."""
     kind, name = config["kind"], config["name"]
     title = f"{recipe['name']}: {kind}" if recipe and recipe.get("name") else f"gankit {kind}"
-    article = "an" if name[:1].lower() in "aeio" else "a"
-    facts = [f"{article} `{name}` {kind} trained with [gankit](https://pypi.org/project/gankit/)"]
+    facts = [f"a {kind} (`{name}`) trained with [gankit](https://pypi.org/project/gankit/)"]
     if config.get("dataset"):
         facts.append(f"on `{config['dataset']}`")
-    if config.get("step") is not None:
-        facts.append(f"for {config['step']} steps")
-    ema = "an exponential moving average (EMA) of" if config.get("ema") else "the last"
+    step = config.get("step")
+    if step is not None:
+        facts.append(f"for {step} step{'' if step == 1 else 's'}")
+    if config.get("ema"):
+        weights = f"an exponential moving average (EMA) of the {kind}'s weights over training"
+    elif step is not None:
+        weights = f"the {kind}'s weights at step {step}"
+    else:
+        weights = f"the trained {kind}'s weights"
     lines = [
         "---",
         yaml.safe_dump(metadata(config), sort_keys=False).rstrip(),
@@ -100,7 +105,7 @@ def model_card(
         "",
         f"# {title}",
         "",
-        f"This is {' '.join(facts)}. The weights are {ema} the trained {kind}'s weights.",
+        f"This is {' '.join(facts)}. The weights are {weights}.",
         "",
     ]
     if samples:

@@ -26,18 +26,26 @@ from torch import nn
 
 from gankit._version import __version__
 from gankit.components.models.base import Generator
-from gankit.config.registry import REGISTRIES, Registry
+from gankit.config.registry import Registry
 from gankit.core.atomic import atomic_folder, remove_leftovers
+from gankit.core.bounded import BoundedReadError, read_json_object
 from gankit.core.errors import ExportError, GankitError
 from gankit.core.sizes import TensorSpec, check_fits, meta_state, parameter_bytes
 from gankit.outputs.card import CARD_FILE, SAMPLES_FILE, model_card, write_samples
+from gankit.outputs.exportconfig import (
+    CONFIG_FILE,
+    EXPORT_KINDS,
+    FORMAT_VERSION,
+    PLUGIN_KEY,
+    SHA256_KEY,
+    WEIGHTS_FILE,
+    check_component,
+    read_config,
+    registry_of,
+)
 from gankit.outputs.hub import resolve_export
 
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, SAMPLES_FILE})
-SHA256_KEY = "weights_sha256"
 SHOWN = 4  # differing or non-finite tensors named in a message
 
 _SAFETENSORS_DTYPES = {
@@ -92,10 +100,10 @@ def check_replaceable(folder: Path) -> None:
     if not names:
         return
     try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
+        config = read_json_object(folder / CONFIG_FILE, what="export config")
+    except BoundedReadError:
         config = None
-    if not isinstance(config, dict) or "format_version" not in config:
+    if config is None or "format_version" not in config:
         raise ExportError(
             f"'{folder}' is not a gankit export ({folder / CONFIG_FILE} is missing or has no "
             f"format_version), so gankit will not replace it; {choose}"
@@ -149,6 +157,10 @@ def save_model(
             f"{type(model).__name__} was not built through a gankit registry, so its export "
             "could not be rebuilt; build it with e.g. GENERATORS.build({'name': ...}, ...)"
         )
+    if spec["kind"] not in EXPORT_KINDS:
+        raise ExportError(
+            f"a {spec['kind']} is not exported; gankit exports a {' or a '.join(EXPORT_KINDS)}"
+        )
     folder = Path(path)
     check_replaceable(folder)
     config = {
@@ -158,6 +170,9 @@ def save_model(
         "ema": ema,
         **info,
     }
+    source = registry_of(spec["kind"]).plugin(spec["name"])
+    if source is not None:
+        config[PLUGIN_KEY] = source
     existed = folder.exists()
     try:
         remove_leftovers(folder.parent, folder.name)
@@ -178,53 +193,6 @@ def save_model(
     return folder
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The config.json of an export, checked for the fields loading needs."""
-    folder = Path(path)
-    config_file = folder / CONFIG_FILE
-    if not config_file.is_file():
-        raise ExportError(
-            f"no export at '{folder}': {config_file} not found. An export folder holds "
-            f"{CONFIG_FILE} and {WEIGHTS_FILE} (e.g. runs/<name>/export/generator)."
-        )
-    try:
-        config = json.loads(config_file.read_text())
-    except OSError as error:
-        raise ExportError(
-            f"cannot read {config_file} ({error.strerror or error}); check its permissions"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ExportError(
-            f"{config_file} is not valid JSON ({error}); re-export the model"
-        ) from None
-    if not isinstance(config, dict):
-        raise ExportError(f"{config_file} is not a JSON object; re-export the model")
-    missing = [key for key in ("format_version", "kind", "name", "params") if key not in config]
-    if missing:
-        raise ExportError(f"{config_file} lacks {', '.join(missing)}; re-export the model")
-    kinds = {
-        "format_version": int,
-        "kind": str,
-        "name": str,
-        "params": dict,
-        "runtime": dict,
-        SHA256_KEY: str,
-    }
-    wrong = [
-        key for key, kind in kinds.items() if key in config and not isinstance(config[key], kind)
-    ]
-    if wrong:
-        raise ExportError(
-            f"{config_file}: {', '.join(wrong)} have the wrong type; re-export the model"
-        )
-    if config["format_version"] > FORMAT_VERSION:
-        raise ExportError(
-            f"{config_file} has format version {config['format_version']}, newer than this gankit "
-            f"({__version__}) reads ({FORMAT_VERSION}); upgrade gankit"
-        )
-    return config
-
-
 def _corrupt(weights: Path, error: Exception) -> ExportError:
     reason = " ".join(str(error).split())[:500]
     return ExportError(
@@ -234,9 +202,7 @@ def _corrupt(weights: Path, error: Exception) -> ExportError:
 
 
 def _check_checksum(weights: Path, config: dict[str, Any]) -> None:
-    expected = config.get(SHA256_KEY)
-    if expected is None:  # exported before checksums were recorded
-        return
+    expected = config[SHA256_KEY]  # read_config made sure it is there
     try:
         actual = file_sha256(weights)
     except OSError as error:
@@ -362,9 +328,8 @@ def load_model(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ExportError("device cuda was asked for, but no CUDA GPU is available; use cpu")
     config = read_config(folder)
-    registry = next((r for r in REGISTRIES.values() if r.kind == config["kind"]), None)
-    if registry is None:
-        raise ExportError(f"{folder / CONFIG_FILE}: unknown kind {config['kind']!r}")
+    registry = registry_of(config["kind"])
+    check_component(registry, config, folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise ExportError(f"{weights} not found; the export is incomplete, re-export the model")

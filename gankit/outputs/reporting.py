@@ -11,6 +11,8 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from gankit.components.models.base import eval_mode, forward
+from gankit.core.bounded import BoundedReadError
+from gankit.core.errors import warn
 from gankit.outputs import files, tracking
 
 
@@ -59,7 +61,12 @@ class Reporter:
         """The GIF of every grid and the loss plot (main process)."""
         if self.accelerator.is_main_process:
             files.write_gif(self.run_dir)
-            files.plot_losses(self.metrics.read(), self.run_dir / files.LOSS_PLOT_FILE)
+            try:
+                records = self.metrics.read()
+            except BoundedReadError as error:
+                warn(f"the loss plot is not drawn: {error}")
+                records = []
+            files.plot_losses(records, self.run_dir / files.LOSS_PLOT_FILE)
             self.tracking.flush()
             tqdm.write(f"done: outputs in {self.run_dir}")
 

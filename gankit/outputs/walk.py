@@ -10,6 +10,7 @@ per class, or every image of one class.
 
 from __future__ import annotations
 
+import errno
 import secrets
 from pathlib import Path
 
@@ -18,7 +19,13 @@ import torch
 
 from gankit.components.models.base import Generator, eval_mode
 from gankit.core.errors import GankitError
-from gankit.outputs.files import check_new_file, image_grid, render_samples, write_new_file
+from gankit.outputs.files import (
+    check_new_file,
+    encode_image,
+    image_grid,
+    render_samples,
+    write_new_file,
+)
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
 VIDEO_HINT = "pip install 'gankit[video]'"
@@ -129,27 +136,41 @@ def ffmpeg_available() -> None:
 
 def write_video(frames: list[np.ndarray], path: Path, *, fps: float, force: bool) -> Path:
     """Write `frames` as a looping GIF or an MP4 (by the suffix), never over a file that exists
-    unless `force`."""
-    import imageio.v3 as iio
-
+    unless `force`; a failed write leaves nothing at `path` (OutputWriteError)."""
     if path.suffix.lower() == ".gif":
-        stack = np.stack(frames)
-        return write_new_file(
-            path,
-            lambda temp: iio.imwrite(
-                temp, stack, extension=".gif", duration=1000 / fps, loop=0, optimize=False
-            ),
-            force=force,
-        )
+        data = encode_image(np.stack(frames), ".gif", duration=1000 / fps, loop=0, optimize=False)
+        return write_new_file(path, lambda temp: temp.write_bytes(data), force=force)
     ffmpeg_available()
     stack = np.stack([_even_rgb(frame) for frame in frames])
-    return write_new_file(
+    return write_new_file(path, lambda temp: _write_mp4(stack, temp, fps), force=force)
+
+
+def _write_mp4(stack: np.ndarray, path: Path, fps: float) -> None:
+    """Encode frames with ffmpeg into `path`, then check that all of them can be read back:
+    ffmpeg reports a failed write (a full disk) only on its own stderr, which is kept quiet."""
+    import imageio.v3 as iio
+    from imageio_ffmpeg import count_frames_and_secs
+
+    iio.imwrite(
         path,
-        lambda temp: iio.imwrite(
-            temp, stack, extension=".mp4", plugin="FFMPEG", fps=fps, macro_block_size=1
-        ),
-        force=force,
+        stack,
+        extension=".mp4",
+        plugin="FFMPEG",
+        fps=fps,
+        macro_block_size=1,
+        ffmpeg_log_level="quiet",
     )
+    try:
+        written = path.is_file() and path.stat().st_size > 0
+        complete = written and count_frames_and_secs(str(path))[0] == len(stack)
+    except (RuntimeError, OSError, ValueError):
+        complete = False
+    if not complete:
+        raise OSError(
+            errno.EIO,
+            "ffmpeg could not write a complete MP4 (a full disk or a folder that cannot be "
+            "written are the usual causes)",
+        )
 
 
 def _even_rgb(frame: np.ndarray) -> np.ndarray:
