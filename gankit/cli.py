@@ -7,6 +7,7 @@ import argparse
 import errno
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,6 +40,9 @@ def _validate(args: argparse.Namespace) -> None:
         from gankit.metrics.evaluators import check_eval_settings
 
         check_eval_settings(recipe)
+    from gankit.outputs.tracking import check_tracker_packages
+
+    check_tracker_packages(recipe.tracking.log_with, recipe.wandb.mode or os.getenv("WANDB_MODE"))
     if args.quiet:
         return
     print(dump_recipe(recipe), end="")
