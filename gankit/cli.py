@@ -141,10 +141,13 @@ def _labels(text: str | None, n: int, generator: Any) -> list[int] | None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from gankit.outputs.files import check_new_file, write_new_file
     from gankit.outputs.hub import resolve_export
 
     if args.out and Path(args.out).is_dir():
         raise GankitError(f"--out {args.out} is a folder; give a file name such as eval.json")
+    if args.out:
+        check_new_file(Path(args.out), force=args.force)  # before the work, as `gankit sample`
     folder = resolve_export(args.export, revision=args.revision)  # before the metrics' imports
     from gankit.metrics.evaluators import evaluate_export
 
@@ -167,8 +170,7 @@ def _eval(args: argparse.Namespace) -> None:
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_new_file(Path(args.out), lambda temp: temp.write_text(text + "\n"), force=args.force)
 
 
 def _classifier_train(args: argparse.Namespace) -> None:
@@ -380,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--device", default="cpu", help="torch device (cpu)")
     evaluate.add_argument("--out", help="also write the JSON to this file")
+    evaluate.add_argument("--force", action="store_true", help="replace --out if it exists")
     evaluate.add_argument(
         "--classifier",
         help="classifier weights from `gankit classifier train` (default: the shipped one, MNIST)",
