@@ -128,9 +128,13 @@ def test_eval_never_overwrites_out_without_force(tmp_path, mnist_root, capsys):
     err = capsys.readouterr().err
     assert f"--out {out} already exists" in err and "--force" in err and err.count("\n") == 1
     assert out.read_text() == "my notes"
-    assert main([*argv, "--force"]) == 0
-    assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "generator"]
+    # --force gets past the check (to the data, missing here: a failed eval writes nothing)
+    (tmp_path / "empty").mkdir()
+    assert main([*argv, "--force", "--data-root", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "MNIST files missing" in err and "already exists" not in err
+    assert out.read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "eval.json", "generator"]
 
 
 def test_training_evaluates_every_n_steps(tmp_path, mnist_root):
