@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -171,6 +172,10 @@ def test_list_shows_components_with_parameters_and_defaults(tmp_path: Path) -> N
         "download: bool = True",
     ):
         assert any(line.startswith(parameter) for line in lines), f"{parameter!r} missing:\n{out}"
+    # every component's summary starts in one column, past the longest name
+    rows = [re.match(r"  (\S+) +", line) for line in out.splitlines() if re.match(r"  \S", line)]
+    assert len({row.end() for row in rows}) == 1, out
+    assert all(row.end() > len(row.group(1)) + 2 for row in rows)
     # parameters are listed under their own component
     generators, rest = out.split("discriminators (discriminator.name):")
     assert "z_dim: int = 100" in generators and "z_dim" not in rest
