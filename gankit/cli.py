@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gankit._version import __version__
-from gankit.core.errors import GankitError
+from gankit.core.errors import GankitError, cut
 
 EXPORT_HELP = "export folder (e.g. runs/mnist_dcgan/export/generator) or Hub repo id (user/repo)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -241,6 +241,22 @@ def positive(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+SEED_LIMIT = 2**32  # numpy's seeds, and train.seed's bound
+
+
+def seed_value(text: str) -> int:
+    """An argparse type: a seed torch and numpy both take, 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{cut(text, 40)} is out of range; give a seed from 0 to {SEED_LIMIT - 1}"
+        )
+    return value
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite number above 0."""
     try:
@@ -317,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--out", default="samples.png", help="output image file (default samples.png)"
     )
-    sample.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    sample.add_argument(
+        "--seed", type=seed_value, default=None, help="noise seed (default: random)"
+    )
     sample.add_argument("--device", default="cpu", help="torch device (default cpu)")
     sample.add_argument(
         "--truncation",
@@ -350,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive(1),
         help="walks side by side in each frame (default 16; conditional: 8 per class row)",
     )
-    walk.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    walk.add_argument("--seed", type=seed_value, default=None, help="noise seed (default: random)")
     walk.add_argument(
         "--label", type=int, help="conditional generators: walk this class only (default: all)"
     )
@@ -376,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--n", type=positive(2), default=10_000, help="generated samples (10000)")
     evaluate.add_argument("--split", choices=["test", "train"], default="test", help="reference")
-    evaluate.add_argument("--seed", type=int, default=0, help="noise seed (0)")
+    evaluate.add_argument("--seed", type=seed_value, default=0, help="noise seed (0)")
     evaluate.add_argument(
         "--batch-size", type=positive(1), default=500, help="images per batch (500)"
     )
@@ -414,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="weights file (.safetensors; default classifiers/DATASET.safetensors)"
     )
     train_classifier.add_argument("--epochs", type=positive(1), default=4, help="epochs (4)")
-    train_classifier.add_argument("--seed", type=int, default=0, help="seed (0)")
+    train_classifier.add_argument("--seed", type=seed_value, default=0, help="seed (0)")
     train_classifier.set_defaults(run=_classifier_train)
 
     push = commands.add_parser(
