@@ -22,8 +22,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 def _train(args: argparse.Namespace) -> int:
     from gankit.config.recipe import load_recipe
+    from gankit.training.launcher import check_process_count, die_with_launcher
     from gankit.training.trainer import train
 
+    die_with_launcher()
+    check_process_count()
     return train(load_recipe(args.recipe, args.overrides))
 
 
