@@ -289,5 +289,5 @@ def test_a_classifier_of_other_classes_is_refused(tmp_path, photos, capsys):
     assert err.endswith(
         "--classifier: two.safetensors predicts 2 classes (trained on 'image_folder'), but the "
         "reference data has 3; make a classifier for this data with `gankit classifier train "
-        "image_folder --data-root DIR --out FILE.safetensors`\n"
+        "image_folder size=32 --data-root DIR --out FILE.safetensors`\n"
     )

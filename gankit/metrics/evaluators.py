@@ -9,6 +9,7 @@ import torch
 
 from gankit.components.data import NATIVE_CLASSES, declared_shape
 from gankit.components.models.base import eval_mode
+from gankit.config.registry import DATASETS
 from gankit.config.sections import LoaderFields
 from gankit.core.errors import GankitError, warn
 from gankit.metrics import classifier as classifiers
@@ -33,8 +34,14 @@ def dataset_params(section: Any) -> dict[str, Any]:
 
 def train_command(dataset: str, params: dict[str, Any] | None = None) -> str:
     """How to make a classifier for `dataset` with the dataset `params` that shape its images
-    (`size=64`, ...), so that it takes the images the generator makes; for messages."""
-    shaping = [f"{key}={value}" for key, value in (params or {}).items() if value is not None]
+    (`size=64`, ...; those left at their defaults go unsaid), so that it takes the images the
+    generator makes; for messages."""
+    fields = DATASETS.get(dataset).params.model_fields if dataset in DATASETS else {}
+    shaping = [
+        f"{key}={value}"
+        for key, value in (params or {}).items()
+        if value is not None and (key not in fields or fields[key].get_default() != value)
+    ]
     return " ".join(
         ["gankit classifier train", dataset, *shaping, "--data-root DIR --out FILE.safetensors"]
     )
