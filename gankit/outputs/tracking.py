@@ -36,7 +36,7 @@ def _has_api_key() -> bool:
     return any("wandb" in host for host in hosts)
 
 
-# The WANDB_MODE values that both gankit and wandb take (wandb refuses others deep in its setup).
+# The WANDB_MODE values gankit takes; wandb itself fails deep in its setup on an empty one.
 WANDB_ENV_MODES = ("online", "offline", "disabled", "dryrun")
 
 
@@ -54,8 +54,8 @@ def wandb_mode(section: WandbSection, log_with: Sequence[str] = ("wandb",)) -> s
     if env is not None and env not in WANDB_ENV_MODES and section.mode != "disabled":
         what = "set but empty" if not env.strip() else f"set to {shown(env)}"
         raise GankitError(
-            f"WANDB_MODE is {what}, which W&B refuses: set it to online, offline or disabled, "
-            "or unset it (`unset WANDB_MODE`); wandb.mode in the recipe decides over it"
+            f"WANDB_MODE is {what}: set it to online, offline or disabled, or unset it "
+            "(`unset WANDB_MODE`); W&B reads it even where the recipe sets wandb.mode"
         )
     mode = section.mode or env or "online"
     if mode == "dryrun":
