@@ -7,13 +7,14 @@ import argparse
 import errno
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from gankit._version import __version__
-from gankit.core.errors import GankitError
+from gankit.core.errors import GankitError, cut
 
 EXPORT_HELP = "export folder (e.g. runs/mnist_dcgan/export/generator) or Hub repo id (user/repo)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -21,8 +22,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 def _train(args: argparse.Namespace) -> int:
     from gankit.config.recipe import load_recipe
+    from gankit.training.launcher import check_process_count, die_with_launcher
     from gankit.training.trainer import train
 
+    die_with_launcher()
+    check_process_count()
     return train(load_recipe(args.recipe, args.overrides))
 
 
@@ -39,6 +43,9 @@ def _validate(args: argparse.Namespace) -> None:
         from gankit.metrics.evaluators import check_eval_settings
 
         check_eval_settings(recipe)
+    from gankit.outputs.tracking import check_tracker_packages
+
+    check_tracker_packages(recipe.tracking.log_with, recipe.wandb.mode or os.getenv("WANDB_MODE"))
     if args.quiet:
         return
     print(dump_recipe(recipe), end="")
@@ -137,10 +144,13 @@ def _labels(text: str | None, n: int, generator: Any) -> list[int] | None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from gankit.outputs.files import check_new_file, write_new_file
     from gankit.outputs.hub import resolve_export
 
     if args.out and Path(args.out).is_dir():
         raise GankitError(f"--out {args.out} is a folder; give a file name such as eval.json")
+    if args.out:
+        check_new_file(Path(args.out), force=args.force)  # before the work, as `gankit sample`
     folder = resolve_export(args.export, revision=args.revision)  # before the metrics' imports
     from gankit.metrics.evaluators import evaluate_export
 
@@ -163,8 +173,7 @@ def _eval(args: argparse.Namespace) -> None:
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_new_file(Path(args.out), lambda temp: temp.write_text(text + "\n"), force=args.force)
 
 
 def _classifier_train(args: argparse.Namespace) -> None:
@@ -233,6 +242,22 @@ def positive(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+SEED_LIMIT = 2**32  # numpy's seeds, and train.seed's bound
+
+
+def seed_value(text: str) -> int:
+    """An argparse type: a seed torch and numpy both take, 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{cut(text, 40)} is out of range; give a seed from 0 to {SEED_LIMIT - 1}"
+        )
+    return value
 
 
 def positive_float(text: str) -> float:
@@ -311,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--out", default="samples.png", help="output image file (default samples.png)"
     )
-    sample.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    sample.add_argument(
+        "--seed", type=seed_value, default=None, help="noise seed (default: random)"
+    )
     sample.add_argument("--device", default="cpu", help="torch device (default cpu)")
     sample.add_argument(
         "--truncation",
@@ -344,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive(1),
         help="walks side by side in each frame (default 16; conditional: 8 per class row)",
     )
-    walk.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    walk.add_argument("--seed", type=seed_value, default=None, help="noise seed (default: random)")
     walk.add_argument(
         "--label", type=int, help="conditional generators: walk this class only (default: all)"
     )
@@ -370,12 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--n", type=positive(2), default=10_000, help="generated samples (10000)")
     evaluate.add_argument("--split", choices=["test", "train"], default="test", help="reference")
-    evaluate.add_argument("--seed", type=int, default=0, help="noise seed (0)")
+    evaluate.add_argument("--seed", type=seed_value, default=0, help="noise seed (0)")
     evaluate.add_argument(
         "--batch-size", type=positive(1), default=500, help="images per batch (500)"
     )
     evaluate.add_argument("--device", default="cpu", help="torch device (cpu)")
     evaluate.add_argument("--out", help="also write the JSON to this file")
+    evaluate.add_argument("--force", action="store_true", help="replace --out if it exists")
     evaluate.add_argument(
         "--classifier",
         help="classifier weights from `gankit classifier train` (default: the shipped one, MNIST)",
@@ -407,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="weights file (.safetensors; default classifiers/DATASET.safetensors)"
     )
     train_classifier.add_argument("--epochs", type=positive(1), default=4, help="epochs (4)")
-    train_classifier.add_argument("--seed", type=int, default=0, help="seed (0)")
+    train_classifier.add_argument("--seed", type=seed_value, default=0, help="seed (0)")
     train_classifier.set_defaults(run=_classifier_train)
 
     push = commands.add_parser(

@@ -29,7 +29,25 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
 )
 REFERENCE_RECIPE = ROOT / "recipes" / "mnist_dcgan.yaml"
-MNIST_ROOT = Path(os.environ.get("GANKIT_MNIST_ROOT", ROOT.parent / "shared" / "data" / "mnist"))
+
+
+def holds_mnist(root: Path) -> bool:
+    """Whether `root` is a folder that holds MNIST/raw/ with the training images."""
+    return (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
+def find_mnist() -> tuple[Path, str]:
+    """Where the tests read MNIST: GANKIT_MNIST_ROOT when set, else the checkout's data/ (where
+    the README's quickstart downloads it), else ../shared/data/mnist; and the places looked in."""
+    if os.environ.get("GANKIT_MNIST_ROOT"):
+        root = Path(os.environ["GANKIT_MNIST_ROOT"]).expanduser()
+        return root, f"GANKIT_MNIST_ROOT={root}"
+    candidates = [ROOT / "data", ROOT.parent / "shared" / "data" / "mnist"]
+    found = next((root for root in candidates if holds_mnist(root)), candidates[0])
+    return found, f"GANKIT_MNIST_ROOT (not set), {candidates[0]}, {candidates[1]}"
+
+
+MNIST_ROOT, MNIST_PLACES = find_mnist()
 
 # Tiny widths and batches: each training step takes milliseconds on 2 CPU cores.
 TINY = [
@@ -40,6 +58,31 @@ TINY = [
     "discriminator.width=4",
     "train.progress=false",
 ]
+
+
+def mnist_missing() -> str:
+    """The one line that says MNIST was not found, where it was looked for, and what to do."""
+    return (
+        f"MNIST/raw/train-images-idx3-ubyte not found in any of: {MNIST_PLACES}; set "
+        "GANKIT_MNIST_ROOT to the folder that holds MNIST/raw/, or run the README's quickstart "
+        "once where the network reaches the MNIST mirrors (it downloads MNIST to data/)"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Without MNIST, a run of tests that read it stops at once with `mnist_missing()`, before
+    pytest-xdist starts its workers (the controller decides, from the test files named)."""
+    config = session.config
+    if holds_mnist(MNIST_ROOT) or hasattr(config, "workerinput"):
+        return
+    files: set[Path] = set()
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0])
+        files.update(path.rglob("test_*.py") if path.is_dir() else [path])
+    uses = ("MNIST_ROOT", "mnist_root", "TINY")
+    if any(p.is_file() and any(u in p.read_text(encoding="utf-8") for u in uses) for p in files):
+        raise pytest.UsageError(mnist_missing())
 
 
 @pytest.fixture(autouse=True)
@@ -68,8 +111,6 @@ def deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
-    if not (MNIST_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
-        pytest.fail(
-            f"MNIST not found in {MNIST_ROOT}; set GANKIT_MNIST_ROOT to the folder of MNIST/raw"
-        )
+    if not holds_mnist(MNIST_ROOT):
+        pytest.fail(mnist_missing(), pytrace=False)
     return MNIST_ROOT

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -171,6 +172,10 @@ def test_list_shows_components_with_parameters_and_defaults(tmp_path: Path) -> N
         "download: bool = True",
     ):
         assert any(line.startswith(parameter) for line in lines), f"{parameter!r} missing:\n{out}"
+    # every component's summary starts in one column, past the longest name
+    rows = [re.match(r"  (\S+) +", line) for line in out.splitlines() if re.match(r"  \S", line)]
+    assert len({row.end() for row in rows}) == 1, out
+    assert all(row.end() > len(row.group(1)) + 2 for row in rows)
     # parameters are listed under their own component
     generators, rest = out.split("discriminators (discriminator.name):")
     assert "z_dim: int = 100" in generators and "z_dim" not in rest
@@ -219,3 +224,20 @@ def test_version_and_python_dash_m(tmp_path: Path) -> None:
     missing = gankit("train", cwd=tmp_path)  # overrides are optional: only the recipe is named
     assert missing.returncode == 2
     assert missing.stderr.strip().endswith("the following arguments are required: recipe")
+
+
+@pytest.mark.parametrize("seed", [str(2**32), str(2**64), "-1"])
+def test_a_seed_out_of_range_names_its_flag(capsys, seed: str) -> None:
+    """torch and numpy take seeds below 2**32 alike: a larger one is refused at the flag that
+    gave it (the recipe's train.seed, a command's --seed), not where it overflows."""
+    from gankit.cli import main
+
+    assert main(["validate", "-q", REF, f"train.seed={seed}"]) == 2
+    problems = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  - ")]
+    assert len(problems) == 1 and problems[0].startswith("  - train.seed: Input should be ")
+    for command in (["sample", "some/export", "--out", "x.png"], ["eval", "some/export"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command, "--seed", seed])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"error: argument --seed: {seed} is out of range; give a seed from 0 to " in err

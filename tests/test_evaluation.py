@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import gankit
+from gankit.cli import main
 from gankit.config.recipe import load_recipe
 from gankit.core.errors import GankitError
 from gankit.metrics import classifier
@@ -115,6 +116,25 @@ def test_eval_command_writes_json_for_an_export(tmp_path, mnist_root):
     } <= written.keys()
     assert written["protocol"]["generator"]["step"] == 0
     assert written["protocol"]["generated_samples"] == 500
+
+
+def test_eval_never_overwrites_out_without_force(tmp_path, mnist_root, capsys):
+    generator = gankit.GENERATORS.build({"name": "dcgan28", "width": 4}, image_shape=(1, 28, 28))
+    export = gankit.save_model(generator, tmp_path / "generator", step=0)
+    out = tmp_path / "eval.json"
+    out.write_text("my notes")
+    argv = ["eval", str(export), "--data-root", str(mnist_root), "--n", "20", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} already exists" in err and "--force" in err and err.count("\n") == 1
+    assert out.read_text() == "my notes"
+    # --force gets past the check (to the data, missing here: a failed eval writes nothing)
+    (tmp_path / "empty").mkdir()
+    assert main([*argv, "--force", "--data-root", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "MNIST files missing" in err and "already exists" not in err
+    assert out.read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "eval.json", "generator"]
 
 
 def test_training_evaluates_every_n_steps(tmp_path, mnist_root):

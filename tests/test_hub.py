@@ -4,11 +4,15 @@ out as huggingface_hub lays it out, and the upload stops at the client's boundar
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import huggingface_hub
@@ -232,3 +236,125 @@ def test_a_failed_upload_is_one_line_with_exit_code_2(tmp_path, monkeypatch, cap
     assert error.startswith("gankit: error: could not push") and error.count("\n") == 1
     assert ("could not be reached" if failure == "network" else "403 Forbidden") in error
     assert {p.name: p.read_bytes() for p in export.iterdir()} == before
+
+
+class HubStandIn(BaseHTTPRequestHandler):
+    """The Hub's HTTP API as a push uses it (create repo, create branch, validate the card's
+    YAML, preupload, commit), answering as the Hub does, with every file sent inline
+    ("regular" upload mode) so that the commit carries the files' bytes; records each request."""
+
+    requests: list[tuple[str, str, bytes]]
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.requests.append(("GET", self.path, b""))
+        self._reply(404, {"error": "not part of the stand-in"})
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.requests.append(("POST", self.path, body))
+        base = f"http://{self.headers['Host']}"
+        if self.path == "/api/repos/create":
+            request = json.loads(body)
+            return self._reply(200, {"url": f"{base}/{request['organization']}/{request['name']}"})
+        if self.path == "/api/validate-yaml":
+            return self._reply(200, {"errors": [], "warnings": []})
+        if self.path.startswith("/api/models/") and "/branch/" in self.path:
+            return self._reply(200, {})
+        if self.path.startswith("/api/models/") and "/preupload/" in self.path:
+            files = [
+                {"path": file["path"], "uploadMode": "regular", "shouldIgnore": False}
+                for file in json.loads(body)["files"]
+            ]
+            return self._reply(200, {"files": files})
+        if self.path.startswith("/api/models/") and "/commit/" in self.path:
+            repo = self.path.removeprefix("/api/models/").split("/commit/")[0]
+            oid = hashlib.sha1(body).hexdigest()
+            return self._reply(200, {"commitUrl": f"{base}/{repo}/commit/{oid}", "commitOid": oid})
+        self._reply(404, {"error": "not part of the stand-in"})
+
+
+@pytest.fixture
+def hub_stand_in():
+    """A local HTTP server standing in for the Hub; yields its URL and the requests it got."""
+    requests: list[tuple[str, str, bytes]] = []
+    handler = type("Handler", (HubStandIn,), {"requests": requests})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+    server.server_close()
+
+
+def fresh_process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `gankit` process that talks to the Hub: its own HF_HOME, no token
+    or endpoint but those given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    return {**env, "HF_HOME": str(tmp_path / "hf-home"), **extra}
+
+
+def test_push_from_a_fresh_process_commits_exactly_the_export(tmp_path, hub_stand_in):
+    """`python -m gankit push` in a process of its own (nothing imported for it beforehand),
+    against a local stand-in of the Hub's HTTP API: the commit holds the export's files, byte
+    for byte, and nothing else."""
+    url, requests = hub_stand_in
+    export = gankit.save_model(tiny_generator(), tmp_path / "generator")
+    (export / "notes.txt").write_text("mine")  # a user's file beside the export stays home
+    env = fresh_process_env(tmp_path, HF_ENDPOINT=url, HF_TOKEN="hf_test")
+    argv = ["push", str(export), "me/tiny", "--private", "--revision", "v1", "--message", "hi"]
+    done = subprocess.run(
+        [sys.executable, "-m", "gankit", *argv], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    posted = {path: body for method, path, body in requests if method == "POST"}
+    assert done.stdout.strip().startswith(f"{url}/me/tiny/commit/")
+    assert json.loads(posted["/api/repos/create"]) == {
+        "name": "tiny",
+        "organization": "me",
+        "visibility": "private",
+        "type": "model",
+    }
+    assert "/api/models/me/tiny/branch/v1" in posted
+    lines = [json.loads(line) for line in posted["/api/models/me/tiny/commit/v1"].splitlines()]
+    assert lines[0] == {"key": "header", "value": {"summary": "hi", "description": ""}}
+    committed = {
+        line["value"]["path"]: base64.b64decode(line["value"]["content"]) for line in lines[1:]
+    }
+    expected = {name for name in hub.UPLOADED_FILES if (export / name).is_file()}
+    assert set(committed) == expected and {"config.json", "model.safetensors"} <= expected
+    for name, content in committed.items():
+        assert content == (export / name).read_bytes(), name
+
+
+def test_offline_repo_id_from_a_fresh_process_is_one_line(tmp_path):
+    """The not-in-the-cache message (which names the cache folder) from a process of its own."""
+    env = fresh_process_env(tmp_path, HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gankit",
+            "sample",
+            "nobody/missing",
+            "--out",
+            str(tmp_path / "x.png"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "'nobody/missing' is not in the Hugging Face cache" in done.stderr
+    assert str(tmp_path / "hf-home" / "hub") in done.stderr

@@ -239,6 +239,15 @@ def test_validate_refuses_eval_settings_the_data_cannot_run(tmp_path, fashion_cl
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_command_that_makes_a_classifier_keeps_the_data_size(tmp_path, capsys):
+    """A classifier made as the message says takes the generator's images: the dataset's
+    shaping parameters (here size=32) are in the command."""
+    resized = [REFERENCE_RECIPE, "data.size=32", "generator={name: mlp}", "eval.every=10"]
+    code, _, err = run(capsys, "validate", "-q", *resized, "discriminator={name: mlp}")
+    assert code == 2 and err.count("\n") == 1
+    assert "`gankit classifier train mnist size=32 --data-root DIR --out FILE.safetensors`" in err
+
+
 def test_inception_without_weights_names_the_file_and_where_it_goes(
     tmp_path, photos, monkeypatch, capsys
 ):
@@ -280,5 +289,5 @@ def test_a_classifier_of_other_classes_is_refused(tmp_path, photos, capsys):
     assert err.endswith(
         "--classifier: two.safetensors predicts 2 classes (trained on 'image_folder'), but the "
         "reference data has 3; make a classifier for this data with `gankit classifier train "
-        "image_folder --data-root DIR --out FILE.safetensors`\n"
+        "image_folder size=32 --data-root DIR --out FILE.safetensors`\n"
     )

@@ -212,7 +212,8 @@ def test_list_shows_the_plugin_loss_and_its_params(good_plugin: Path, tmp_path: 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "losses (loss.name):"
-    assert f"  {'plugin_loss':<16} Hinge loss from the test plugin." in lines
+    row = re.compile(r"  plugin_loss +Hinge loss from the test plugin\.")
+    assert any(row.fullmatch(line) for line in lines), result.stdout
     assert "      margin: float = 1.0  # hinge margin" in lines
     assert any(line.startswith("  non_saturating ") for line in lines)  # built-ins stay
     assert "generators" not in result.stdout  # only the kind asked for
@@ -286,6 +287,25 @@ def test_broken_plugin_is_reported_without_traceback(broken_plugin: Path, tmp_pa
     assert "failed to load: RuntimeError: plugin exploded on import" in stderr
     assert "GANKIT_NO_PLUGINS=1" in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_plugin_that_exits_on_import_is_reported_by_name(tmp_path: Path) -> None:
+    exiting = make_distribution(
+        tmp_path / "site",
+        dist="gankit-exiting-plugin",
+        version="1.2",
+        module="gankit_exiting_plugin",
+        entry_point="exitingplugin",
+        source='import sys\nsys.exit("no GPU here")\n',
+    )
+    result = gankit_cli("list", "loss", plugins=[exiting], cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        "gankit: error: gankit plugin 'exitingplugin' (gankit_exiting_plugin, from "
+        "gankit-exiting-plugin 1.2) called sys.exit('no GPU here') on import."
+    )
+    assert "GANKIT_NO_PLUGINS=1" in result.stderr
 
 
 def test_no_plugins_env_works_around_a_broken_plugin(broken_plugin: Path, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gankit.cli import main
 from gankit.config.recipe import load_recipe, read_recipe_file, recipe_model, validate_recipe
-from gankit.config.recipe_file import MAX_BYTES, MAX_DEPTH, MAX_TEXT, MAX_VALUES
+from gankit.config.recipe_file import MAX_BYTES, MAX_DEPTH, MAX_TEXT, MAX_VALUES, parse_yaml
 from gankit.config.registry import LOSSES
 from gankit.core.errors import SHOWN_CHARS, RecipeError
 
@@ -256,12 +256,29 @@ def test_aliases_of_a_long_string_are_bounded_in_characters(
     assert f"holds more than {MAX_TEXT:,} characters of text (at wandb.tags[" in err
 
 
-def test_merges_of_merges_are_bounded_before_they_are_copied(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # Each '<<' copies the merged keys: ten merges of ten merges of ... multiply them.
+def test_merges_of_merges_copy_each_key_once(tmp_path: Path) -> None:
+    # Ten merges of ten merges of ...: copied naively, m6 would hold a million copies of 'a'.
     lines = ["m0: &m0 {a: 1}"]
     lines += [f"m{n}: &m{n} {{<<: [{', '.join([f'*m{n - 1}'] * 10)}]}}" for n in range(1, 7)]
+    path = tmp_path / "merges.yaml"
+    path.write_text("\n".join(lines) + "\n" + reference_text())
+    tracemalloc.start()
+    try:
+        raw = read_recipe_file(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert raw["m6"] == {"a": 1}
+    assert peak < 20 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_merges_are_bounded_before_they_are_copied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = 2_000
+    merges = MAX_VALUES // keys + 1
+    lines = ["m0: &m0 {" + ", ".join(f"k{i}: {i}" for i in range(keys)) + "}"]
+    lines += [f"m{n}: {{<<: *m0}}" for n in range(1, merges + 1)]
     path = tmp_path / "merges.yaml"
     path.write_text("\n".join(lines) + "\n" + reference_text())
     tracemalloc.start()
@@ -270,9 +287,31 @@ def test_merges_of_merges_are_bounded_before_they_are_copied(
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert f"recipe '{path}' merges more than {MAX_VALUES:,} keys with '<<' at line " in err
+    assert (
+        f"recipe '{path}' merges more than {MAX_VALUES:,} keys with '<<' at line {merges + 1}"
+        in err
+    )
     assert "merge fewer or smaller mappings" in err
     assert peak < 20 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the mapping's own keys win; then earlier merged mappings win over later ones
+        (
+            "a: &a {x: 1, y: 1}\nb: &b {<<: *a, x: 2}\nc: {<<: [*b, *a], z: 0}",
+            {"x": 2, "y": 1, "z": 0},
+        ),
+        ("a: &a {lr: 1}\nb: &b {lr: 2}\nc: {<<: [*a, *b]}", {"lr": 1}),
+        ("a: &a {lr: 1}\nb: &b {lr: 2}\nc: {<<: [*b, *a]}", {"lr": 2}),
+        ("a: &a {lr: 1, eps: 3}\nc: {<<: *a, lr: 5}", {"lr": 5, "eps": 3}),
+    ],
+)
+def test_merge_keys_resolve_as_yaml_defines_them(text: str, expected: dict) -> None:
+    """The same mapping whatever PyYAML's own merging does (6.0.4 deduplicates merged keys by
+    string identity, so its winner depends on string interning)."""
+    assert parse_yaml(text, "test")["c"] == expected
 
 
 def test_a_recipe_within_the_bounds_that_uses_aliases_still_loads(tmp_path: Path) -> None:

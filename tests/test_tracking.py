@@ -49,8 +49,81 @@ def test_the_recipe_wins_over_the_environment(no_key, monkeypatch):
     assert wandb_mode(WandbSection()) == "offline"
 
 
-def test_disabled_training_never_imports_wandb(tmp_path, mnist_root):
-    overrides = [*TINY, f"output_dir={tmp_path}", "train.steps=2"]
+def test_w_and_b_is_not_looked_at_unless_chosen(no_key, monkeypatch, capsys):
+    for env in (None, "", "bogus", "online"):
+        if env is not None:
+            monkeypatch.setenv("WANDB_MODE", env)
+        assert wandb_mode(WandbSection(), ["tensorboard"]) == "disabled"
+        assert wandb_mode(WandbSection(mode="online"), []) == "disabled"
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("env", ["", " ", "Offline", "run"])
+def test_a_wandb_mode_that_w_and_b_refuses_is_one_clear_error(no_key, monkeypatch, env, capsys):
+    monkeypatch.setenv("WANDB_MODE", env)
+    refused = r"^WANDB_MODE is set (but empty|to '.*'): set it to online, offline or disabled"
+    with pytest.raises(GankitError, match=refused):
+        wandb_mode(WandbSection())
+    with pytest.raises(GankitError, match="WANDB_MODE"):
+        wandb_mode(WandbSection(mode="offline"))  # wandb reads the variable all the same
+    assert wandb_mode(WandbSection(mode="disabled")) == "disabled"  # W&B stays unstarted
+
+
+def test_training_with_an_empty_wandb_mode_stops_at_once(tmp_path, monkeypatch, capsys):
+    from gankit.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "")
+    argv = ["train", str(REFERENCE_RECIPE), *TINY, f"output_dir={tmp_path / 'run'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gankit: error: WANDB_MODE is set but empty") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("project", ["a/b", "..", ".", "team:x", "a\\b"])
+def test_a_project_that_is_no_folder_name_is_refused(project, capsys):
+    from gankit.cli import main
+
+    assert main(["validate", "-q", str(REFERENCE_RECIPE), f"wandb.project={project}"]) == 2
+    problems = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  - ")]
+    assert len(problems) == 1 and problems[0].startswith("  - wandb.project: a W&B project name ")
+    assert "give a plain name such as 'gankit'" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("log_with", "env", "install"),
+    [
+        ("[tensorboard]", "disabled", 'pip install "gankit[tensorboard]"'),
+        ("[wandb]", "offline", "pip install wandb"),
+    ],
+)
+def test_validate_checks_the_chosen_trackers_packages(monkeypatch, capsys, log_with, env, install):
+    from gankit.cli import main
+
+    name = log_with.strip("[]")
+    monkeypatch.setenv("WANDB_MODE", env)
+    argv = ["validate", "-q", str(REFERENCE_RECIPE), f"tracking.log_with={log_with}"]
+    assert main(argv) == 0
+    monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the {name} package is not installed" in err
+    assert install in err
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert main([*argv, "tracking.log_with=[]"]) == 0
+
+
+@pytest.mark.parametrize("chosen", ["wandb disabled", "tensorboard only"])
+def test_training_without_w_and_b_never_imports_wandb(tmp_path, mnist_root, chosen):
+    """W&B disabled, or not chosen (TensorBoard only, with no W&B key or mode anywhere): wandb
+    is not imported and says nothing."""
+    overrides = [*TINY, f"output_dir={tmp_path / 'run'}", "train.steps=2"]
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
+    env["NETRC"] = str(tmp_path / "no-netrc")
+    if chosen == "wandb disabled":
+        env["WANDB_MODE"] = "disabled"
+    else:
+        overrides.append("tracking.log_with=[tensorboard]")
     script = (
         "import sys\n"
         "from gankit.config.recipe import load_recipe\n"
@@ -58,10 +131,12 @@ def test_disabled_training_never_imports_wandb(tmp_path, mnist_root):
         f"train(load_recipe({str(REFERENCE_RECIPE)!r}, {overrides!r}))\n"
         "assert 'wandb' not in sys.modules, 'wandb was imported'\n"
     )
-    env = {**os.environ, "WANDB_MODE": "disabled"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "export" / "generator" / "model.safetensors").is_file()
+    assert "W&B API key" not in result.stderr and "wandb" not in result.stderr.lower()
+    assert (tmp_path / "run" / "export" / "generator" / "model.safetensors").is_file()
+    assert not (tmp_path / "run" / "wandb").exists()
+    assert (tmp_path / "run" / "tensorboard").exists() == (chosen == "tensorboard only")
 
 
 # --- trackers: TensorBoard and W&B record what a run logs ------------------------------------
@@ -108,7 +183,7 @@ def test_best_summaries_and_groups_of_keys():
 def test_tensorboard_missing_is_one_clear_error(monkeypatch):
     recipe = load_recipe(REFERENCE_RECIPE, ["tracking.log_with=[tensorboard]"])
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
-    with pytest.raises(GankitError, match=r"pip install 'gankit\[tensorboard\]'"):
+    with pytest.raises(GankitError, match=r'pip install "gankit\[tensorboard\]"'):
         trackers(recipe, "disabled")
     assert trackers(load_recipe(REFERENCE_RECIPE), "disabled") == []
 

@@ -5,6 +5,8 @@ Every dataset built here carries `classes`, the list of its class names; `num_cl
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from gankit.components.image_files import find_images, open_image_file
 from gankit.config.registry import DATASETS
-from gankit.core.errors import DatasetError, warn
+from gankit.core.errors import DatasetError, cut, warn
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -171,11 +173,21 @@ def _open_torchvision(
         cls = getattr(torchvision.datasets, source.class_name)
         return cls(str(Path(root).expanduser()), train=split == "train", download=download)
     except Exception as error:  # torchvision raises several types for offline and bad files
-        reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        reason = _failure(error)
         why = f"the download failed ({reason})" if missing else f"loading them failed ({reason})"
         raise DatasetError(
             files_message(source, folder, missing, why, download, root_setting)
         ) from None
+
+
+def _failure(error: Exception) -> str:
+    """torchvision's error in a few words: for a download, the last mirror's network error
+    (torchvision lists every mirror it tried), else the error's type and text."""
+    text = " ".join(str(error).split())
+    network = re.findall(r"<urlopen error (.+?)>", text)
+    if network:
+        return f"no connection: {cut(network[-1], 120)}"
+    return cut(f"{type(error).__name__}: {text}", 300)
 
 
 def files_message(
@@ -192,6 +204,12 @@ def files_message(
         where = f"{source.title} files in {folder} are unreadable or fail torchvision's checks"
     layout = source.folder.split("/")[0] + ("/raw/" if source.folder.endswith("/raw") else "/")
     fixes = f"point {root_setting} at the folder that holds {layout}"
+    if root_setting == "data.root" and download and missing:  # the download failed
+        return (
+            f"{where}; {why}; retry where the network reaches {source.mirrors}, or train on a "
+            f"copy: data.root=PATH data.download=false, with PATH the folder that holds "
+            f"{layout} ({source.form})"
+        )
     if root_setting == "data.root":  # only training's data section can download
         retry = "retry" if download else "set data.download: true"
         fixes += f", or {retry} where the network reaches {source.mirrors}"

@@ -47,10 +47,13 @@ def _selected(kind: str | None) -> Iterator[tuple[str, Registry]]:
 def plain(kind: str | None = None) -> str:
     """Each kind's components (only `kind`'s, if given) with `name: type = default  # what`."""
     lines = []
-    for section, registry in _selected(kind):
+    selected = list(_selected(kind))
+    # one name column for every kind, as wide as the longest name (plugins' included)
+    width = max([16, *(len(entry.name) for _, registry in selected for entry in registry)])
+    for section, registry in selected:
         lines.append(f"{registry.plural} ({section}.name):")
         for entry in registry:
-            lines.append(f"  {entry.name:<16} {entry.summary}")
+            lines.append(f"  {entry.name:<{width}} {entry.summary}")
             for name, field in entry.params.model_fields.items():
                 default = "required" if field.is_required() else f"= {field.get_default()!r}"
                 described = f"  # {field.description}" if field.description else ""

@@ -87,20 +87,47 @@ class RecipeLoader(yaml.SafeLoader):
             seen[key] = key_node.start_mark
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Resolve the merge keys (`<<: *a`, `<<: [*a, *b]`) of `node` as YAML defines them: the
+        mapping's own keys win over merged ones, earlier merged mappings over later ones, and
+        each key is copied once. PyYAML 6.0.4 deduplicates merged keys by the identity of their
+        string objects, so which mapping wins depends on string interning there; resolving them
+        here gives the same recipe on every version. Copies are counted, before they are made,
+        against MAX_VALUES."""
         self._check_duplicates(node)
-        # Each `<<` copies the merged mappings' keys, so repeated merges of merges multiply
-        # them: count the copies before PyYAML makes them (the merged ones flattened first).
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        sources: list[tuple[yaml.Node, yaml.MappingNode]] = []
         for key_node, value_node in node.value:
             if key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.tag == "tag:yaml.org,2002:value":  # as PyYAML: '=' is a plain key
+                    key_node.tag = "tag:yaml.org,2002:str"
+                own.append((key_node, value_node))
                 continue
             merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
             for source in merged:
-                if isinstance(source, yaml.MappingNode):
-                    self.flatten_mapping(source)
-                    self._merged += len(source.value)
+                if not isinstance(source, yaml.MappingNode):
+                    problem = "expected a mapping or list of mappings for merging, but found"
+                    raise ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"{problem} {source.id}",
+                        source.start_mark,
+                    )
+                sources.append((key_node, source))
+        if not sources:
+            return
+        seen = {_key_identity(key) for key, _ in own}
+        copied: list[tuple[yaml.Node, yaml.Node]] = []
+        for merge_key, source in sources:
+            self.flatten_mapping(source)  # a mapping merged again is already flat: no new work
+            self._merged += len(source.value)
             if self._merged > MAX_VALUES:
-                raise _TooManyMerged(None, None, None, key_node.start_mark)
-        super().flatten_mapping(node)
+                raise _TooManyMerged(None, None, None, merge_key.start_mark)
+            for key, value in source.value:
+                identity = _key_identity(key)
+                if identity is None or identity not in seen:
+                    seen.add(identity)
+                    copied.append((key, value))
+        node.value = copied + own
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -110,6 +137,12 @@ class RecipeLoader(yaml.SafeLoader):
             reason = str(error).split(";")[0]
             problem = f"this {_KINDS.get(tag, tag)} cannot be read ({reason})"
             raise _Unconvertible(None, None, problem, node.start_mark) from None
+
+
+def _key_identity(key: yaml.Node) -> tuple[str, str] | None:
+    """What makes two mapping keys the same key for a merge: a scalar's tag and text (None for
+    a collection used as a key, which is never merged away)."""
+    return (key.tag, key.value) if isinstance(key, yaml.ScalarNode) else None
 
 
 RecipeLoader.yaml_implicit_resolvers = {

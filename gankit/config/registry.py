@@ -288,13 +288,18 @@ def load_plugins(*, force: bool = False) -> list[str]:
         for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
             try:
                 entry_point.load()
-            except Exception as error:
+            except (Exception, SystemExit) as error:  # a plugin's sys.exit must not end gankit
                 dist = entry_point.dist
                 source = f"{dist.name} {dist.version}" if dist else "unknown distribution"
+                what = (
+                    f"called sys.exit({error.code!r}) on import"
+                    if isinstance(error, SystemExit)
+                    else f"failed to load: {type(error).__name__}: {error}"
+                )
                 _plugin_failures.append(
                     f"gankit plugin '{entry_point.name}' ({entry_point.value}, from {source}) "
-                    f"failed to load: {type(error).__name__}: {error}. Fix or uninstall that "
-                    f"package, or set {NO_PLUGINS_ENV}=1 to skip plugin autoloading."
+                    f"{what}. Fix or uninstall that package, or set {NO_PLUGINS_ENV}=1 to skip "
+                    "plugin autoloading."
                 )
                 cause = error
                 continue

@@ -228,10 +228,15 @@ class TrackingSection(Strict):
         return value
 
 
+PROJECT_REFUSED = "/\\#?%:\0"  # W&B's refused characters, and NUL
+
+
 class WandbSection(Strict):
     """Weights & Biases logging. Without `mode`, WANDB_MODE decides; without a key, offline."""
 
-    project: str = "gankit"
+    project: str = Field(
+        "gankit", description="W&B project; also TensorBoard's folder in the run folder"
+    )
     entity: str | None = None
     mode: Literal["online", "offline", "disabled"] | None = None
     tags: list[str] = []
@@ -241,6 +246,28 @@ class WandbSection(Strict):
     group: str | None = Field(None, description="groups runs in the W&B UI (e.g. a sweep)")
     notes: str | None = Field(None, description="a description of the run")
     log_model: bool = Field(True, description="log the export as a model artifact at the end")
+
+    @field_validator("project")
+    @classmethod
+    def _one_folder_name(cls, value: str) -> str:
+        # W&B refuses these characters deep in its setup; TensorBoard makes the project a folder
+        # of the run folder, which '..' or a separator would leave.
+        refused = sorted(set(value) & set(PROJECT_REFUSED))
+        why = (
+            f"holds {', '.join(map(repr, refused))}"
+            if refused
+            else "is longer than 128 characters"
+            if len(value) > 128
+            else f"is {value!r}"
+            if not value.strip() or value in (".", "..")
+            else ""
+        )
+        if why:
+            raise ValueError(
+                f"a W&B project name {why}: give a plain name such as 'gankit', without "
+                f"{' '.join(PROJECT_REFUSED[:-1])}, not '.' or '..' (wandb.entity names a team)"
+            )
+        return value
 
 
 class RecipeBase(Strict):

@@ -9,6 +9,7 @@ import torch
 
 from gankit.components.data import NATIVE_CLASSES, declared_shape
 from gankit.components.models.base import eval_mode
+from gankit.config.registry import DATASETS
 from gankit.config.sections import LoaderFields
 from gankit.core.errors import GankitError, warn
 from gankit.metrics import classifier as classifiers
@@ -31,21 +32,36 @@ def dataset_params(section: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key not in NOT_DATASET_PARAMS}
 
 
-def train_command(dataset: str) -> str:
-    """How to make a classifier for `dataset`, for messages."""
-    return f"gankit classifier train {dataset} --data-root DIR --out FILE.safetensors"
+def train_command(dataset: str, params: dict[str, Any] | None = None) -> str:
+    """How to make a classifier for `dataset` with the dataset `params` that shape its images
+    (`size=64`, ...; those left at their defaults go unsaid), so that it takes the images the
+    generator makes; for messages."""
+    fields = DATASETS.get(dataset).params.model_fields if dataset in DATASETS else {}
+    shaping = [
+        f"{key}={value}"
+        for key, value in (params or {}).items()
+        if value is not None and (key not in fields or fields[key].get_default() != value)
+    ]
+    return " ".join(
+        ["gankit classifier train", dataset, *shaping, "--data-root DIR --out FILE.safetensors"]
+    )
 
 
 def pick_classifier(
-    dataset: str, path: str | None, image_shape: tuple[int, ...], setting: str, device: Any
+    dataset: str,
+    path: str | None,
+    image_shape: tuple[int, ...],
+    setting: str,
+    device: Any,
+    params: dict[str, Any] | None = None,
 ) -> classifiers.Classifier:
     """The classifier at `path`, else the shipped one for 1x28x28 MNIST; checked against the
-    image shape."""
+    image shape (`params`: the dataset's, for the command that makes one)."""
     if path is None and not (dataset == "mnist" and tuple(image_shape) == (1, 28, 28)):
         raise GankitError(
             f"{setting}: the classifier metrics need a classifier trained on '{dataset}' "
             f"{list(image_shape)} images (gankit ships one for 1x28x28 MNIST only); make one "
-            f"with `{train_command(dataset)}` and give its file"
+            f"with `{train_command(dataset, params)}` and give its file"
         )
     loaded = classifiers.load(path, device)
     check_shape(image_shape, loaded)
@@ -58,7 +74,10 @@ def pick_classifier(
 
 
 def check_classes(
-    classifier: classifiers.Classifier | None, real: RealImages, setting: str
+    classifier: classifiers.Classifier | None,
+    real: RealImages,
+    setting: str,
+    params: dict[str, Any] | None = None,
 ) -> None:
     """A classifier of labelled data predicts as many classes as the data has."""
     if classifier is None or len(real.classes) < 2:
@@ -68,7 +87,7 @@ def check_classes(
             f"{setting}: {classifier.path.name} predicts {classifier.num_classes} classes "
             f"(trained on '{classifier.card['dataset']}'), but the reference data has "
             f"{len(real.classes)}; make a classifier for this data with "
-            f"`{train_command(real.dataset)}`"
+            f"`{train_command(real.dataset, params)}`"
         )
 
 
@@ -147,19 +166,20 @@ def evaluate_export(
     config = read_config(path)
     dataset = config.get("dataset", "mnist")  # exports before it was recorded: MNIST's
     shipped = dataset == "mnist" and image_shape == (1, 28, 28)
+    recorded = config.get("data", {})
+    params = dataset_params(recorded)
     chosen = None
     if classifier or shipped or not inception:
-        chosen = pick_classifier(dataset, classifier, image_shape, "--classifier", device)
+        chosen = pick_classifier(dataset, classifier, image_shape, "--classifier", device, params)
     weights = resolve_weights(inception_weights) if inception else None
-    recorded = config.get("data", {})
     real = read_split(
         dataset,
         data_root or recorded.get("root") or "data",
         split,
         image_shape=image_shape,
-        params=dataset_params(recorded),
+        params=params,
     )
-    check_classes(chosen, real, "--classifier")
+    check_classes(chosen, real, "--classifier", params)
     measures = prepare(
         real,
         classifier=chosen,
@@ -210,7 +230,8 @@ def check_eval_settings(recipe: Any) -> None:
                 raise GankitError(
                     f"eval.every: the classifier metrics need a classifier trained on "
                     f"'{data.name}' {list(shape)} images (gankit ships one for 1x28x28 MNIST "
-                    f"only): make one with `{train_command(data.name)}` and set eval.classifier "
+                    f"only): make one with `{train_command(data.name, dataset_params(data))}` and "
+                    "set eval.classifier "
                     "to that file; or set eval.metrics: [inception] (Inception FID and KID), "
                     "or eval.every: 0"
                 )
@@ -223,7 +244,7 @@ def check_eval_settings(recipe: Any) -> None:
                     f"eval.classifier: {settings.classifier} takes {card['image_shape']} images "
                     f"in {card['num_classes']} classes (trained on '{card['dataset']}'), but data "
                     f"'{data.name}' gives {data_says}; make a classifier for this data with "
-                    f"`{train_command(data.name)}`"
+                    f"`{train_command(data.name, dataset_params(data))}`"
                 )
     if "inception" in settings.metrics and settings.inception_weights:
         try:
@@ -251,7 +272,12 @@ class TrainingEvaluator:
         chosen = None
         if "classifier" in settings.metrics:
             chosen = pick_classifier(
-                data.name, settings.classifier, image_shape, "eval.classifier", device
+                data.name,
+                settings.classifier,
+                image_shape,
+                "eval.classifier",
+                device,
+                dataset_params(data),
             )
         weights = None
         if "inception" in settings.metrics:
@@ -265,7 +291,7 @@ class TrainingEvaluator:
             params=dataset_params(data),
             root_setting=setting,
         )
-        check_classes(chosen, self.real, "eval.classifier")
+        check_classes(chosen, self.real, "eval.classifier", dataset_params(data))
         self.measures = prepare(
             self.real,
             classifier=chosen,

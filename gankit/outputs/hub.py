@@ -62,7 +62,7 @@ def resolve_export(source: str | Path, *, revision: str | None = None) -> Path:
 def download_export(repo_id: str, *, revision: str | None = None) -> Path:
     """Download (or find in the cache) the export files of the Hub model repo `repo_id`."""
     hub = _hub()
-    from huggingface_hub import errors
+    from huggingface_hub import constants, errors  # submodules: not attributes until imported
 
     where = f"Hub repo '{repo_id}'" + (f" at revision {shown(revision)}" if revision else "")
     try:
@@ -84,7 +84,7 @@ def download_export(repo_id: str, *, revision: str | None = None) -> Path:
         ) from None
     except errors.LocalEntryNotFoundError:
         raise ExportError(
-            f"{where} is not in the Hugging Face cache ({hub.constants.HF_HUB_CACHE}) and the Hub "
+            f"{where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the Hub "
             "cannot be reached (HF_HUB_OFFLINE is set, or no network); download it once online, "
             f"or point at a local export folder (no folder '{repo_id}' exists here)"
         ) from None
@@ -130,9 +130,9 @@ def push_export(
         )
     load_model(folder)  # the checksum, the header and finite weights, as a user would load it
     hub = _hub()
-    from huggingface_hub import errors
+    from huggingface_hub import constants, errors  # submodules: not attributes until imported
 
-    if hub.constants.HF_HUB_OFFLINE:
+    if constants.HF_HUB_OFFLINE:
         raise GankitError("cannot push: HF_HUB_OFFLINE is set; unset it to reach the Hub")
     if hub.get_token() is None:
         raise GankitError(

@@ -1,7 +1,9 @@
 """The trackers (W&B, TensorBoard) through Accelerate: W&B's mode, the run's name and config,
 scalars grouped by kind, images, the export as an artifact.
 
-`wandb` is imported only by Accelerate's tracker, and only when the mode is not `disabled`.
+`wandb` is imported only by Accelerate's tracker, and only when W&B is among the chosen trackers
+(`tracking.log_with`) and its mode is not `disabled`; otherwise W&B's settings, key and
+environment are not looked at.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import netrc
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from accelerate import Accelerator
 
 from gankit.config.recipe import RecipeBase, WandbSection, dump_recipe, recipe_dict
-from gankit.core.errors import GankitError
+from gankit.core.errors import GankitError, shown
+
+if TYPE_CHECKING:  # `gankit validate` checks the trackers without importing Accelerate
+    from accelerate import Accelerator
 
 
 def _has_api_key() -> bool:
@@ -31,19 +36,30 @@ def _has_api_key() -> bool:
     return any("wandb" in host for host in hosts)
 
 
-def wandb_mode(section: WandbSection) -> str:
-    """`online`, `offline` or `disabled`: the recipe's choice, else WANDB_MODE, else online.
+# The WANDB_MODE values gankit takes; wandb itself fails deep in its setup on an empty one.
+WANDB_ENV_MODES = ("online", "offline", "disabled", "dryrun")
+
+
+def wandb_mode(section: WandbSection, log_with: Sequence[str] = ("wandb",)) -> str:
+    """`online`, `offline` or `disabled`: `disabled` when W&B is not among the chosen trackers
+    (`log_with`), without a look at the environment; else the recipe's choice, else WANDB_MODE,
+    else online.
 
     Online without an API key would fail (or wait for a prompt), so it falls back to offline
     with a message; `wandb sync` uploads an offline run later.
     """
-    mode = section.mode or os.environ.get("WANDB_MODE", "").strip().lower() or "online"
-    if mode in ("dryrun",):
-        mode = "offline"
-    if mode not in ("online", "offline", "disabled"):
+    if "wandb" not in log_with:
+        return "disabled"
+    env = os.environ.get("WANDB_MODE")
+    if env is not None and env not in WANDB_ENV_MODES and section.mode != "disabled":
+        what = "set but empty" if not env.strip() else f"set to {shown(env)}"
         raise GankitError(
-            f"W&B mode {mode!r} (wandb.mode or WANDB_MODE): use online, offline or disabled"
+            f"WANDB_MODE is {what}: set it to online, offline or disabled, or unset it "
+            "(`unset WANDB_MODE`); W&B reads it even where the recipe sets wandb.mode"
         )
+    mode = section.mode or env or "online"
+    if mode == "dryrun":
+        mode = "offline"
     if mode == "online" and not _has_api_key():
         print(
             "gankit: no W&B API key found (WANDB_API_KEY or `wandb login`); logging offline. "
@@ -55,19 +71,36 @@ def wandb_mode(section: WandbSection) -> str:
 
 
 TENSORBOARD_DIR = "tensorboard"  # in the run folder; the event files are in <project>/ inside
+# Each tracker's package, and how to install it.
+TRACKER_PACKAGES = {
+    "wandb": ("wandb", "pip install wandb (a dependency of gankit: reinstall gankit)"),
+    "tensorboard": ("tensorboard", 'pip install "gankit[tensorboard]"'),
+}
+
+
+def check_tracker_packages(log_with: Sequence[str], wandb_mode: str | None = None) -> None:
+    """Raise a GankitError naming what to install when a chosen tracker's package is missing
+    (W&B only when it will run: not with `wandb_mode` disabled)."""
+    for name in log_with:
+        package, install = TRACKER_PACKAGES[name]
+        if name == "wandb" and wandb_mode == "disabled":
+            continue
+        try:
+            missing = importlib.util.find_spec(package) is None
+        except ValueError:  # in sys.modules without a spec (None: blocked)
+            missing = True
+        if missing:
+            raise GankitError(
+                f"tracking.log_with names {name}, but the {package} package is not installed; "
+                f"install it with {install}, or remove {name} from tracking.log_with"
+            )
 
 
 def trackers(recipe: RecipeBase, mode: str) -> list[str]:
     """The Accelerate trackers of `tracking.log_with` that will run: W&B unless its mode is
-    disabled; TensorBoard when its package is installed (else a clear error, before training)."""
-    names = [n for n in recipe.tracking.log_with if n != "wandb" or mode != "disabled"]
-    if "tensorboard" in names and importlib.util.find_spec("tensorboard") is None:
-        raise GankitError(
-            "tracking.log_with names tensorboard, but the tensorboard package is not installed; "
-            "install it with pip install 'gankit[tensorboard]', or remove it from "
-            "tracking.log_with"
-        )
-    return names
+    disabled; each one's package installed (else a clear error, before training)."""
+    check_tracker_packages(recipe.tracking.log_with, mode)
+    return [n for n in recipe.tracking.log_with if n != "wandb" or mode != "disabled"]
 
 
 def default_run_name(run_dir: Path) -> str:

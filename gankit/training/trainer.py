@@ -45,7 +45,7 @@ class Trainer:
         runfolder.check_run_folder(self.run_dir)  # before any work: fit() checks again, locked
         if recipe.train.resume not in ("auto", "never"):
             check_resume_folder(recipe.train.resume, self.run_dir)
-        self.wandb_mode = tracking.wandb_mode(recipe.wandb)
+        self.wandb_mode = tracking.wandb_mode(recipe.wandb, recipe.tracking.log_with)
         # Accelerate keeps one global state per process; a second run in the same process (a
         # notebook, a sweep) may change the precision, so start that state afresh. The process
         # group (PartialState) is kept.
