@@ -14,6 +14,14 @@ from typing import Any
 
 from gankit._version import __version__
 from gankit.core.errors import GankitError
+from gankit.core.sizes import (
+    MAX_BATCH,
+    MAX_EVAL_SAMPLES,
+    MAX_FPS,
+    MAX_GRID_IMAGES,
+    MAX_WALK_FRAMES,
+    MIN_FPS,
+)
 
 EXPORT_HELP = "export folder (e.g. runs/mnist_dcgan/export/generator) or Hub repo id (user/repo)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -65,6 +73,7 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
+    from gankit.components.models.base import check_sampling_fits, sample_footprint
     from gankit.outputs.export import load_generator
     from gankit.outputs.files import check_new_file, render_samples, write_new_file
 
@@ -76,6 +85,13 @@ def _sample(args: argparse.Namespace) -> None:
     check_new_file(out, force=args.force)  # before loading: a refusal costs nothing
     generator = load_generator(args.export, device=args.device, revision=args.revision)
     labels = _labels(args.labels, args.n, generator)
+    check_sampling_fits(
+        sample_footprint(generator),
+        args.n,
+        generator.weights_device(),
+        f"--n {args.n} (a grid of {args.n:,} images)",
+        "--n",
+    )
     try:
         images = generator.sample(args.n, seed=args.seed, labels=labels, truncation=args.truncation)
     except ValueError as error:
@@ -91,14 +107,30 @@ def _write_image(picture: Any, path: Path) -> None:
 
 
 def _interpolate(args: argparse.Namespace) -> None:
+    from gankit.components.models.base import check_sampling_fits, sample_footprint
     from gankit.outputs.export import load_generator
     from gankit.outputs.walk import check_video_path, walk_frames, write_video
 
     out = Path(args.out)
     check_video_path(out, force=args.force)
+    count = args.points * args.steps
+    if count > MAX_WALK_FRAMES:
+        raise GankitError(
+            f"--points {args.points} x --steps {args.steps} makes {count:,} frames, more than "
+            f"the {MAX_WALK_FRAMES:,} a walk may have; lower --points or --steps"
+        )
     generator = load_generator(args.export, device=args.device, revision=args.revision)
     conditional = bool(generator.num_classes)
     walks = args.n if args.n is not None else (8 if conditional else 16)
+    images = walks * (generator.num_classes if conditional and args.label is None else 1)
+    check_sampling_fits(
+        sample_footprint(generator),
+        images,
+        generator.weights_device(),
+        f"--n {walks} ({images:,} images in each of {count:,} frames)",
+        "--n, --points or --steps",
+        frames=count,
+    )
     try:
         frames = walk_frames(
             generator,
@@ -220,8 +252,8 @@ def describe_os_error(error: OSError) -> str:
     return f"{what}{where}; {advice}"
 
 
-def positive(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least `minimum`."""
+def positive(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum` (and at most `maximum`)."""
 
     def parse(text: str) -> int:
         try:
@@ -230,6 +262,8 @@ def positive(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is too small; it must be >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} is too large; it must be <= {maximum:,}")
         return value
 
     return parse
@@ -246,6 +280,24 @@ def positive_float(text: str) -> float:
     return value
 
 
+def frame_rate(text: str) -> float:
+    """An argparse type: frames per second, a finite number from MIN_FPS to MAX_FPS."""
+    value = positive_float(text)
+    if not MIN_FPS <= value <= MAX_FPS:
+        raise argparse.ArgumentTypeError(
+            f"{text}: give frames per second from {MIN_FPS:g} to {MAX_FPS:g}"
+        )
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (with where to read the usage), exit 2."""
+
+    def error(self, message: str) -> Any:
+        """Print `message` as one line and exit with status 2 (argparse's usage error)."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def truncation(text: str) -> float:
     """An argparse type: a truncation psi in (0, 1]."""
     from gankit.components.models.base import check_truncation
@@ -260,9 +312,7 @@ def truncation(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `gankit` command."""
-    parser = argparse.ArgumentParser(
-        prog="gankit", description="Train GANs from typed recipes.", allow_abbrev=False
-    )
+    parser = Parser(prog="gankit", description="Train GANs from typed recipes.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"gankit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -307,7 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("export", help=EXPORT_HELP)
     sample.add_argument("--revision", help="Hub repos: branch, tag or commit (default main)")
-    sample.add_argument("--n", type=positive(1), default=64, help="number of images (default 64)")
+    sample.add_argument(
+        "--n",
+        type=positive(1, MAX_GRID_IMAGES),
+        default=64,
+        help=f"number of images (default 64; at most {MAX_GRID_IMAGES:,})",
+    )
     sample.add_argument(
         "--out", default="samples.png", help="output image file (default samples.png)"
     )
@@ -334,21 +389,33 @@ def build_parser() -> argparse.ArgumentParser:
     walk.add_argument("export", help=EXPORT_HELP)
     walk.add_argument("--out", default="walk.gif", help="walk.gif (default) or walk.mp4")
     walk.add_argument(
-        "--points", type=positive(2), default=4, help="random latents the loop visits (4)"
+        "--points",
+        type=positive(2, MAX_WALK_FRAMES),
+        default=4,
+        help="random latents the loop visits (4)",
     )
     walk.add_argument(
-        "--steps", type=positive(1), default=16, help="frames from one point to the next (16)"
+        "--steps",
+        type=positive(1, MAX_WALK_FRAMES),
+        default=16,
+        help=f"frames from one point to the next (16); points x steps <= {MAX_WALK_FRAMES:,}",
     )
     walk.add_argument(
         "--n",
-        type=positive(1),
-        help="walks side by side in each frame (default 16; conditional: 8 per class row)",
+        type=positive(1, MAX_GRID_IMAGES),
+        help="walks side by side in each frame (default 16; conditional: 8 per class row; at "
+        f"most {MAX_GRID_IMAGES:,})",
     )
     walk.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
     walk.add_argument(
         "--label", type=int, help="conditional generators: walk this class only (default: all)"
     )
-    walk.add_argument("--fps", type=positive_float, default=10.0, help="frames per second (10)")
+    walk.add_argument(
+        "--fps",
+        type=frame_rate,
+        default=10.0,
+        help=f"frames per second, {MIN_FPS:g} to {MAX_FPS:g} (10)",
+    )
     walk.add_argument(
         "--truncation", type=truncation, default=1.0, help="psi in (0, 1] (default 1: none)"
     )
@@ -368,11 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root",
         help="folder of the reference data (MNIST/raw/, ...); default: the export's data.root",
     )
-    evaluate.add_argument("--n", type=positive(2), default=10_000, help="generated samples (10000)")
+    evaluate.add_argument(
+        "--n",
+        type=positive(2, MAX_EVAL_SAMPLES),
+        default=10_000,
+        help=f"generated samples (10000; at most {MAX_EVAL_SAMPLES:,})",
+    )
     evaluate.add_argument("--split", choices=["test", "train"], default="test", help="reference")
     evaluate.add_argument("--seed", type=int, default=0, help="noise seed (0)")
     evaluate.add_argument(
-        "--batch-size", type=positive(1), default=500, help="images per batch (500)"
+        "--batch-size",
+        type=positive(1, MAX_BATCH),
+        default=500,
+        help=f"images per batch (500; at most {MAX_BATCH:,})",
     )
     evaluate.add_argument("--device", default="cpu", help="torch device (cpu)")
     evaluate.add_argument("--out", help="also write the JSON to this file")

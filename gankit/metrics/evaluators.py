@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from gankit.components.data import NATIVE_CLASSES, declared_shape
-from gankit.components.models.base import eval_mode
+from gankit.components.models.base import eval_mode, sample_footprint
 from gankit.config.sections import LoaderFields
 from gankit.core.errors import GankitError, warn
+from gankit.core.sizes import check_fits
 from gankit.metrics import classifier as classifiers
 from gankit.metrics.evaluation import (
     ClassifierMetrics,
@@ -19,10 +20,55 @@ from gankit.metrics.evaluation import (
     conditional_generate,
     evaluate,
 )
-from gankit.metrics.inception import InceptionMetrics, check_inception_weights, resolve_weights
+from gankit.metrics.inception import (
+    FEATURES,
+    InceptionMetrics,
+    check_inception_weights,
+    resolve_weights,
+)
+from gankit.metrics.manifold import CHUNK
 from gankit.metrics.reference import RealImages, cached_features, progress, read_split
 
 NOT_DATASET_PARAMS = {"name", "root", "download", "split", *LoaderFields.model_fields}
+STORED_BYTES = 8  # a stored feature or distance (float64 where the metrics compute in it)
+
+
+def check_evaluation_fits(
+    sample_bytes: int,
+    *,
+    n: int,
+    batch_size: int,
+    dims: int,
+    device: Any,
+    settings: tuple[str, str] = ("--n", "--batch-size"),
+) -> None:
+    """Refuse an evaluation that needs more memory than is available: one batch's forward pass
+    (`sample_bytes` an image: `sample_footprint(generator).peak`) and, for all `n` samples,
+    their `dims` stored feature values and the rows of k-NN distances the manifold metrics hold
+    at a time. `settings` name the count and the batch size where the user set them."""
+    n_setting, batch_setting = settings
+
+    def given(setting: str, value: int) -> str:
+        return f"{setting} {value}" if setting.startswith("-") else f"{setting}={value}"
+
+    check_fits(
+        batch_size * sample_bytes,
+        device,
+        f"{given(batch_setting, batch_size)} (one batch of generated images)",
+        hint=f"lower {batch_setting}",
+    )
+    check_fits(
+        n * STORED_BYTES * (dims + 2 * CHUNK),
+        device,
+        f"{given(n_setting, n)} (the features of {n:,} generated images and their distances)",
+        hint=f"lower {n_setting}",
+    )
+
+
+def feature_dims(classifier: classifiers.Classifier | None, inception: bool) -> int:
+    """Values stored per generated image: the classifier's features and logits, Inception's."""
+    mine = classifier.model.num_features + classifier.num_classes if classifier else 0
+    return mine + (FEATURES if inception else 0)
 
 
 def dataset_params(section: Any) -> dict[str, Any]:
@@ -151,6 +197,13 @@ def evaluate_export(
     if classifier or shipped or not inception:
         chosen = pick_classifier(dataset, classifier, image_shape, "--classifier", device)
     weights = resolve_weights(inception_weights) if inception else None
+    check_evaluation_fits(
+        sample_footprint(generator).peak,
+        n=n,
+        batch_size=batch_size,
+        dims=feature_dims(chosen, inception),
+        device=device,
+    )
     recorded = config.get("data", {})
     real = read_split(
         dataset,
@@ -235,7 +288,15 @@ def check_eval_settings(recipe: Any) -> None:
 class TrainingEvaluator:
     """Evaluates the generator during training, on every process, against a fixed reference."""
 
-    def __init__(self, recipe: Any, image_shape: tuple[int, ...], accelerator: Any) -> None:
+    def __init__(
+        self,
+        recipe: Any,
+        image_shape: tuple[int, ...],
+        accelerator: Any,
+        sample_bytes: int | None = None,
+    ) -> None:
+        """With `sample_bytes` (`sample_footprint(generator).peak`), an evaluation that would not
+        fit the memory is refused before the reference data is read."""
         check_eval_settings(recipe)
         settings, data = recipe.eval, recipe.data
         if len(image_shape) != 3:
@@ -256,6 +317,15 @@ class TrainingEvaluator:
         weights = None
         if "inception" in settings.metrics:
             weights = resolve_weights(settings.inception_weights, "eval.inception_weights")
+        if sample_bytes is not None:
+            check_evaluation_fits(
+                sample_bytes,
+                n=settings.n,
+                batch_size=settings.batch_size,
+                dims=feature_dims(chosen, weights is not None),
+                device=device,
+                settings=("eval.n", "eval.batch_size"),
+            )
         setting = "eval.data_root" if settings.data_root else "data.root"
         self.real = read_split(
             data.name,
