@@ -114,7 +114,7 @@ def _register_torchvision(
                 gt=0,
                 le=MAX_IMAGE_SIDE,
                 description="resize to size x size (bilinear, antialiased); none: native; at "
-                f"most {MAX_IMAGE_SIDE}",
+                f"most {MAX_IMAGE_SIDE:,}",
             ),
         ] = None,
     ) -> TensorDataset:
@@ -302,7 +302,7 @@ def image_folder(
         Field(
             gt=0,
             le=MAX_IMAGE_SIDE,
-            description=f"images come out size x size; at most {MAX_IMAGE_SIDE}",
+            description=f"images come out size x size; at most {MAX_IMAGE_SIDE:,}",
         ),
     ],
     channels: Annotated[Literal[1, 3], Field(description="1: greyscale, 3: RGB")] = 3,

@@ -33,35 +33,33 @@ NOT_DATASET_PARAMS = {"name", "root", "download", "split", *LoaderFields.model_f
 STORED_BYTES = 8  # a stored feature or distance (float64 where the metrics compute in it)
 
 
-def check_evaluation_fits(
-    sample_bytes: int,
-    *,
-    n: int,
-    batch_size: int,
-    dims: int,
-    device: Any,
-    settings: tuple[str, str] = ("--n", "--batch-size"),
+def given(setting: str, value: int) -> str:
+    """How the user set a value: `--n 5` on the command line, `eval.n=5` in a recipe."""
+    return f"{setting} {value}" if setting.startswith("-") else f"{setting}={value}"
+
+
+def check_batch_fits(
+    sample_bytes: int, batch_size: int, device: Any, setting: str = "--batch-size"
 ) -> None:
-    """Refuse an evaluation that needs more memory than is available: one batch's forward pass
-    (`sample_bytes` an image: `sample_footprint(generator).peak`) and, for all `n` samples,
-    their `dims` stored feature values and the rows of k-NN distances the manifold metrics hold
-    at a time. `settings` name the count and the batch size where the user set them."""
-    n_setting, batch_setting = settings
-
-    def given(setting: str, value: int) -> str:
-        return f"{setting} {value}" if setting.startswith("-") else f"{setting}={value}"
-
+    """Refuse batches of generated images whose forward pass needs more memory than the device
+    has available (`sample_bytes` an image: `sample_footprint(generator).peak`)."""
     check_fits(
         batch_size * sample_bytes,
         device,
-        f"{given(batch_setting, batch_size)} (one batch of generated images)",
-        hint=f"lower {batch_setting}",
+        f"{given(setting, batch_size)} (one batch of generated images)",
+        hint=f"lower {setting}",
     )
+
+
+def check_features_fit(n: int, dims: int, device: Any, setting: str = "--n") -> None:
+    """Refuse an evaluation of `n` samples whose stored features (`dims` values each) and the
+    rows of k-NN distances the manifold metrics hold at a time need more memory than the
+    device has available."""
     check_fits(
         n * STORED_BYTES * (dims + 2 * CHUNK),
         device,
-        f"{given(n_setting, n)} (the features of {n:,} generated images and their distances)",
-        hint=f"lower {n_setting}",
+        f"{given(setting, n)} (the features of {n:,} generated images and their distances)",
+        hint=f"lower {setting}",
     )
 
 
@@ -189,6 +187,7 @@ def evaluate_export(
     if inception_weights:
         check_inception_weights(inception_weights)
     generator = load_generator(path, device=device)
+    check_batch_fits(sample_footprint(generator).peak, batch_size, device)
     image_shape = tuple(generator.sample(1, seed=0).shape[1:])
     config = read_config(path)
     dataset = config.get("dataset", "mnist")  # exports before it was recorded: MNIST's
@@ -197,13 +196,7 @@ def evaluate_export(
     if classifier or shipped or not inception:
         chosen = pick_classifier(dataset, classifier, image_shape, "--classifier", device)
     weights = resolve_weights(inception_weights) if inception else None
-    check_evaluation_fits(
-        sample_footprint(generator).peak,
-        n=n,
-        batch_size=batch_size,
-        dims=feature_dims(chosen, inception),
-        device=device,
-    )
+    check_features_fit(n, feature_dims(chosen, inception), device)
     recorded = config.get("data", {})
     real = read_split(
         dataset,
@@ -318,14 +311,8 @@ class TrainingEvaluator:
         if "inception" in settings.metrics:
             weights = resolve_weights(settings.inception_weights, "eval.inception_weights")
         if sample_bytes is not None:
-            check_evaluation_fits(
-                sample_bytes,
-                n=settings.n,
-                batch_size=settings.batch_size,
-                dims=feature_dims(chosen, weights is not None),
-                device=device,
-                settings=("eval.n", "eval.batch_size"),
-            )
+            check_batch_fits(sample_bytes, settings.batch_size, device, "eval.batch_size")
+        check_features_fit(settings.n, feature_dims(chosen, weights is not None), device, "eval.n")
         setting = "eval.data_root" if settings.data_root else "data.root"
         self.real = read_split(
             data.name,

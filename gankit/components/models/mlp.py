@@ -33,7 +33,9 @@ Hidden = Annotated[
     int,
     Field(gt=0, le=MAX_WIDTH, description=f"units per hidden layer; at most {MAX_WIDTH:,}"),
 ]
-Depth = Annotated[int, Field(ge=1, le=MAX_DEPTH, description=f"hidden layers; at most {MAX_DEPTH}")]
+Depth = Annotated[
+    int, Field(ge=1, le=MAX_DEPTH, description=f"hidden layers; at most {MAX_DEPTH:,}")
+]
 
 
 def _stack(in_features: int, hidden: int, depth: int, activation: nn.Module) -> list[nn.Module]:
