@@ -218,4 +218,7 @@ def test_version_and_python_dash_m(tmp_path: Path) -> None:
     assert listed.returncode == 0 and "generators (generator.name):" in listed.stdout
     missing = gankit("train", cwd=tmp_path)  # overrides are optional: only the recipe is named
     assert missing.returncode == 2
-    assert missing.stderr.strip().endswith("the following arguments are required: recipe")
+    assert missing.stderr == (
+        "gankit train: error: the following arguments are required: recipe "
+        "(see gankit train --help)\n"
+    )
