@@ -19,6 +19,7 @@ from gankit.core.sizes import (
     MAX_EVAL_SAMPLES,
     MAX_FPS,
     MAX_GRID_IMAGES,
+    MAX_SEED,
     MAX_WALK_FRAMES,
     MIN_FPS,
 )
@@ -269,6 +270,9 @@ def positive(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+SEED = positive(0, MAX_SEED)  # the argparse type of every --seed
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite number above 0."""
     try:
@@ -366,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--out", default="samples.png", help="output image file (default samples.png)"
     )
-    sample.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    sample.add_argument("--seed", type=SEED, default=None, help="noise seed (default: random)")
     sample.add_argument("--device", default="cpu", help="torch device (default cpu)")
     sample.add_argument(
         "--truncation",
@@ -406,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="walks side by side in each frame (default 16; conditional: 8 per class row; at "
         f"most {MAX_GRID_IMAGES:,})",
     )
-    walk.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    walk.add_argument("--seed", type=SEED, default=None, help="noise seed (default: random)")
     walk.add_argument(
         "--label", type=int, help="conditional generators: walk this class only (default: all)"
     )
@@ -442,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"generated samples (10000; at most {MAX_EVAL_SAMPLES:,})",
     )
     evaluate.add_argument("--split", choices=["test", "train"], default="test", help="reference")
-    evaluate.add_argument("--seed", type=int, default=0, help="noise seed (0)")
+    evaluate.add_argument("--seed", type=SEED, default=0, help="noise seed (0)")
     evaluate.add_argument(
         "--batch-size",
         type=positive(1, MAX_BATCH),
@@ -482,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="weights file (.safetensors; default classifiers/DATASET.safetensors)"
     )
     train_classifier.add_argument("--epochs", type=positive(1), default=4, help="epochs (4)")
-    train_classifier.add_argument("--seed", type=int, default=0, help="seed (0)")
+    train_classifier.add_argument("--seed", type=SEED, default=0, help="seed (0)")
     train_classifier.set_defaults(run=_classifier_train)
 
     push = commands.add_parser(

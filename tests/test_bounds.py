@@ -173,6 +173,8 @@ def test_networks_refuse_images_larger_than_the_bound():
         (["interpolate", "--steps", "10001"], "argument --steps: 10001 is too large"),
         (["eval", "--n", "1000001"], "argument --n: 1000001 is too large; it must be <= 1,000,000"),
         (["eval", "--batch-size", "65537"], "argument --batch-size: 65537 is too large"),
+        (["sample", "--seed", "4294967296"], "argument --seed: 4294967296 is too large"),
+        (["eval", "--seed", "-1"], "argument --seed: -1 is too small; it must be >= 0"),
     ],
 )
 def test_command_line_counts_above_their_bound_are_one_line(argv, message, tiny_export, capsys):
@@ -316,6 +318,18 @@ def test_the_commands_refuse_what_the_available_memory_cannot_hold(
     )
     assert sorted(tmp_path.iterdir()) == []
     assert main(["sample", str(tiny_export), "--n", "4", "--out", str(out)]) == 0
+
+
+def test_a_ring_evaluation_beyond_the_available_memory_is_refused():
+    ring = DATASETS.build({"name": "ring", "modes": MAX_CLASSES, "size": 10})
+    with pytest.raises(GankitError) as error:
+        ring.evaluator(MAX_EVAL_SAMPLES, 0, None)
+    assert re.fullmatch(
+        r"eval.n=1000000 \(distances of 1,000,000 samples to 100,000 modes\) needs about \S+ "
+        r"[GT]iB; \S+ GiB of memory is available; lower eval.n or data.modes",
+        str(error.value),
+    )
+    assert ring.evaluator(2000, 0, None).n == 2000
 
 
 def test_a_dataset_resized_beyond_the_available_memory_is_refused(mnist_root):

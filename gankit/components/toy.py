@@ -100,6 +100,13 @@ class ToyEvaluator:
     """Mode coverage of the generator's samples on ring data (the `eval` section's `n`)."""
 
     def __init__(self, dataset: Any, n: int, seed: int, accelerator: Any) -> None:
+        modes = len(dataset.centers)
+        check_fits(  # the (n, modes) distances and their comparisons, in float32
+            n * (modes + 2) * 4 * 3,
+            "cpu",
+            f"eval.n={n} (distances of {n:,} samples to {modes:,} modes)",
+            hint="lower eval.n or data.modes",
+        )
         self.centers, self.std = dataset.centers, dataset.std
         self.n, self.seed, self.accelerator = n, seed, accelerator
 
