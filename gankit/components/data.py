@@ -271,7 +271,7 @@ def _in_memory(
         count * channels * height * width * 4,
         "cpu",
         f"data.size={size} ({what})" if size else f"the dataset ({what})",
-        hint="lower data.size" if size else "use data.subset or data.size to make it smaller",
+        hint="lower data.size" if size else "resize it with data.size, or free memory",
     )
     if size is None or tuple(images.shape[-2:]) == (size, size):
         scaled = from_uint8(images)
