@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from gankit._version import __version__
-from gankit.core.errors import GankitError, cut
+from gankit.core.errors import GankitError, cut, shown
+from gankit.core.sizes import (
+    MAX_BATCH,
+    MAX_EVAL_SAMPLES,
+    MAX_FPS,
+    MAX_GRID_IMAGES,
+    MAX_SEED,
+    MAX_WALK_FRAMES,
+    MIN_FPS,
+)
 
 EXPORT_HELP = "export folder (e.g. runs/mnist_dcgan/export/generator) or Hub repo id (user/repo)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -72,6 +81,7 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
+    from gankit.components.models.base import check_sampling_fits, sample_footprint
     from gankit.outputs.export import load_generator
     from gankit.outputs.files import check_new_file, render_samples, write_new_file
 
@@ -83,6 +93,13 @@ def _sample(args: argparse.Namespace) -> None:
     check_new_file(out, force=args.force)  # before loading: a refusal costs nothing
     generator = load_generator(args.export, device=args.device, revision=args.revision)
     labels = _labels(args.labels, args.n, generator)
+    check_sampling_fits(
+        sample_footprint(generator),
+        args.n,
+        generator.weights_device(),
+        f"--n {args.n} (a grid of {args.n:,} images)",
+        "--n",
+    )
     try:
         images = generator.sample(args.n, seed=args.seed, labels=labels, truncation=args.truncation)
     except ValueError as error:
@@ -98,14 +115,30 @@ def _write_image(picture: Any, path: Path) -> None:
 
 
 def _interpolate(args: argparse.Namespace) -> None:
+    from gankit.components.models.base import check_sampling_fits, sample_footprint
     from gankit.outputs.export import load_generator
     from gankit.outputs.walk import check_video_path, walk_frames, write_video
 
     out = Path(args.out)
     check_video_path(out, force=args.force)
+    count = args.points * args.steps
+    if count > MAX_WALK_FRAMES:
+        raise GankitError(
+            f"--points {args.points} x --steps {args.steps} makes {count:,} frames, more than "
+            f"the {MAX_WALK_FRAMES:,} a walk may have; lower --points or --steps"
+        )
     generator = load_generator(args.export, device=args.device, revision=args.revision)
     conditional = bool(generator.num_classes)
     walks = args.n if args.n is not None else (8 if conditional else 16)
+    images = walks * (generator.num_classes if conditional and args.label is None else 1)
+    check_sampling_fits(
+        sample_footprint(generator),
+        images,
+        generator.weights_device(),
+        f"--n {walks} ({images:,} images in each of {count:,} frames)",
+        "--n, --points or --steps",
+        frames=count,
+    )
     try:
         frames = walk_frames(
             generator,
@@ -229,35 +262,24 @@ def describe_os_error(error: OSError) -> str:
     return f"{what}{where}; {advice}"
 
 
-def positive(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least `minimum`."""
+def positive(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum` (and at most `maximum`)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+            raise argparse.ArgumentTypeError(f"{shown(text)} is not an integer") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is too small; it must be >= {minimum}")
+            raise argparse.ArgumentTypeError(f"{cut(text)} is too small; it must be >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{cut(text)} is too large; it must be <= {maximum:,}")
         return value
 
     return parse
 
 
-SEED_LIMIT = 2**32  # numpy's seeds, and train.seed's bound
-
-
-def seed_value(text: str) -> int:
-    """An argparse type: a seed torch and numpy both take, 0 to 2**32 - 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(
-            f"{cut(text, 40)} is out of range; give a seed from 0 to {SEED_LIMIT - 1}"
-        )
-    return value
+SEED = positive(0, MAX_SEED)  # the argparse type of every --seed
 
 
 def positive_float(text: str) -> float:
@@ -269,6 +291,24 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text}: give a number above 0")
     return value
+
+
+def frame_rate(text: str) -> float:
+    """An argparse type: frames per second, a finite number from MIN_FPS to MAX_FPS."""
+    value = positive_float(text)
+    if not MIN_FPS <= value <= MAX_FPS:
+        raise argparse.ArgumentTypeError(
+            f"{text}: give frames per second from {MIN_FPS:g} to {MAX_FPS:g}"
+        )
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (with where to read the usage), exit 2."""
+
+    def error(self, message: str) -> Any:
+        """Print `message` as one line and exit with status 2 (argparse's usage error)."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def truncation(text: str) -> float:
@@ -285,9 +325,7 @@ def truncation(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `gankit` command."""
-    parser = argparse.ArgumentParser(
-        prog="gankit", description="Train GANs from typed recipes.", allow_abbrev=False
-    )
+    parser = Parser(prog="gankit", description="Train GANs from typed recipes.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"gankit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -332,13 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("export", help=EXPORT_HELP)
     sample.add_argument("--revision", help="Hub repos: branch, tag or commit (default main)")
-    sample.add_argument("--n", type=positive(1), default=64, help="number of images (default 64)")
+    sample.add_argument(
+        "--n",
+        type=positive(1, MAX_GRID_IMAGES),
+        default=64,
+        help=f"number of images (default 64; at most {MAX_GRID_IMAGES:,})",
+    )
     sample.add_argument(
         "--out", default="samples.png", help="output image file (default samples.png)"
     )
-    sample.add_argument(
-        "--seed", type=seed_value, default=None, help="noise seed (default: random)"
-    )
+    sample.add_argument("--seed", type=SEED, default=None, help="noise seed (default: random)")
     sample.add_argument("--device", default="cpu", help="torch device (default cpu)")
     sample.add_argument(
         "--truncation",
@@ -361,21 +402,33 @@ def build_parser() -> argparse.ArgumentParser:
     walk.add_argument("export", help=EXPORT_HELP)
     walk.add_argument("--out", default="walk.gif", help="walk.gif (default) or walk.mp4")
     walk.add_argument(
-        "--points", type=positive(2), default=4, help="random latents the loop visits (4)"
+        "--points",
+        type=positive(2, MAX_WALK_FRAMES),
+        default=4,
+        help="random latents the loop visits (4)",
     )
     walk.add_argument(
-        "--steps", type=positive(1), default=16, help="frames from one point to the next (16)"
+        "--steps",
+        type=positive(1, MAX_WALK_FRAMES),
+        default=16,
+        help=f"frames from one point to the next (16); points x steps <= {MAX_WALK_FRAMES:,}",
     )
     walk.add_argument(
         "--n",
-        type=positive(1),
-        help="walks side by side in each frame (default 16; conditional: 8 per class row)",
+        type=positive(1, MAX_GRID_IMAGES),
+        help="walks side by side in each frame (default 16; conditional: 8 per class row; at "
+        f"most {MAX_GRID_IMAGES:,})",
     )
-    walk.add_argument("--seed", type=seed_value, default=None, help="noise seed (default: random)")
+    walk.add_argument("--seed", type=SEED, default=None, help="noise seed (default: random)")
     walk.add_argument(
         "--label", type=int, help="conditional generators: walk this class only (default: all)"
     )
-    walk.add_argument("--fps", type=positive_float, default=10.0, help="frames per second (10)")
+    walk.add_argument(
+        "--fps",
+        type=frame_rate,
+        default=10.0,
+        help=f"frames per second, {MIN_FPS:g} to {MAX_FPS:g} (10)",
+    )
     walk.add_argument(
         "--truncation", type=truncation, default=1.0, help="psi in (0, 1] (default 1: none)"
     )
@@ -395,11 +448,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root",
         help="folder of the reference data (MNIST/raw/, ...); default: the export's data.root",
     )
-    evaluate.add_argument("--n", type=positive(2), default=10_000, help="generated samples (10000)")
-    evaluate.add_argument("--split", choices=["test", "train"], default="test", help="reference")
-    evaluate.add_argument("--seed", type=seed_value, default=0, help="noise seed (0)")
     evaluate.add_argument(
-        "--batch-size", type=positive(1), default=500, help="images per batch (500)"
+        "--n",
+        type=positive(2, MAX_EVAL_SAMPLES),
+        default=10_000,
+        help=f"generated samples (10000; at most {MAX_EVAL_SAMPLES:,})",
+    )
+    evaluate.add_argument("--split", choices=["test", "train"], default="test", help="reference")
+    evaluate.add_argument("--seed", type=SEED, default=0, help="noise seed (0)")
+    evaluate.add_argument(
+        "--batch-size",
+        type=positive(1, MAX_BATCH),
+        default=500,
+        help=f"images per batch (500; at most {MAX_BATCH:,})",
     )
     evaluate.add_argument("--device", default="cpu", help="torch device (cpu)")
     evaluate.add_argument("--out", help="also write the JSON to this file")
@@ -435,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="weights file (.safetensors; default classifiers/DATASET.safetensors)"
     )
     train_classifier.add_argument("--epochs", type=positive(1), default=4, help="epochs (4)")
-    train_classifier.add_argument("--seed", type=seed_value, default=0, help="seed (0)")
+    train_classifier.add_argument("--seed", type=SEED, default=0, help="seed (0)")
     train_classifier.set_defaults(run=_classifier_train)
 
     push = commands.add_parser(

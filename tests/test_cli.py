@@ -223,10 +223,13 @@ def test_version_and_python_dash_m(tmp_path: Path) -> None:
     assert listed.returncode == 0 and "generators (generator.name):" in listed.stdout
     missing = gankit("train", cwd=tmp_path)  # overrides are optional: only the recipe is named
     assert missing.returncode == 2
-    assert missing.stderr.strip().endswith("the following arguments are required: recipe")
+    assert missing.stderr == (
+        "gankit train: error: the following arguments are required: recipe "
+        "(see gankit train --help)\n"
+    )
 
 
-@pytest.mark.parametrize("seed", [str(2**32), str(2**64), "-1"])
+@pytest.mark.parametrize("seed", [str(2**32), str(2**64)])
 def test_a_seed_out_of_range_names_its_flag(capsys, seed: str) -> None:
     """torch and numpy take seeds below 2**32 alike: a larger one is refused at the flag that
     gave it (the recipe's train.seed, a command's --seed), not where it overflows."""
@@ -240,4 +243,4 @@ def test_a_seed_out_of_range_names_its_flag(capsys, seed: str) -> None:
             main([*command, "--seed", seed])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
-        assert f"error: argument --seed: {seed} is out of range; give a seed from 0 to " in err
+        assert f"error: argument --seed: {seed} is too " in err and "4,294,967,295" in err

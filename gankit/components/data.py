@@ -5,7 +5,6 @@ Every dataset built here carries `classes`, the list of its class names; `num_cl
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from gankit.components.image_files import find_images, open_image_file
 from gankit.config.registry import DATASETS
 from gankit.core.errors import DatasetError, cut, warn
+from gankit.core.sizes import MAX_IMAGE_SIDE, check_fits
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -111,7 +111,12 @@ def _register_torchvision(
         ] = "train",
         size: Annotated[
             int | None,
-            Field(gt=0, description="resize to size x size (bilinear, antialiased); none: native"),
+            Field(
+                gt=0,
+                le=MAX_IMAGE_SIDE,
+                description="resize to size x size (bilinear, antialiased); none: native; at "
+                f"most {MAX_IMAGE_SIDE:,}",
+            ),
         ] = None,
     ) -> TensorDataset:
         dataset = _open_torchvision(source, root, download, split)
@@ -276,6 +281,15 @@ def _in_memory(
     images: torch.Tensor, labels: Any, classes: Sequence[str], size: int | None
 ) -> TensorDataset:
     """A TensorDataset of uint8 (N, C, H, W) images scaled to [-1, 1] (and resized to `size`)."""
+    count, channels = images.shape[:2]
+    height, width = (size, size) if size else images.shape[-2:]
+    what = f"{count:,} images of {channels}x{height}x{width} held in memory as float32"
+    check_fits(
+        count * channels * height * width * 4,
+        "cpu",
+        f"data.size={size} ({what})" if size else f"the dataset ({what})",
+        hint="lower data.size" if size else "resize it with data.size, or free memory",
+    )
     if size is None or tuple(images.shape[-2:]) == (size, size):
         scaled = from_uint8(images)
     else:
@@ -300,7 +314,14 @@ def image_folder(
             description="folder of images: one subfolder per class, or the images directly in it"
         ),
     ],
-    size: Annotated[int, Field(gt=0, description="images come out size x size")],
+    size: Annotated[
+        int,
+        Field(
+            gt=0,
+            le=MAX_IMAGE_SIDE,
+            description=f"images come out size x size; at most {MAX_IMAGE_SIDE:,}",
+        ),
+    ],
     channels: Annotated[Literal[1, 3], Field(description="1: greyscale, 3: RGB")] = 3,
     crop: Annotated[
         Literal["center", "stretch"],

@@ -15,6 +15,9 @@ from torch.utils.data import TensorDataset
 
 from gankit.components.models.base import eval_mode
 from gankit.config.registry import DATASETS
+from gankit.core.sizes import MAX_CLASSES, MAX_POINTS, check_fits
+
+POINT_BYTES = 48  # a ring point's float32 coordinates and long label, with their temporaries
 
 
 def ring_centers(modes: int = 8, radius: float = 2.0) -> torch.Tensor:
@@ -45,13 +48,24 @@ class RingDataset(TensorDataset):
 
 @DATASETS.register("ring")
 def ring(
-    modes: Annotated[int, Field(ge=2, description="Gaussians evenly spaced on the circle")] = 8,
+    modes: Annotated[
+        int,
+        Field(
+            ge=2,
+            le=MAX_CLASSES,
+            description=f"Gaussians evenly spaced on the circle; at most {MAX_CLASSES:,}",
+        ),
+    ] = 8,
     radius: Annotated[float, Field(gt=0, description="radius of the circle")] = 2.0,
     std: Annotated[float, Field(gt=0, description="standard deviation of each Gaussian")] = 0.02,
-    size: Annotated[int, Field(gt=0, description="points in the dataset")] = 20_000,
+    size: Annotated[
+        int,
+        Field(gt=0, le=MAX_POINTS, description=f"points in the dataset; at most {MAX_POINTS:,}"),
+    ] = 20_000,
     data_seed: Annotated[int, Field(ge=0, description="seed of the points (not of training)")] = 0,
 ) -> RingDataset:
     """Points (2,) from a ring of `modes` Gaussians, each labelled with its mode."""
+    check_fits(size * POINT_BYTES, "cpu", f"data.size={size} (ring points)", hint="lower data.size")
     rng = torch.Generator().manual_seed(data_seed)
     labels = torch.randint(modes, (size,), generator=rng)
     centers = ring_centers(modes, radius)
@@ -86,6 +100,13 @@ class ToyEvaluator:
     """Mode coverage of the generator's samples on ring data (the `eval` section's `n`)."""
 
     def __init__(self, dataset: Any, n: int, seed: int, accelerator: Any) -> None:
+        modes = len(dataset.centers)
+        check_fits(  # the (n, modes) distances and their comparisons, in float32
+            n * (modes + 2) * 4 * 3,
+            "cpu",
+            f"eval.n={n} (distances of {n:,} samples to {modes:,} modes)",
+            hint="lower eval.n or data.modes",
+        )
         self.centers, self.std = dataset.centers, dataset.std
         self.n, self.seed, self.accelerator = n, seed, accelerator
 

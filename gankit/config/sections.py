@@ -20,6 +20,13 @@ from pydantic import (
 )
 
 from gankit.config.params import refuse_booleans
+from gankit.core.sizes import (
+    MAX_BATCH,
+    MAX_EVAL_SAMPLES,
+    MAX_GRID_IMAGES,
+    WORKERS_PER_CORE,
+    check_workers,
+)
 
 
 class FiniteInside(BaseModel):
@@ -94,15 +101,29 @@ class OptimSection(Strict):
 class LoaderFields(Strict):
     """How batches are drawn from any dataset (added to every `data` section)."""
 
-    batch_size: int = Field(100, gt=0, description="images per batch, per process by default")
+    batch_size: int = Field(
+        100,
+        gt=0,
+        le=MAX_BATCH,
+        description=f"images per batch, per process by default; at most {MAX_BATCH:,}",
+    )
     global_batch: bool = Field(
         False, description="batch_size is the global batch, split evenly across processes"
     )
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    num_workers: int = Field(
+        0,
+        ge=0,
+        description=f"DataLoader worker processes; at most {WORKERS_PER_CORE} per CPU core",
+    )
     subset: int | None = Field(None, gt=0, description="use only the first N images (debugging)")
     hflip: bool = Field(
         False, description="add each image mirrored left-right (twice the data; after subset)"
     )
+
+    @field_validator("num_workers")
+    @classmethod
+    def _within_the_cores(cls, count: int) -> int:
+        return check_workers(count)
 
 
 @refuse_booleans
@@ -113,7 +134,12 @@ class TrainSection(Strict):
     seed: int = Field(0, ge=0, lt=2**32, description="seeds weights, noise and data order")
     log_every: int = Field(100, gt=0, description="steps between metric lines")
     sample_every: int = Field(1000, gt=0, description="steps between sample grids")
-    n_samples: int = Field(100, gt=0, description="images in each grid, from fixed noise")
+    n_samples: int = Field(
+        100,
+        gt=0,
+        le=MAX_GRID_IMAGES,
+        description=f"images in each grid, from fixed noise; at most {MAX_GRID_IMAGES:,}",
+    )
     export_discriminator: bool = Field(True, description="also export D next to G")
     progress: bool = Field(True, description="show a progress bar (on a terminal)")
     checkpoint_every: int = Field(1000, gt=0, description="steps between resumable checkpoints")
@@ -149,12 +175,20 @@ class EvalSection(Strict):
     Inception FID/KID for images, mode coverage for ring data."""
 
     every: int = Field(0, ge=0, description="steps between evaluations; 0: off")
-    n: int = Field(2000, gt=1, description="generated samples per evaluation, over all processes")
+    n: int = Field(
+        2000,
+        gt=1,
+        le=MAX_EVAL_SAMPLES,
+        description="generated samples per evaluation, over all processes; at most "
+        f"{MAX_EVAL_SAMPLES:,}",
+    )
     split: Literal["test", "train"] = Field(
         "test", description="reference split (datasets without one: all their images)"
     )
     data_root: str | None = Field(None, description="reference data's folder; default data.root")
-    batch_size: int = Field(500, gt=0, description="images per evaluation batch")
+    batch_size: int = Field(
+        500, gt=0, le=MAX_BATCH, description=f"images per evaluation batch; at most {MAX_BATCH:,}"
+    )
     metrics: list[Literal["classifier", "inception"]] = Field(
         ["classifier"],
         min_length=1,

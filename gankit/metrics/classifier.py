@@ -18,15 +18,23 @@ import torch
 from safetensors.torch import load_model
 from torch import nn
 
-from gankit.core.bounded import BoundedReadError, read_json_object, strict_int
+from gankit.core.bounded import BoundedReadError, read_json_object
 from gankit.core.errors import GankitError, shown
+from gankit.core.sizes import (
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_IMAGE_SIDE,
+    check_fits,
+    meta_state,
+    parameter_bytes,
+)
 from gankit.outputs.export import file_sha256
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 WEIGHTS = ASSETS / "mnist_classifier.safetensors"
 CARD = ASSETS / "mnist_classifier.json"
-MAX_SIDE = 1 << 16  # a card's image sizes, far above any a classifier here takes
 CARD_FORMAT = "gankit-classifier"  # marks a card (and its weights) as written by gankit
+MIN_SIDE = 4  # two 2x2 poolings
 
 
 class ImageClassifier(nn.Module):
@@ -39,7 +47,7 @@ class ImageClassifier(nn.Module):
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
-        if height < 4 or width < 4 or num_classes < 2:
+        if height < MIN_SIDE or width < MIN_SIDE or num_classes < 2:
             raise ValueError(f"need images of at least 4x4 and 2 classes, got {image_shape}")
         self.image_shape, self.num_classes = tuple(image_shape), num_classes
         self.features = nn.Sequential(
@@ -111,10 +119,12 @@ def read_card(weights: str | Path, setting: str = "--classifier") -> dict[str, A
         card = read_json_object(card_file, what=f"{setting}: classifier card")
     except BoundedReadError as error:
         raise GankitError(f"{error}; {fix}") from None
-    shape, classes = card.get("image_shape"), card.get("num_classes")
-    problems = [
-        *([] if _shape(shape) else [f"image_shape {shown(shape)} is not three sizes"]),
-        *([] if strict_int(classes) and classes > 0 else [f"num_classes {shown(classes)}"]),
+    problems = []
+    try:
+        check_card_sizes(card.get("num_classes"), card.get("image_shape"))
+    except ValueError as error:
+        problems.append(str(error))
+    problems += [
         *[
             f"{key} is missing"
             for key in ("sha256", "dataset")
@@ -128,13 +138,29 @@ def read_card(weights: str | Path, setting: str = "--classifier") -> dict[str, A
     return card
 
 
-def _shape(value: Any) -> bool:
-    """Whether `value` is a (C, H, W) list of sizes from 1 to MAX_SIDE."""
-    return (
-        isinstance(value, list)
-        and len(value) == 3
-        and all(strict_int(side) and 0 < side <= MAX_SIDE for side in value)
+def whole(value: Any, low: int, high: int) -> bool:
+    """Whether `value` is an integer (not a boolean) from `low` to `high`."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_card_sizes(num_classes: Any, image_shape: Any) -> None:
+    """A card's class count and image shape are integers within gankit's bounds, else a
+    ValueError that says which and what they may be."""
+    if not whole(num_classes, 2, MAX_CLASSES):
+        raise ValueError(
+            f"num_classes must be an integer from 2 to {MAX_CLASSES:,}, got {shown(num_classes)}"
+        )
+    fits = (
+        isinstance(image_shape, list)
+        and len(image_shape) == 3
+        and whole(image_shape[0], 1, MAX_CHANNELS)
+        and all(whole(side, MIN_SIDE, MAX_IMAGE_SIDE) for side in image_shape[1:])
     )
+    if not fits:
+        raise ValueError(
+            f"image_shape must be [channels, height, width] with 1 to {MAX_CHANNELS} channels "
+            f"and sides from {MIN_SIDE} to {MAX_IMAGE_SIDE}, got {shown(image_shape)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -169,7 +195,17 @@ def _loaded(path: str, sha256: str) -> Classifier:
             f"classifier weights {path} do not match the SHA-256 in {card_path(path).name}: "
             "the file is damaged or was replaced; train it again with `gankit classifier train`"
         )
-    model = ImageClassifier(tuple(card["image_shape"]), card["num_classes"])
+    shape, classes = tuple(card["image_shape"]), card["num_classes"]
+    state = meta_state(lambda: ImageClassifier(shape, classes))
+    if state is not None:
+        check_fits(
+            parameter_bytes(state),
+            "cpu",
+            f"the classifier {card_path(path).name} describes ({list(shape)} images, {classes:,} "
+            "classes)",
+            hint="check its card, or train a classifier for smaller images",
+        )
+    model = ImageClassifier(shape, classes)
     try:
         load_model(model, path, strict=True)
     except Exception as error:  # safetensors raises several types for bad files

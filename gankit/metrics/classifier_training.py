@@ -20,13 +20,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from safetensors.torch import save_model
 from torch.utils.data import DataLoader, TensorDataset
 
 from gankit._version import __version__
+from gankit.config.registry import DATASETS
 from gankit.core.atomic import atomic_file
 from gankit.core.bounded import BoundedReadError, read_json_object
-from gankit.core.errors import GankitError
+from gankit.core.errors import GankitError, cut, did_you_mean, shown
 from gankit.metrics.classifier import CARD_FORMAT, ImageClassifier, card_path, file_sha256
 from gankit.metrics.reference import RealImages, has_split, held_out, read_split
 
@@ -75,6 +77,31 @@ def accuracy(model: ImageClassifier, images: torch.Tensor, labels: torch.Tensor)
     return (predictions == labels).float().mean().item()
 
 
+def checked_params(dataset: str, root: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The dataset parameters given as `key=value` (size=32, ...), checked against the dataset's
+    own types and bounds and converted to them; a bad one is one line that names it."""
+    entry = DATASETS.get(dataset)
+    fields = [key for key in entry.params.model_fields if key not in ("root", "split", "download")]
+    for key in params:
+        if key not in fields:
+            hint = did_you_mean(key, fields) or ";"
+            raise GankitError(
+                f"{cut(key)}={shown(params[key])}: dataset '{dataset}' has no parameter "
+                f"{shown(key)}{hint} valid: {', '.join(fields) or 'none'} (the folder is "
+                "--data-root)"
+            )
+    given = {"root": root} if "root" in entry.params.model_fields else {}
+    try:
+        validated = entry.params.model_validate({**given, **params})
+    except ValidationError as error:
+        problem = error.errors()[0]
+        key = ".".join(map(str, problem["loc"]))
+        raise GankitError(
+            f"{key}={shown(problem.get('input'))} for dataset '{dataset}': {problem['msg']}"
+        ) from None
+    return {key: getattr(validated, key) for key in params}
+
+
 def splits(dataset: str, root: str, params: dict[str, Any]) -> tuple[RealImages, RealImages, str]:
     """The train and test images, and how the test images were chosen."""
     if has_split(dataset):
@@ -108,7 +135,7 @@ def train_classifier(
     write it to `out` and its card beside it; returns the card."""
     out = Path(out)
     check_replaceable(out)
-    params = dict(params or {})
+    params = checked_params(dataset, data_root, dict(params or {}))
     train, test, test_split = splits(dataset, data_root, params)
     classes = train.classes or [str(c) for c in range(int(train.labels.max()) + 1)]
     if len(classes) < 2:

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from gankit.components.data import NATIVE_CLASSES, declared_shape
-from gankit.components.models.base import eval_mode
+from gankit.components.models.base import eval_mode, sample_footprint
 from gankit.config.registry import DATASETS
 from gankit.config.sections import LoaderFields
 from gankit.core.errors import GankitError, warn
+from gankit.core.sizes import check_fits
 from gankit.metrics import classifier as classifiers
 from gankit.metrics.evaluation import (
     ClassifierMetrics,
@@ -20,10 +21,53 @@ from gankit.metrics.evaluation import (
     conditional_generate,
     evaluate,
 )
-from gankit.metrics.inception import InceptionMetrics, check_inception_weights, resolve_weights
+from gankit.metrics.inception import (
+    FEATURES,
+    InceptionMetrics,
+    check_inception_weights,
+    resolve_weights,
+)
+from gankit.metrics.manifold import CHUNK
 from gankit.metrics.reference import RealImages, cached_features, progress, read_split
 
 NOT_DATASET_PARAMS = {"name", "root", "download", "split", *LoaderFields.model_fields}
+STORED_BYTES = 8  # a stored feature or distance (float64 where the metrics compute in it)
+
+
+def given(setting: str, value: int) -> str:
+    """How the user set a value: `--n 5` on the command line, `eval.n=5` in a recipe."""
+    return f"{setting} {value}" if setting.startswith("-") else f"{setting}={value}"
+
+
+def check_batch_fits(
+    sample_bytes: int, batch_size: int, device: Any, setting: str = "--batch-size"
+) -> None:
+    """Refuse batches of generated images whose forward pass needs more memory than the device
+    has available (`sample_bytes` an image: `sample_footprint(generator).peak`)."""
+    check_fits(
+        batch_size * sample_bytes,
+        device,
+        f"{given(setting, batch_size)} (one batch of generated images)",
+        hint=f"lower {setting}",
+    )
+
+
+def check_features_fit(n: int, dims: int, device: Any, setting: str = "--n") -> None:
+    """Refuse an evaluation of `n` samples whose stored features (`dims` values each) and the
+    rows of k-NN distances the manifold metrics hold at a time need more memory than the
+    device has available."""
+    check_fits(
+        n * STORED_BYTES * (dims + 2 * CHUNK),
+        device,
+        f"{given(setting, n)} (the features of {n:,} generated images and their distances)",
+        hint=f"lower {setting}",
+    )
+
+
+def feature_dims(classifier: classifiers.Classifier | None, inception: bool) -> int:
+    """Values stored per generated image: the classifier's features and logits, Inception's."""
+    mine = classifier.model.num_features + classifier.num_classes if classifier else 0
+    return mine + (FEATURES if inception else 0)
 
 
 def dataset_params(section: Any) -> dict[str, Any]:
@@ -162,6 +206,7 @@ def evaluate_export(
     if inception_weights:
         check_inception_weights(inception_weights)
     generator = load_generator(path, device=device)
+    check_batch_fits(sample_footprint(generator).peak, batch_size, device)
     image_shape = tuple(generator.sample(1, seed=0).shape[1:])
     config = read_config(path)
     dataset = config.get("dataset", "mnist")  # exports before it was recorded: MNIST's
@@ -172,6 +217,7 @@ def evaluate_export(
     if classifier or shipped or not inception:
         chosen = pick_classifier(dataset, classifier, image_shape, "--classifier", device, params)
     weights = resolve_weights(inception_weights) if inception else None
+    check_features_fit(n, feature_dims(chosen, inception), device)
     real = read_split(
         dataset,
         data_root or recorded.get("root") or "data",
@@ -256,7 +302,15 @@ def check_eval_settings(recipe: Any) -> None:
 class TrainingEvaluator:
     """Evaluates the generator during training, on every process, against a fixed reference."""
 
-    def __init__(self, recipe: Any, image_shape: tuple[int, ...], accelerator: Any) -> None:
+    def __init__(
+        self,
+        recipe: Any,
+        image_shape: tuple[int, ...],
+        accelerator: Any,
+        sample_bytes: int | None = None,
+    ) -> None:
+        """With `sample_bytes` (`sample_footprint(generator).peak`), an evaluation that would not
+        fit the memory is refused before the reference data is read."""
         check_eval_settings(recipe)
         settings, data = recipe.eval, recipe.data
         if len(image_shape) != 3:
@@ -282,6 +336,9 @@ class TrainingEvaluator:
         weights = None
         if "inception" in settings.metrics:
             weights = resolve_weights(settings.inception_weights, "eval.inception_weights")
+        if sample_bytes is not None:
+            check_batch_fits(sample_bytes, settings.batch_size, device, "eval.batch_size")
+        check_features_fit(settings.n, feature_dims(chosen, weights is not None), device, "eval.n")
         setting = "eval.data_root" if settings.data_root else "data.root"
         self.real = read_split(
             data.name,

@@ -16,7 +16,12 @@ from gankit.components.data import Mirrored, base_dataset
 from gankit.components.data import image_shape as shape_of
 from gankit.components.data import num_classes as dataset_classes
 from gankit.components.losses import named_parts
-from gankit.components.models.base import Generator, check_conditioning
+from gankit.components.models.base import (
+    Generator,
+    check_conditioning,
+    check_sampling_fits,
+    sample_footprint,
+)
 from gankit.components.regularizers import trained_network
 from gankit.config.recipe import RecipeBase
 from gankit.config.registry import (
@@ -95,7 +100,7 @@ def build_parts(
             recipe.discriminator, image_shape=image_shape
         ),
     }
-    check_training_fits(builds, accelerator.device, recipe.name)
+    check_training_fits(builds, accelerator.device, recipe.name, raised_sizes(recipe))
     generator, discriminator = builds["generator"](), builds["discriminator"]()
     if not isinstance(generator, Generator):
         raise GankitError(
@@ -103,6 +108,14 @@ def build_parts(
             "(it provides z_dim, noise and sample)"
         )
     num_classes = check_conditioning(generator, discriminator, dataset_classes(dataset))
+    footprint = sample_footprint(generator)  # before any perf switch changes the network
+    check_sampling_fits(
+        footprint,
+        recipe.train.n_samples,
+        accelerator.device,
+        f"train.n_samples={recipe.train.n_samples} (each sample grid)",
+        "train.n_samples",
+    )
     if batch_norm == "sync" and accelerator.num_processes > 1:
         generator, discriminator = parallel.use_sync_batch_norm(generator, discriminator)
     pinned = parallel.uses_cuda()  # batches from pinned memory, copied without a wait
@@ -161,9 +174,22 @@ def build_parts(
         regularizers=_regularizers(recipe, accelerator.device),
         augment=_augmentation(recipe, accelerator.device),
         ema=EMA(network, recipe.ema.decay, recipe.ema.warmup) if recipe.ema.decay else None,
-        evaluator=_evaluator(recipe, image_shape, accelerator, source),
+        evaluator=_evaluator(recipe, image_shape, accelerator, source, footprint.peak),
         reference_points=source.reference_points() if hasattr(source, "reference_points") else None,
     )
+
+
+def raised_sizes(recipe: RecipeBase) -> list[str]:
+    """The networks' whole-number settings set above their defaults, as `generator.width=4096`:
+    what to lower when the networks do not fit (class counts follow the data, so not those)."""
+    raised = []
+    for section in ("generator", "discriminator"):
+        spec = getattr(recipe, section)
+        for name, field in type(spec).model_fields.items():
+            value, default = getattr(spec, name), field.get_default()
+            if name != "num_classes" and type(value) is type(default) is int and value > default:
+                raised.append(f"{section}.{name}={value}")
+    return raised
 
 
 def _regularizers(recipe: RecipeBase, device: torch.device) -> dict[str, Any]:
@@ -202,7 +228,11 @@ def _augmentation(recipe: RecipeBase, device: torch.device) -> Any:
 
 
 def _evaluator(
-    recipe: RecipeBase, image_shape: tuple[int, ...], accelerator: Accelerator, source: Dataset
+    recipe: RecipeBase,
+    image_shape: tuple[int, ...],
+    accelerator: Accelerator,
+    source: Dataset,
+    sample_bytes: int,
 ) -> Any:
     """What `eval.every` measures: what the dataset brings (`evaluator(n, seed, accelerator)`,
     such as mode coverage for ring data), else image metrics."""
@@ -214,4 +244,4 @@ def _evaluator(
         TrainingEvaluator,  # torchmetrics only when evaluation is on
     )
 
-    return TrainingEvaluator(recipe, image_shape, accelerator)
+    return TrainingEvaluator(recipe, image_shape, accelerator, sample_bytes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import torch
@@ -18,17 +19,42 @@ from pydantic import Field
 from torch import nn
 
 from gankit.core.errors import GankitError
+from gankit.core.sizes import (
+    MAX_CLASSES,
+    MAX_LATENT,
+    check_fits,
+    forward_peak_bytes,
+    tensor_bytes,
+)
 
 Noise = Literal["uniform", "normal"]
 Labels = int | Sequence[int] | torch.Tensor
 # Parameters that several models share
-ClassCount = Annotated[int, Field(ge=0, description="classes to condition on; 0: unconditional")]
-LatentSize = Annotated[int, Field(gt=0, description="latent size")]
+ClassCount = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_CLASSES,
+        description=f"classes to condition on; 0: unconditional; at most {MAX_CLASSES:,}",
+    ),
+]
+LatentSize = Annotated[
+    int, Field(gt=0, le=MAX_LATENT, description=f"latent size; at most {MAX_LATENT:,}")
+]
+EmbedSize = Annotated[
+    int,
+    Field(
+        gt=0,
+        le=MAX_LATENT,
+        description=f"label embedding concatenated to z (classes); at most {MAX_LATENT:,}",
+    ),
+]
 SpectralNorm = Annotated[bool, Field(description="spectral normalisation of every layer")]
 
 
 # The mean of each noise distribution: truncation pulls latents toward it.
 NOISE_MEAN = {"uniform": 0.0, "normal": 0.0}
+GRID_COPIES = 3  # float32 copies of the images while a grid is drawn (samples, clamped, grid)
 
 
 def check_truncation(psi: float) -> float:
@@ -192,6 +218,41 @@ class Generator(nn.Module):
         a `device` property, so a subclass may keep its own `device` attribute."""
         first = next(self.parameters(), None)
         return first.device if first is not None else torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What one sample of a generator costs: `peak`, the most bytes its forward pass holds
+    beyond the weights, and `values`, the numbers it is made of (C*H*W). Sampling n at once
+    needs about n times as much."""
+
+    peak: int
+    values: int
+
+
+def sample_footprint(generator: Generator) -> Footprint:
+    """Measure one sample of `generator` (a forward pass in eval mode, with a fixed seed)."""
+    made: list[torch.Tensor] = []
+    peak = forward_peak_bytes(generator, lambda: made.append(generator.sample(1, seed=0)))
+    return Footprint(max(peak, tensor_bytes(made[0])), made[0].numel())
+
+
+def check_sampling_fits(
+    footprint: Footprint,
+    images: int,
+    device: torch.device | str,
+    what: str,
+    options: str,
+    *,
+    frames: int = 1,
+) -> None:
+    """Refuse sampling `images` images at once on `device` (`frames` times, each frame kept as
+    8-bit pixels) when that needs more memory than is available: on `device` for the forward
+    pass, on the CPU for the pictures. `what` names the setting, `options` what to lower."""
+    check_fits(images * footprint.peak, device, what, hint=f"lower {options}")
+    # the float32 copies a grid is drawn from, then each frame's 8-bit pixels twice (list, stack)
+    pictures = images * footprint.values * (4 * GRID_COPIES + 2 * frames)
+    check_fits(pictures, "cpu", what, hint=f"lower {options}")
 
 
 def grid_labels(n: int, classes: int) -> torch.Tensor:

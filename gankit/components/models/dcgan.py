@@ -17,6 +17,7 @@ from torch import nn
 
 from gankit.components.models.base import (
     ClassCount,
+    EmbedSize,
     Generator,
     LatentSize,
     Noise,
@@ -26,6 +27,7 @@ from gankit.components.models.base import (
     check_labels,
 )
 from gankit.config.registry import DISCRIMINATORS, GENERATORS
+from gankit.core.sizes import MAX_CLASSES, MAX_WIDTH
 
 # BatchNorm settings shared by both networks (defaults: TF1 `batch_norm`)
 BNMomentum = Annotated[float, Field(gt=0, le=1, description="torch momentum (TF decay 0.9)")]
@@ -107,15 +109,19 @@ class DCGAN28Generator(Generator):
         bn_scale: BNScale = False,
         z_dim: LatentSize = 100,
         width: Annotated[
-            int, Field(gt=0, description="channels of the last hidden layer; 8x at the first")
+            int,
+            Field(
+                gt=0,
+                le=MAX_WIDTH,
+                description="channels of the last hidden layer; 8x at the first; at most "
+                f"{MAX_WIDTH:,}",
+            ),
         ] = 64,
         noise: Annotated[
             Noise, Field(description="uniform in [-1, 1] or standard normal")
         ] = "uniform",
         num_classes: ClassCount = 0,
-        embed_dim: Annotated[
-            int, Field(gt=0, description="label embedding concatenated to z (classes)")
-        ] = 50,
+        embed_dim: EmbedSize = 50,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()
@@ -157,14 +163,24 @@ class DCGAN28Discriminator(nn.Module):
         bn_eps: BNEps = 1e-3,
         bn_scale: BNScale = False,
         width: Annotated[
-            int, Field(gt=0, description="channels of the first conv; 8x at the last")
+            int,
+            Field(
+                gt=0,
+                le=MAX_WIDTH,
+                description=f"channels of the first conv; 8x at the last; at most {MAX_WIDTH:,}",
+            ),
         ] = 64,
         batch_norm: Annotated[
             bool, Field(description="BatchNorm after convs 2-4 (reference: yes)")
         ] = True,
         spectral_norm: SpectralNorm = False,
         num_classes: Annotated[
-            int, Field(ge=0, description="classes (projection head); 0: unconditional")
+            int,
+            Field(
+                ge=0,
+                le=MAX_CLASSES,
+                description=f"classes (projection head); 0: unconditional; at most {MAX_CLASSES:,}",
+            ),
         ] = 0,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:

@@ -30,6 +30,7 @@ from gankit.components.models.base import (
     check_labels,
 )
 from gankit.config.registry import DISCRIMINATORS, GENERATORS
+from gankit.core.sizes import MAX_CLASSES, MAX_IMAGE_SIDE, MAX_LATENT, MAX_WIDTH
 
 MIN_SIZE = 8
 
@@ -44,14 +45,14 @@ def stride2_layers(image_shape: Sequence[int], who: str) -> tuple[int, int]:
         len(shape) == 3
         and shape[0] > 0
         and shape[1] == shape[2]
-        and shape[1] >= MIN_SIZE
+        and MIN_SIZE <= shape[1] <= MAX_IMAGE_SIDE
         and shape[1] & (shape[1] - 1) == 0
     )
     if not fits:
         raise ValueError(
-            f"{who} makes square images with a power-of-two side of at least {MIN_SIZE} "
-            f"(8, 16, 32, 64, 128, ...) but the dataset's images are {shape}; pick a model for "
-            "that size, e.g. dcgan28 for 28x28, or resize the data with data.size"
+            f"{who} makes square images with a power-of-two side from {MIN_SIZE} to "
+            f"{MAX_IMAGE_SIDE} (8, 16, 32, 64, 128, ...) but the dataset's images are {shape}; "
+            "pick a model for that size, e.g. dcgan28 for 28x28, or resize the data with data.size"
         )
     return shape[0], shape[1].bit_length() - 3
 
@@ -80,21 +81,29 @@ class DCGANGenerator(Generator):
             int,
             Field(
                 gt=0,
+                le=MAX_WIDTH,
                 description="channels of the last hidden layer, doubled at each smaller size "
-                "(64x64: 512-256-128-64)",
+                f"(64x64: 512-256-128-64); at most {MAX_WIDTH:,}",
             ),
         ] = 64,
         noise: Annotated[
             Noise, Field(description="standard normal or uniform in [-1, 1]")
         ] = "normal",
         num_classes: Annotated[
-            int, Field(ge=0, description="classes to condition on (0: unconditional)")
+            int,
+            Field(
+                ge=0,
+                le=MAX_CLASSES,
+                description=f"classes to condition on (0: unconditional); at most {MAX_CLASSES:,}",
+            ),
         ] = 0,
         embed_dim: Annotated[
             int,
             Field(
                 gt=0,
-                description="size of the label embedding concatenated to z (conditional only)",
+                le=MAX_LATENT,
+                description="size of the label embedding concatenated to z (conditional only); "
+                f"at most {MAX_LATENT:,}",
             ),
         ] = 50,
         image_shape: Sequence[int] = (3, 64, 64),
@@ -139,8 +148,9 @@ class DCGANDiscriminator(nn.Module):
             int,
             Field(
                 gt=0,
+                le=MAX_WIDTH,
                 description="channels of the first conv, doubled at each stride-2 conv "
-                "(64x64: 64-128-256-512)",
+                f"(64x64: 64-128-256-512); at most {MAX_WIDTH:,}",
             ),
         ] = 64,
         batch_norm: Annotated[
@@ -151,7 +161,9 @@ class DCGANDiscriminator(nn.Module):
             int,
             Field(
                 ge=0,
-                description="classes to condition on with a projection term (0: unconditional)",
+                le=MAX_CLASSES,
+                description="classes to condition on with a projection term (0: unconditional); "
+                f"at most {MAX_CLASSES:,}",
             ),
         ] = 0,
         image_shape: Sequence[int] = (3, 64, 64),

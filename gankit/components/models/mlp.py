@@ -16,6 +16,7 @@ from torch import nn
 
 from gankit.components.models.base import (
     ClassCount,
+    EmbedSize,
     Generator,
     LatentSize,
     Noise,
@@ -25,10 +26,16 @@ from gankit.components.models.base import (
     check_labels,
 )
 from gankit.config.registry import DISCRIMINATORS, GENERATORS
+from gankit.core.sizes import MAX_DEPTH, MAX_WIDTH
 
 # Width and depth of either network
-Hidden = Annotated[int, Field(gt=0, description="units per hidden layer")]
-Depth = Annotated[int, Field(ge=1, description="hidden layers")]
+Hidden = Annotated[
+    int,
+    Field(gt=0, le=MAX_WIDTH, description=f"units per hidden layer; at most {MAX_WIDTH:,}"),
+]
+Depth = Annotated[
+    int, Field(ge=1, le=MAX_DEPTH, description=f"hidden layers; at most {MAX_DEPTH:,}")
+]
 
 
 def _stack(in_features: int, hidden: int, depth: int, activation: nn.Module) -> list[nn.Module]:
@@ -59,9 +66,7 @@ class MLPGenerator(Generator):
             Literal["tanh", "linear"],
             Field(description="tanh for images in [-1, 1], linear for unbounded data"),
         ] = "tanh",
-        embed_dim: Annotated[
-            int, Field(gt=0, description="label embedding concatenated to z (classes)")
-        ] = 16,
+        embed_dim: EmbedSize = 16,
         image_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__()
