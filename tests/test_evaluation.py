@@ -211,9 +211,15 @@ def test_eval_command_names_its_own_option_for_a_missing_folder(tmp_path, mnist_
 @pytest.mark.parametrize(
     ("change", "found"),
     [
-        ('"num_classes": true', r"incomplete \(num_classes True\)"),
-        ('"image_shape": [1, 28, true]', r"incomplete \(image_shape \[1, 28, True\] is not three"),
-        ('"image_shape": [1, 28, 1e9]', r"image_shape .* is not three sizes"),
+        (
+            '"num_classes": true',
+            r"incomplete \(num_classes must be an integer from 2 to .*, got True",
+        ),
+        (
+            '"image_shape": [1, 28, true]',
+            r"incomplete \(image_shape must be \[channels, .*\[1, 28, True\]",
+        ),
+        ('"image_shape": [1, 28, 1e9]', r"image_shape must be \[channels, height, width\] .* got"),
         ('"num_classes": 1' + "0" * 5000, r"holds an integer of 5001 digits"),
         ('"num_classes": 10, "num_classes": 10', r"holds the key 'num_classes' given twice"),
         ('"num_classes": NaN', r"holds NaN, which is not a JSON number"),

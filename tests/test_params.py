@@ -232,7 +232,11 @@ def test_gankit_list_shows_a_signature_components_parameters(
 ) -> None:
     assert main(["list", "loss"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert f"  {margin_loss:<16} A margin loss whose signature declares its parameters." in lines
+    (row,) = [line for line in lines if line.startswith(f"  {margin_loss} ")]
+    (hinge,) = [line for line in lines if line.startswith("  hinge ")]
+    description = "A margin loss whose signature declares its parameters."
+    assert row.endswith(description)
+    assert row.index(description) == len(hinge) - len(hinge[2:].split(None, 1)[1])  # aligned
     assert "      margin: float = 1.0  # hinge margin" in lines
     assert "      size: int | None = None" in lines
     assert "      betas: tuple[float, float] = (0.5, 0.9)" in lines
