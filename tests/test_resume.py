@@ -23,6 +23,7 @@ from gankit.core.errors import GankitError
 from gankit.training.checkpoint import CheckpointError, list_checkpoints, verify
 from gankit.training.divergence import DivergenceError
 from gankit.training.resume import RunState
+from gankit.training.state_files import load_state
 from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
@@ -58,11 +59,11 @@ def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
     """Weights of G and D and both optimizers' states in the newest checkpoint, by name."""
     (newest, *_) = list_checkpoints(run_dir)
     tensors = {}
-    for index, name in enumerate(("model.safetensors", "model_1.safetensors")):
-        tensors.update({f"model{index}.{k}": v for k, v in load_file(newest / name).items()})
-    for index, name in enumerate(("optimizer.bin", "optimizer_1.bin")):
-        state = torch.load(newest / name, weights_only=False)["state"]
-        tensors.update({f"opt{index}.{p}.{k}": v for p, s in state.items() for k, v in s.items()})
+    for network in ("generator", "discriminator"):
+        weights = load_file(newest / f"{network}.safetensors")
+        tensors.update({f"{network}.{k}": v for k, v in weights.items()})
+        state = load_state(newest, f"optimizer_{network}")["state"]
+        tensors.update({f"{network}.{p}.{k}": v for p, s in state.items() for k, v in s.items()})
     return tensors
 
 
@@ -179,14 +180,14 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, mn
     run_dir = tmp_path / "run"
     in_process(run_dir, "train.steps=6", "train.checkpoint_every=2")
     newest = list_checkpoints(run_dir)[0]
-    weights = newest / "model.safetensors"
+    weights = newest / "generator.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     trainer = in_process(run_dir, "train.steps=8", "train.checkpoint_every=2")
     err = capsys.readouterr().err
-    assert "step_0000006: model.safetensors is truncated" in err and "falling back" in err
+    assert "step_0000006: generator.safetensors is truncated" in err and "falling back" in err
     assert trainer.step == 8
     with pytest.raises(CheckpointError, match="corrupt"):
-        broken = list_checkpoints(run_dir)[0] / "optimizer.bin"
+        broken = list_checkpoints(run_dir)[0] / "optimizer_generator.safetensors"
         data = bytearray(broken.read_bytes())
         data[len(data) // 2] ^= 0xFF
         broken.write_bytes(bytes(data))
@@ -197,7 +198,7 @@ def test_a_run_whose_every_checkpoint_is_corrupt_is_not_silently_restarted(tmp_p
     run_dir = tmp_path / "run"
     in_process(run_dir, "train.steps=2", "train.checkpoint_every=1", "train.keep_checkpoints=2")
     for checkpoint in list_checkpoints(run_dir):
-        (checkpoint / "model_1.safetensors").write_bytes(b"")
+        (checkpoint / "discriminator.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"no usable checkpoint.*train\.resume=never"):
         in_process(run_dir, "train.steps=3")
     assert in_process(run_dir, "train.steps=3", "train.resume=never").step == 3
@@ -301,7 +302,7 @@ def test_resume_from_an_explicit_checkpoint_folder(tmp_path, mnist_root):
     other_lr = ("optim.generator.lr=1e-3", "train.allow_recipe_changes=true")
     in_process(run_dir, "train.steps=6", "train.checkpoint_every=2", *other_lr)
     branch_b = verify(run_dir / "checkpoints" / "step_0000006")
-    weights = "model.safetensors"
+    weights = "generator.safetensors"
     assert branch_b["files"][weights] != branch_a["files"][weights]
     assert resumed(run_dir, aside).step == 6
     # the second branch leaves whole (its steps 2 and 4 too: they are not the first's history)

@@ -78,6 +78,7 @@ RESUME_SAFE_KEYS = (
     "train.keep_checkpoints",
     "train.resume",
     "train.allow_recipe_changes",
+    "train.trust_pickled_checkpoint",
     "train.init_from",  # read only when a run starts, never on resume
     "train.on_nan",
     "eval",

@@ -156,6 +156,11 @@ class TrainSection(Strict):
     allow_recipe_changes: bool = Field(
         False, description="resume even if the recipe changed in a way that changes training"
     )
+    trust_pickled_checkpoint: bool = Field(
+        False,
+        description="resume from a checkpoint of an earlier gankit, which holds pickles: "
+        "loading them runs any code they contain, so only for checkpoints you wrote yourself",
+    )
     on_nan: Literal["stop", "skip"] = Field(
         "stop", description="on a non-finite loss: stop, or skip that update (costs a sync)"
     )

@@ -1,20 +1,24 @@
 """Resumable checkpoints: written whole or not at all, verified before they are trusted.
 
-A checkpoint is `runs/<name>/checkpoints/step_NNNNNNN/`: what `accelerator.save_state` writes (both
-networks, both optimizers, the grad scaler, every process's RNG states, registered objects such
-as the trainer's counters), the resolved recipe, and `manifest.json` listing every file with its
-size and SHA-256. Each is written under a temporary name and renamed when complete, so a crash
-mid-write leaves the previous one intact and the partial one ignored. Checkpoints hold pickles:
-load only your own. Exports (`export.py`) are the safe format to share.
+A checkpoint is `runs/<name>/checkpoints/step_NNNNNNN/`: what `checkpoint_state` writes (both
+networks, both optimizers, the learning-rate schedules, the grad scaler, the run's state, every
+process's RNG states), all of it safetensors and JSON that gankit reads through bounded readers,
+with no pickle; the resolved recipe; and `manifest.json`, which gives the format version, the
+step and every file's size and SHA-256. Each is written under a temporary name and renamed when
+complete, so a crash mid-write leaves the previous one intact and the partial one ignored.
+
+Before anything in a checkpoint is read, `verify` checks it against its manifest: nothing
+unlisted, nothing listed missing, nothing the format requires left out of the list, every size
+and hash, a step that matches the folder's name. Checkpoints of earlier gankit versions
+(format 1, written by `accelerator.save_state`) hold pickles, which can run code when loaded:
+they are refused unless the recipe sets `train.trust_pickled_checkpoint`. Nothing here deletes
+or moves anything through a symbolic link.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -24,21 +28,41 @@ import torch
 from accelerate import Accelerator
 from safetensors import SafetensorError
 
-from gankit._version import __version__
-from gankit.config.recipe_file import read_recipe_file
 from gankit.core.atomic import publish_folder
-from gankit.core.errors import GankitError, RecipeError
+from gankit.core.errors import GankitError, cut, warn
+from gankit.training import checkpoint_state
+from gankit.training.checkpoint_state import PICKLED_FORMAT, Checkpointed
+from gankit.training.manifest import (
+    MANIFEST_FILE,
+    RECIPE_FILE,
+    STEP_NAME,
+    CheckpointError,
+    PickledCheckpointError,
+    read_recipe,
+    refuse_link,
+    verify,
+    write_manifest,
+)
+from gankit.training.state_files import StateFileError
+
+__all__ = [
+    "ABANDONED_DIR",
+    "CHECKPOINTS_DIR",
+    "MANIFEST_FILE",
+    "CheckpointError",
+    "CheckpointManager",
+    "PickledCheckpointError",
+    "check_resume_folder",
+    "checkpoint_path",
+    "list_checkpoints",
+    "read_recipe",
+    "verify",
+    "write_manifest",
+]
 
 CHECKPOINTS_DIR = "checkpoints"
 ABANDONED_DIR = "abandoned"  # inside CHECKPOINTS_DIR: later checkpoints set aside on resume
-MANIFEST_FILE = "manifest.json"
-RECIPE_FILE = "recipe.yaml"
-_NAME = re.compile(r"^step_(\d+)$")
 FULL_DISK_BYTES = 16 << 20  # a write that failed with less free than this: the disk is full
-
-
-class CheckpointError(GankitError):
-    """A checkpoint is missing, incomplete or corrupt, or does not fit the recipe."""
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -46,9 +70,25 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
     return run_dir / CHECKPOINTS_DIR / f"step_{step:07d}"
 
 
+def _inside(run_dir: Path, path: Path) -> Path:
+    """`path`, checked to be below `run_dir` with no symbolic link on the way (run_dir itself
+    may be one: it is where the user put the run)."""
+    try:
+        relative = path.relative_to(run_dir)
+    except ValueError:
+        raise CheckpointError(f"{path} is not inside the run folder {run_dir}") from None
+    current = run_dir
+    for part in relative.parts:
+        current = refuse_link(current / part)
+    if not path.resolve().is_relative_to(run_dir.resolve()):
+        raise CheckpointError(f"{path} leads outside the run folder {run_dir}")
+    return path
+
+
 def _new_branch(parent: Path) -> Path:
     """A new, numbered folder under `parent` for one set of set-aside checkpoints."""
     parent.mkdir(parents=True, exist_ok=True)
+    refuse_link(parent)
     numbers = [int(p.name[7:]) for p in parent.glob("branch_*") if p.name[7:].isdigit()]
     branch = parent / f"branch_{max(numbers, default=0) + 1:03d}"
     branch.mkdir()
@@ -56,100 +96,14 @@ def _new_branch(parent: Path) -> Path:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """The run's published checkpoints, newest first (temporary folders are not listed)."""
-    folder = run_dir / CHECKPOINTS_DIR
+    """The run's published checkpoints, newest first (temporary folders are not listed).
+    A CheckpointError if `checkpoints/` or a `step_*` in it is a symbolic link."""
+    folder = refuse_link(run_dir / CHECKPOINTS_DIR)
     if not folder.is_dir():
         return []
-    found = [path for path in folder.iterdir() if path.is_dir() and _NAME.match(path.name)]
-    return sorted(found, key=lambda path: int(_NAME.match(path.name).group(1)), reverse=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_manifest(folder: Path, step: int) -> None:
-    """Record every file's size and hash; written last, it marks the checkpoint complete."""
-    files = {
-        path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_FILE
-    }
-    manifest = {"step": step, "gankit_version": __version__, "files": files}
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest, checked field by field: any fault is a CheckpointError."""
-    manifest_file = folder / MANIFEST_FILE
-    if not manifest_file.is_file():
-        raise CheckpointError(f"{folder} has no {MANIFEST_FILE}: it was never completed")
-    try:
-        manifest = json.loads(manifest_file.read_bytes())
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{manifest_file} is unreadable ({error})") from None
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    step = manifest.get("step") if isinstance(manifest, dict) else None
-    well_formed = (
-        isinstance(step, int)
-        and not isinstance(step, bool)
-        and step >= 0
-        and isinstance(files, dict)
-        and all(
-            isinstance(entry, dict)
-            and isinstance(entry.get("bytes"), int)
-            and isinstance(entry.get("sha256"), str)
-            and not Path(name).is_absolute()
-            and ".." not in Path(name).parts
-            for name, entry in files.items()
-        )
-    )
-    if not well_formed:
-        raise CheckpointError(f"{manifest_file} is malformed (a field is missing or mistyped)")
-    return manifest
-
-
-def verify(folder: Path) -> dict[str, Any]:
-    """Check a checkpoint against its manifest before anything in it is read: every file
-    listed, intact, and nothing unlisted. Returns the manifest or raises CheckpointError."""
-    manifest = _read_manifest(folder)
-    files = manifest["files"]
-    present = {
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if path.is_file() and path.name != MANIFEST_FILE
-    }
-    unlisted = sorted(present - set(files))
-    if unlisted:
-        raise CheckpointError(f"{folder} holds {unlisted[0]}, which its manifest does not list")
-    for name, expected in files.items():
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointError(f"{folder}: {name} is missing")
-        if path.stat().st_size != expected["bytes"]:
-            raise CheckpointError(
-                f"{folder}: {name} is truncated or altered "
-                f"({path.stat().st_size} bytes, expected {expected['bytes']})"
-            )
-        if _sha256(path) != expected["sha256"]:
-            raise CheckpointError(f"{folder}: {name} is corrupt (its SHA-256 does not match)")
-    return manifest
-
-
-def read_recipe(folder: Path) -> dict[str, Any] | None:
-    """The recipe a verified checkpoint was trained with, as raw values (None if it has none).
-    Read with the same bounds as any recipe file."""
-    path = folder / RECIPE_FILE
-    if not path.is_file():
-        return None
-    try:
-        return read_recipe_file(path)
-    except RecipeError as error:
-        raise CheckpointError(f"{path} is unreadable: {error}") from None
+    found = [refuse_link(path) for path in folder.iterdir() if STEP_NAME.match(path.name)]
+    found = [path for path in found if path.is_dir()]
+    return sorted(found, key=lambda path: int(STEP_NAME.match(path.name).group(1)), reverse=True)
 
 
 def check_resume_folder(resume: str, run_dir: Path) -> Path:
@@ -163,17 +117,32 @@ def check_resume_folder(resume: str, run_dir: Path) -> Path:
     return path
 
 
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    return cut(" ".join(str(error).split()), limit)
+
+
 class CheckpointManager:
     """Saves, prunes and finds the checkpoints of one run; every process must call `save`.
 
-    `writer` names this run's temporary folders, so that two writers never share one.
+    `contents`: what a checkpoint saves and restores. `writer` names this run's temporary
+    folders, so that two writers never share one.
     """
 
-    def __init__(self, accelerator: Accelerator, run_dir: Path, keep: int, writer: str) -> None:
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        run_dir: Path,
+        keep: int,
+        writer: str,
+        contents: Checkpointed | None = None,
+    ) -> None:
         self.accelerator = accelerator
         self.run_dir = run_dir
         self.keep = keep
         self.writer = writer
+        self.contents = contents
+        if contents is not None:
+            contents.register_pickled()
 
     def staging_for(self, final: Path) -> Path:
         """The temporary name `final` is written under before it is published."""
@@ -189,48 +158,61 @@ class CheckpointManager:
         staging = self.staging_for(final)
         main = self.accelerator.is_main_process
 
+        def prepare() -> None:
+            _inside(self.run_dir, staging.parent)
+            staging.mkdir(parents=True)
+
         def publish() -> None:
             (staging / RECIPE_FILE).write_text(recipe_text)
             write_manifest(staging, step)
             publish_folder(staging, final)
 
-        self._together(step, staging, lambda: staging.mkdir(parents=True) if main else None)
-        self._together(
-            step,
-            staging,
-            lambda: self.accelerator.save_state(str(staging), safe_serialization=True),
-        )
+        self._together(step, staging, prepare if main else lambda: None)
+        self._together(step, staging, lambda: checkpoint_state.write(staging, self.contents))
         self._together(step, staging, publish if main else lambda: None)
+        refused = None
         if main:
-            for old in list_checkpoints(self.run_dir)[self.keep :]:
-                shutil.rmtree(old, ignore_errors=True)
+            try:
+                for old in list_checkpoints(self.run_dir)[self.keep :]:
+                    shutil.rmtree(_inside(self.run_dir, old), ignore_errors=True)
+            except CheckpointError as error:
+                refused = error
+        if self.any_failed(refused is not None):
+            raise refused or CheckpointError(
+                "the main process could not prune the run's checkpoints; see its message"
+            )
         return final
+
+    def any_failed(self, failed: bool) -> bool:
+        """Whether `failed` holds on any process (every process calls this together)."""
+        if self.accelerator.num_processes == 1:
+            return failed
+        flag = torch.tensor([float(failed)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
 
     def _together(self, step: int, staging: Path, work: Callable[[], Any]) -> None:
         """Run one stage of a save on every process; if it failed anywhere, all raise."""
         error: BaseException | None = None
         try:
             work()
-        except (OSError, RuntimeError, SafetensorError) as caught:  # how torch reports ENOSPC too
-            error = caught
-        failed = error is not None
-        if self.accelerator.num_processes > 1:
-            flag = torch.tensor([float(failed)], device=self.accelerator.device)
-            failed = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
-        if not failed:
+        except (OSError, RuntimeError, SafetensorError, GankitError) as caught:
+            error = caught  # RuntimeError: how torch reports ENOSPC too
+        if not self.any_failed(error is not None):
             return
-        if self.accelerator.is_main_process:
+        if self.accelerator.is_main_process and not staging.is_symlink():
             shutil.rmtree(staging, ignore_errors=True)
         reason = "another process failed to write its part"
         if isinstance(error, OSError) and error.strerror:
             reason = error.strerror + (f": {error.filename}" if error.filename else "")
         elif error is not None:
-            reason = " ".join(str(error).split())[:200]
+            reason = _one_line(error, 300 if isinstance(error, GankitError) else 200)
         with contextlib.suppress(OSError):  # torch says "unexpected pos" when the disk is full
             free = shutil.disk_usage(self.run_dir).free
             if free < FULL_DISK_BYTES and "No space left" not in reason:
                 reason = f"No space left on device, {free // 1024} KiB free; {reason}"
-        intact = list_checkpoints(self.run_dir)
+        intact: list[Path] = []
+        with contextlib.suppress(CheckpointError):
+            intact = list_checkpoints(self.run_dir)
         kept = (
             f"the newest intact checkpoint is {intact[0]}; free space (or fix the folder's "
             "permissions) and run the same command to resume from it"
@@ -249,26 +231,28 @@ class CheckpointManager:
         `auto` does not look: the run's checkpoints from `step` on, or all of them when
         `resumed` is not one of them (a set-aside one, which moves back, or another run's,
         which is copied in). Returns where the resumed checkpoint now is and where the others
-        went. Main process only."""
-        folder = self.run_dir / CHECKPOINTS_DIR
+        went. Main process only. Nothing moves through a symbolic link (CheckpointError)."""
+        folder = _inside(self.run_dir, self.run_dir / CHECKPOINTS_DIR)
         home = checkpoint_path(self.run_dir, step)
         source, own = resumed.resolve(), folder.resolve()
         inside = source.parent == own
         foreign = not source.is_relative_to(own)
+        if not foreign:  # a set-aside one: its branch folder must be the run's own
+            _inside(self.run_dir, folder / source.relative_to(own))
         staging = self.staging_for(home)
         if foreign:  # copied before anything moves: a crash meanwhile leaves the run as it was
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(resumed, staging)
+            shutil.copytree(resumed, staging, symlinks=True)
         # steps from the names: a checkpoint `auto` fell back past may have a bad manifest
         leaving = [
             path
             for path in list_checkpoints(self.run_dir)
             if not inside
-            or (int(_NAME.match(path.name).group(1)) >= step and path.resolve() != source)
+            or (int(STEP_NAME.match(path.name).group(1)) >= step and path.resolve() != source)
         ]
         moved = []
         if leaving:
-            branch = _new_branch(folder / ABANDONED_DIR)
+            branch = _new_branch(_inside(self.run_dir, folder / ABANDONED_DIR))
             for path in reversed(leaving):
                 os.replace(path, branch / path.name)
                 moved.append(branch / path.name)
@@ -284,17 +268,27 @@ class CheckpointManager:
 
     def clear(self, *, keep_set_aside: bool = False) -> None:
         """Remove the run's checkpoints (a fresh start); with `keep_set_aside`, not the ones in
-        checkpoints/abandoned/. Only checkpoint folders go: other files stay where they are."""
+        checkpoints/abandoned/. Only checkpoint folders go: other files stay where they are.
+        Every path is checked before anything goes: a symbolic link on the way is refused."""
         folders = list_checkpoints(self.run_dir)
         aside = self.run_dir / CHECKPOINTS_DIR / ABANDONED_DIR
-        branches = [] if keep_set_aside else sorted(aside.glob("branch_*"))
+        branches = [] if keep_set_aside else self.set_aside()
         for branch in branches:
-            folders += [path for path in branch.iterdir() if _NAME.match(path.name)]
+            folders += [path for path in branch.iterdir() if STEP_NAME.match(path.name)]
+        for path in folders:
+            _inside(self.run_dir, path)
         for path in folders:
             shutil.rmtree(path, ignore_errors=True)
         for empty in (*branches, aside, self.run_dir / CHECKPOINTS_DIR):
             with contextlib.suppress(OSError):  # not empty: it holds something else
-                empty.rmdir()
+                if not empty.is_symlink():
+                    empty.rmdir()
+
+    def set_aside(self) -> list[Path]:
+        """The branch folders in checkpoints/abandoned/ (a CheckpointError if it, or one of
+        them, is a symbolic link)."""
+        aside = _inside(self.run_dir, self.run_dir / CHECKPOINTS_DIR / ABANDONED_DIR)
+        return [_inside(self.run_dir, branch) for branch in sorted(aside.glob("branch_*"))]
 
     def candidates(self, resume: str) -> list[Path]:
         """Checkpoints to try for `train.resume`, in order: `never` gives none."""
@@ -304,16 +298,40 @@ class CheckpointManager:
             return list_checkpoints(self.run_dir)
         return [check_resume_folder(resume, self.run_dir)]
 
-    def load(self, folder: Path, manifest: dict[str, Any]) -> int:
-        """Load a checkpoint that `verify` passed into the accelerator's objects; returns its
-        step."""
-        try:
-            self.accelerator.load_state(str(folder))
-        except Exception as error:  # intact files that do not fit: no older one would either
-            reason = " ".join(str(error).split())[:300]
-            raise GankitError(
-                f"{folder} is intact but does not fit this run ({type(error).__name__}: "
-                f"{reason}); resume with the recipe and gankit version that wrote it, or start "
-                "over in another output_dir"
-            ) from None
+    def load(self, folder: Path, manifest: dict[str, Any], *, trust_pickled: bool = False) -> int:
+        """Load a checkpoint that `verify` passed into the run; returns its step. A file that is
+        malformed or does not fit is a CheckpointError that names it. A checkpoint with pickles
+        (format 1) is a PickledCheckpointError unless `trust_pickled`."""
+        if manifest["format"] == PICKLED_FORMAT:
+            self._load_pickled(folder, manifest, trust_pickled)
+        else:
+            try:
+                checkpoint_state.read(
+                    folder, self.contents, manifest["step"], set(manifest["files"])
+                )
+            except StateFileError as error:
+                raise CheckpointError(str(error)) from None
         return manifest["step"]
+
+    def _load_pickled(self, folder: Path, manifest: dict[str, Any], trusted: bool) -> None:
+        pickles = checkpoint_state.pickles_in(set(manifest["files"]))
+        held = (
+            f" ({', '.join(pickles[:4])}{', ...' if len(pickles) > 4 else ''})" if pickles else ""
+        )
+        if not trusted:
+            raise PickledCheckpointError(
+                f"{folder} was written by an earlier gankit and holds pickles{held}, which can "
+                "run code when they are loaded, so gankit does not load it. If you wrote it "
+                "yourself and nobody else could change it, resume knowingly with "
+                "train.trust_pickled_checkpoint=true (the checkpoints written after it hold no "
+                "pickles); otherwise start over with train.resume=never"
+            )
+        warn(f"loading {folder}, which holds pickles{held}: train.trust_pickled_checkpoint is set")
+        try:
+            checkpoint_state.load_pickled(folder, self.contents)
+        except Exception as error:  # Accelerate and unpickling raise anything
+            raise CheckpointError(
+                f"{folder} (format {PICKLED_FORMAT}, with pickles) is intact but does not fit "
+                f"this run ({type(error).__name__}: {_one_line(error, 300)}); resume with the "
+                "recipe and gankit version that wrote it, or start over in another output_dir"
+            ) from None

@@ -25,6 +25,7 @@ from gankit.outputs.tracking import TENSORBOARD_DIR
 from gankit.training.checkpoint import (
     CHECKPOINTS_DIR,
     CheckpointError,
+    PickledCheckpointError,
     list_checkpoints,
     read_recipe,
     verify,
@@ -54,6 +55,11 @@ class RunState:
             "wandb_run_id": t.wandb_run_id,
             "processes": t.accelerator.num_processes,
         }
+
+    @staticmethod
+    def step_of(state: dict[str, Any]) -> int:
+        """The step a saved state was written at (KeyError or TypeError if it has none)."""
+        return state["iteration"]["step"] if "format" in state else state["step"]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         t = self.trainer
@@ -128,20 +134,19 @@ def start_fresh(trainer: Trainer) -> None:
     Only what gankit writes goes; anything else in the folder stays."""
     run_dir = trainer.run_dir
     never = trainer.recipe.train.resume == "never"
-    aside = run_dir / CHECKPOINTS_DIR / "abandoned"
-    leftovers = (
+    leftovers = (  # a symbolic link among the checkpoints is refused here, before anything goes
         trainer.metrics.path,
         *files.sample_grids(run_dir),
         *list_checkpoints(run_dir),
-        *(aside.glob("branch_*") if never else ()),
+        *(trainer.checkpoints.set_aside() if never else ()),
         run_dir / TENSORBOARD_DIR,
     )
     if any(path.exists() for path in leftovers):
         warn(f"{run_dir} holds an earlier run; its samples, metrics and checkpoints are replaced")
+        trainer.checkpoints.clear(keep_set_aside=not never)
         trainer.metrics.path.unlink(missing_ok=True)
         shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
         files.remove_samples_after(run_dir, -1)
-        trainer.checkpoints.clear(keep_set_aside=not never)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -154,18 +159,24 @@ def resume_run(trainer: Trainer) -> bool:
     errors = []
     resumed = None
     for folder in candidates:
+        failure = None
         try:  # nothing in a checkpoint is read before it is verified
             manifest = verify(folder)
             check_recipe(trainer.recipe, folder)
-        except RecipeMismatch:
+            step = trainer.checkpoints.load(
+                folder, manifest, trust_pickled=train.trust_pickled_checkpoint
+            )
+        except (RecipeMismatch, PickledCheckpointError):
             raise
         except CheckpointError as error:
+            failure = error
+        if trainer.checkpoints.any_failed(failure is not None):  # every process moves on
+            failure = failure or CheckpointError(f"another process could not load {folder}")
             if train.resume != "auto":
-                raise
-            warn(f"{error}; falling back to the previous checkpoint")
-            errors.append(str(error))
+                raise failure
+            warn(f"{failure}; falling back to the previous checkpoint")
+            errors.append(str(failure))
             continue
-        step = trainer.checkpoints.load(folder, manifest)
         if step > train.steps:
             raise GankitError(
                 f"{folder} is at step {step}, past train.steps={train.steps}: there is nothing "

@@ -26,6 +26,7 @@ from gankit.outputs.export import save_model
 from gankit.outputs.reporting import Reporter, interactive, loss_line
 from gankit.training import finetune, parallel, runfolder
 from gankit.training.checkpoint import CheckpointManager, check_resume_folder
+from gankit.training.checkpoint_state import Checkpointed
 from gankit.training.divergence import check_weights
 from gankit.training.inputs import InputStream
 from gankit.training.iteration import Inputs, Iteration
@@ -106,8 +107,14 @@ class Trainer:
             self.run_dir,
             recipe.train.keep_checkpoints,
             writer=parallel.writer_token(self.accelerator),
+            contents=Checkpointed(
+                self.accelerator,
+                networks={"generator": parts.g_wrapped, "discriminator": parts.d_wrapped},
+                optimizers={"generator": parts.g_optimizer, "discriminator": parts.d_optimizer},
+                lr_schedules=parts.lr_schedules,
+                run_state=RunState(self),
+            ),
         )
-        self.accelerator.register_for_checkpointing(RunState(self), *parts.lr_schedules)
         self.stop_vote = parallel.StopVote() if self.accelerator.num_processes > 1 else None
 
     def resume(self) -> None:
