@@ -114,3 +114,20 @@ def mnist_root() -> Path:
     if not holds_mnist(MNIST_ROOT):
         pytest.fail(mnist_missing(), pytrace=False)
     return MNIST_ROOT
+
+
+class Payload:
+    """A pickle whose unpickling writes a marker file: the proof that a pickle ran. The trust
+    tests plant it in every file of checkpoints and exports and check the marker never appears."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "a pickle ran"))
+
+
+def plant(path: Path, marker: Path) -> None:
+    """Replace `path` with a pickled Payload, as torch.load(weights_only=False) would run it."""
+    path.unlink(missing_ok=True)
+    torch.save(Payload(marker), path)

@@ -38,7 +38,7 @@ from gankit.training.optim import keep_implementation, make_adam
 from gankit.training.state_files import StateFileError, file_names, load_state, save_state
 from gankit.training.trainer import Trainer
 
-from conftest import REFERENCE_RECIPE, TINY
+from conftest import REFERENCE_RECIPE, TINY, plant
 
 SMALL = [*TINY, "data.subset=64", "train.log_every=2", "train.sample_every=2"]
 LEGACY_NAMES = (
@@ -74,21 +74,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Path:
 def run(trained: Path, tmp_path: Path) -> Path:
     """A copy of the trained run, for one test to damage."""
     return Path(shutil.copytree(trained, tmp_path / "run", symlinks=True))
-
-
-class Payload:
-    """Unpickling it writes a marker file: the proof that a pickle ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.write_text, (self.marker, "a pickle ran"))
-
-
-def plant(path: Path, marker: Path) -> None:
-    path.unlink(missing_ok=True)
-    torch.save(Payload(marker), path)  # what torch.load(weights_only=False) unpickles
 
 
 def read_manifest(folder: Path) -> dict:

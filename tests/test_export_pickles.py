@@ -17,24 +17,11 @@ from gankit.cli import main
 from gankit.core.errors import GankitError
 from gankit.outputs.export import CONFIG_FILE, EXPORT_FILES, SHA256_KEY, WEIGHTS_FILE
 
+from conftest import plant
+
 SPEC = {"name": "dcgan28", "width": 4, "z_dim": 12}
 # Pickled-weights names of other tools, planted beside the export's own files.
 FOREIGN = ("pytorch_model.bin", "model.pt", "model.pkl")
-
-
-class Payload:
-    """Unpickling it writes a marker file: the proof that a pickle ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.write_text, (self.marker, "a pickle ran"))
-
-
-def plant(path: Path, marker: Path) -> None:
-    path.unlink(missing_ok=True)
-    torch.save(Payload(marker), path)
 
 
 @pytest.fixture(scope="module")
