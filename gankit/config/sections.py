@@ -22,6 +22,7 @@ from pydantic import (
 from gankit.config.params import refuse_booleans
 from gankit.core.sizes import (
     MAX_BATCH,
+    MAX_EMA_KIMG,
     MAX_EVAL_SAMPLES,
     MAX_GRID_IMAGES,
     WORKERS_PER_CORE,
@@ -233,8 +234,39 @@ class EvalSection(Strict):
 class EMASection(Strict):
     """An exponential moving average of G's weights, used for samples, exports and metrics."""
 
-    decay: float = Field(0.0, ge=0, lt=1, description="e.g. 0.999; 0 turns the average off")
-    warmup: bool = Field(True, description="start with a lower decay: min(decay, (1+t)/(10+t))")
+    decay: float = Field(
+        0.0, ge=0, lt=1, description="per iteration, e.g. 0.999; 0 (and no half_life_kimg): off"
+    )
+    warmup: bool = Field(True, description="with decay: start lower, min(decay, (1+t)/(10+t))")
+    half_life_kimg: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_EMA_KIMG,
+        description="instead of decay: the half-life in thousands of images (StyleGAN's "
+        f"ema_kimg, e.g. 10), the same at any batch size; at most {MAX_EMA_KIMG:,}",
+    )
+    rampup: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="with half_life_kimg: the half-life is at most this fraction of the images "
+        "seen so far (StyleGAN's ema_rampup, e.g. 0.05); 0: off",
+    )
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> EMASection:
+        if self.decay > 0 and self.half_life_kimg > 0:
+            raise ValueError(
+                "give ema.decay (per iteration) or ema.half_life_kimg (per image), not both"
+            )
+        if self.rampup > 0 and self.half_life_kimg == 0:
+            raise ValueError("ema.rampup needs ema.half_life_kimg")
+        return self
+
+    @property
+    def on(self) -> bool:
+        """Whether the average is kept at all."""
+        return self.decay > 0 or self.half_life_kimg > 0
 
 
 class PerfSection(Strict):

@@ -46,6 +46,7 @@ MAX_EVAL_SAMPLES = 1_000_000  # generated samples in one evaluation (FID's custo
 MAX_POINTS = 100_000_000  # points of a toy dataset
 MAX_WALK_FRAMES = 10_000  # frames of one latent walk (--points x --steps)
 MAX_SEED = 2**32 - 1  # a seed given on the command line (as train.seed in recipes)
+MAX_EMA_KIMG = 1_000_000  # thousands of images in an EMA's half-life (StyleGAN uses 10 to 20)
 MIN_FPS, MAX_FPS = 0.1, 240.0  # frames per second of an animation (GIFs: 10 s a frame at most)
 WORKERS_PER_CORE = 4  # DataLoader workers per CPU core this process may use
 

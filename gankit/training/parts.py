@@ -173,9 +173,25 @@ def build_parts(
         schedule=SCHEDULES.build(recipe.schedule),
         regularizers=_regularizers(recipe, accelerator.device),
         augment=_augmentation(recipe, accelerator.device),
-        ema=EMA(network, recipe.ema.decay, recipe.ema.warmup) if recipe.ema.decay else None,
+        ema=_ema(recipe, network, batch_size * accelerator.num_processes),
         evaluator=_evaluator(recipe, image_shape, accelerator, source, footprint.peak),
         reference_points=source.reference_points() if hasattr(source, "reference_points") else None,
+    )
+
+
+def _ema(recipe: RecipeBase, network: torch.nn.Module, global_batch: int) -> EMA | None:
+    """The recipe's moving average of G, or None; a half-life counts every image an iteration
+    trains on (the global batch, times the micro-batches accumulated)."""
+    section = recipe.ema
+    if not section.on:
+        return None
+    return EMA(
+        network,
+        section.decay,
+        section.warmup,
+        half_life_images=section.half_life_kimg * 1000,
+        images_per_step=global_batch * recipe.train.grad_accumulation,
+        rampup=section.rampup,
     )
 
 
