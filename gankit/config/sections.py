@@ -96,6 +96,11 @@ class OptimSection(Strict):
 
     generator: AdamParams = AdamParams()
     discriminator: AdamParams = AdamParams()
+    lazy_correction: bool = Field(
+        True,
+        description="StyleGAN2's correction for lazy regularizers (every > 1): a network's lr "
+        "scaled by c and its betas raised to c, c = updates / (updates + sum of 1 / every)",
+    )
 
 
 @refuse_booleans

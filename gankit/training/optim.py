@@ -11,6 +11,25 @@ import torch
 from gankit.config.sections import AdamParams
 
 
+def lazy_ratio(updates: int, intervals: list[int]) -> float:
+    """StyleGAN2's `mb_ratio` for a network with `updates` loss updates per iteration and lazy
+    regularizers every `intervals` iterations, each an update of its own: the share of its
+    updates that are loss updates. Intervals of 1 are not lazy and do not count."""
+    extra = sum(1 / every for every in intervals if every > 1)
+    return updates / (updates + extra)
+
+
+def lazy_corrected(params: AdamParams, ratio: float) -> AdamParams:
+    """Adam's settings scaled for lazy regularization (StyleGAN2): lr times `ratio`, each beta
+    raised to `ratio`, so that the extra updates leave the optimizer's pace per image as the
+    recipe set it."""
+    if ratio == 1:
+        return params
+    return params.model_copy(
+        update={"lr": params.lr * ratio, "betas": tuple(beta**ratio for beta in params.betas)}
+    )
+
+
 def lr_schedule(
     optimizer: torch.optim.Optimizer, params: AdamParams, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:

@@ -33,11 +33,18 @@ from gankit.config.registry import (
     REGULARIZERS,
     SCHEDULES,
 )
+from gankit.config.sections import AdamParams
 from gankit.core.errors import GankitError
 from gankit.core.sizes import check_training_fits
 from gankit.training import fastpath, parallel
 from gankit.training.ema import EMA
-from gankit.training.optim import keep_implementation, lr_schedules, make_adam
+from gankit.training.optim import (
+    keep_implementation,
+    lazy_corrected,
+    lazy_ratio,
+    lr_schedules,
+    make_adam,
+)
 
 
 @dataclass
@@ -60,6 +67,7 @@ class Parts:
     discriminator: torch.nn.Module
     g_optimizer: Any  # Accelerate's prepared optimizers
     d_optimizer: Any
+    optim: dict[str, AdamParams]  # each network's Adam settings as applied (lazy-corrected)
     lr_schedules: list[Any]
     loss: Any
     schedule: Any
@@ -136,11 +144,14 @@ def build_parts(
     perf = recipe.perf
     fastpath.apply(perf, generator, discriminator)
     capturable_on = accelerator.device if graphs else None
+    schedule = SCHEDULES.build(recipe.schedule)
+    regularizers = _regularizers(recipe, accelerator.device)
+    optim = optimizer_settings(recipe, schedule, regularizers)
     g_optimizer = make_adam(
-        generator.parameters(), recipe.optim.generator, perf.fused_adam, capturable_on
+        generator.parameters(), optim["generator"], perf.fused_adam, capturable_on
     )
     d_optimizer = make_adam(
-        discriminator.parameters(), recipe.optim.discriminator, perf.fused_adam, capturable_on
+        discriminator.parameters(), optim["discriminator"], perf.fused_adam, capturable_on
     )
     prepared = accelerator.prepare(generator, discriminator, g_optimizer, d_optimizer, loader)
     for optimizer in (g_optimizer, d_optimizer):
@@ -165,13 +176,14 @@ def build_parts(
         g_optimizer=prepared[2],
         d_optimizer=prepared[3],
         # stepped once per iteration (Accelerate would step a prepared one per process)
+        optim=optim,
         lr_schedules=lr_schedules(
-            {g_optimizer: recipe.optim.generator, d_optimizer: recipe.optim.discriminator},
+            {g_optimizer: optim["generator"], d_optimizer: optim["discriminator"]},
             recipe.train.steps,
         ),
         loss=named_parts(LOSSES.build(recipe.loss)),
-        schedule=SCHEDULES.build(recipe.schedule),
-        regularizers=_regularizers(recipe, accelerator.device),
+        schedule=schedule,
+        regularizers=regularizers,
         augment=_augmentation(recipe, accelerator.device),
         ema=_ema(recipe, network, batch_size * accelerator.num_processes),
         evaluator=_evaluator(recipe, image_shape, accelerator, source, footprint.peak),
@@ -206,6 +218,26 @@ def raised_sizes(recipe: RecipeBase) -> list[str]:
             if name != "num_classes" and type(value) is type(default) is int and value > default:
                 raised.append(f"{section}.{name}={value}")
     return raised
+
+
+def optimizer_settings(
+    recipe: RecipeBase, schedule: Any, regularizers: dict[str, Any]
+) -> dict[str, AdamParams]:
+    """Each network's Adam settings as the recipe gives them, corrected for its lazy
+    regularizers (`optim.lazy_correction`, see `optim.lazy_ratio`)."""
+    settings = {"generator": recipe.optim.generator, "discriminator": recipe.optim.discriminator}
+    if not recipe.optim.lazy_correction:
+        return settings
+    phases = schedule.phases(0)
+    for network, params in settings.items():
+        updates = sum(1 for phase in phases if phase.network == network)
+        intervals = [
+            regularizer.every
+            for regularizer in regularizers.values()
+            if trained_network(regularizer) == network and regularizer.every
+        ]
+        settings[network] = lazy_corrected(params, lazy_ratio(max(updates, 1), intervals))
+    return settings
 
 
 def _regularizers(recipe: RecipeBase, device: torch.device) -> dict[str, Any]:

@@ -121,8 +121,8 @@ def apply_optimizer_settings(trainer: Trainer) -> None:
     parts = trainer.parts
     schedules = {id(schedule.optimizer): schedule for schedule in parts.lr_schedules}
     for prepared, params in (
-        (parts.g_optimizer, trainer.recipe.optim.generator),
-        (parts.d_optimizer, trainer.recipe.optim.discriminator),
+        (parts.g_optimizer, parts.optim["generator"]),
+        (parts.d_optimizer, parts.optim["discriminator"]),
     ):
         optimizer = prepared.optimizer  # under Accelerate's wrapper
         apply_hyperparameters(optimizer, params, schedules.get(id(optimizer)))
