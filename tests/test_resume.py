@@ -354,7 +354,7 @@ def test_a_checkpoint_past_train_steps_is_refused_and_the_run_left_alone(tmp_pat
     with pytest.raises(GankitError) as error:
         in_process(run_dir, "train.steps=2")
     message = str(error.value)
-    assert "is at step 4, past train.steps=2" in message and "Raise train.steps" in message
+    assert "is at step 4, past train.steps=2" in message and "Raise it to train" in message
     assert (run_dir / "recipe.yaml").read_text() == recipe_text  # still says 4 steps
     assert (run_dir / "metrics.jsonl").read_text() == metrics
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_0000004", "step_0000002"]

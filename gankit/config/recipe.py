@@ -70,6 +70,8 @@ RESUME_SAFE_KEYS = (
     "data.download",
     "data.num_workers",
     "train.steps",
+    "train.kimg",
+    "train.max_minutes",
     "train.log_every",
     "train.sample_every",
     "train.export_discriminator",

@@ -25,6 +25,9 @@ from gankit.core.sizes import (
     MAX_EMA_KIMG,
     MAX_EVAL_SAMPLES,
     MAX_GRID_IMAGES,
+    MAX_KIMG,
+    MAX_MINUTES,
+    MAX_STEPS,
     WORKERS_PER_CORE,
     check_workers,
 )
@@ -136,7 +139,28 @@ class LoaderFields(Strict):
 class TrainSection(Strict):
     """Length, seed and output cadence of a run."""
 
-    steps: int = Field(gt=0, description="training iterations (each runs the schedule once)")
+    steps: int | None = Field(
+        None,
+        gt=0,
+        le=MAX_STEPS,
+        description="training iterations (each runs the schedule once), at most "
+        f"{MAX_STEPS:,}; or give train.kimg",
+    )
+    kimg: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_KIMG,
+        description="instead of steps: the run's length in thousands of real images, "
+        f"steps = ceil(kimg * 1000 / images per iteration); at most {MAX_KIMG:,}",
+    )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_MINUTES,
+        description="wall-clock budget in minutes: when it is spent, the run ends as at its "
+        "last step (checkpoint, export); the same command with a larger budget continues it; "
+        f"at most {MAX_MINUTES:,}",
+    )
     seed: int = Field(0, ge=0, lt=2**32, description="seeds weights, noise and data order")
     log_every: int = Field(100, gt=0, description="steps between metric lines")
     sample_every: int = Field(1000, gt=0, description="steps between sample grids")
@@ -178,6 +202,17 @@ class TrainSection(Strict):
         description="with several processes: BatchNorm statistics from process 0 (broadcast), "
         "synchronised per batch (sync, CUDA only), or kept per process (local)",
     )
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainSection:
+        if self.steps is None and self.kimg is None:
+            raise ValueError("give the run's length: train.steps or train.kimg")
+        if self.steps is not None and self.kimg is not None:
+            raise ValueError(
+                "give the run's length as train.steps or as train.kimg, not both (to switch a "
+                "recipe that sets steps to kimg: train.steps=null train.kimg=500)"
+            )
+        return self
 
 
 @refuse_booleans

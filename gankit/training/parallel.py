@@ -212,14 +212,15 @@ class StopVote:
         self.group = torch.distributed.new_group(backend="gloo")
         self.pending: tuple[Any, torch.Tensor] | None = None
 
-    def cast(self, stop: bool) -> bool:
-        """Vote for this step; return whether any process voted to stop on the previous one."""
-        agreed = False
+    def cast(self, *reasons: bool) -> tuple[bool, ...]:
+        """Vote for this step, one flag per reason to stop (a signal, a spent budget); return,
+        for each, whether any process voted for it on the previous step."""
+        agreed = (False,) * len(reasons)
         if self.pending is not None:
             work, votes = self.pending
             work.wait()
-            agreed = bool(votes.item() > 0)
-        votes = torch.tensor([float(stop)])
+            agreed = tuple(bool(vote > 0) for vote in votes.tolist())
+        votes = torch.tensor([float(reason) for reason in reasons])
         work = torch.distributed.all_reduce(votes, group=self.group, async_op=True)
         self.pending = (work, votes)
         return agreed

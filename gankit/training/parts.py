@@ -84,10 +84,15 @@ class Parts:
 
 
 def build_parts(
-    recipe: RecipeBase, accelerator: Accelerator, batch_norm: str, graphs: bool
+    recipe: RecipeBase,
+    accelerator: Accelerator,
+    batch_norm: str,
+    graphs: bool,
+    total_steps: int,
 ) -> Parts:
     """Build and prepare every component of `recipe`, with the same initial weights on every
-    process. `graphs`: the optimizers must be capturable in a CUDA graph."""
+    process. `graphs`: the optimizers must be capturable in a CUDA graph; `total_steps`: the
+    run's length, where learning-rate schedules end."""
     batch_size = parallel.per_process_batch(recipe, accelerator.num_processes)
     seed = recipe.train.seed
     set_seed(seed)
@@ -179,7 +184,7 @@ def build_parts(
         optim=optim,
         lr_schedules=lr_schedules(
             {g_optimizer: optim["generator"], d_optimizer: optim["discriminator"]},
-            recipe.train.steps,
+            total_steps,
         ),
         loss=named_parts(LOSSES.build(recipe.loss)),
         schedule=schedule,

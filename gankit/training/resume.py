@@ -177,15 +177,20 @@ def resume_run(trainer: Trainer) -> bool:
             warn(f"{failure}; falling back to the previous checkpoint")
             errors.append(str(failure))
             continue
-        if step > train.steps:
+        if step > trainer.total_steps:
+            length = (
+                f"train.steps={train.steps}"
+                if train.kimg is None
+                else f"train.kimg={train.kimg} ({trainer.total_steps} steps)"
+            )
             raise GankitError(
-                f"{folder} is at step {step}, past train.steps={train.steps}: there is nothing "
-                "to train and the run folder was left as it is. Raise train.steps to train "
+                f"{folder} is at step {step}, past {length}: there is nothing "
+                "to train and the run folder was left as it is. Raise it to train "
                 "further, set train.resume to an earlier checkpoint to go back, or "
                 "train.resume=never to start over"
             )
         apply_optimizer_settings(trainer)  # a recipe changed on resume applies from here
-        accelerator.print(f"gankit: resumed from {folder} (step {step} of {train.steps})")
+        accelerator.print(f"gankit: resumed from {folder} (step {step} of {trainer.total_steps})")
         resumed = folder, step
         break
     else:

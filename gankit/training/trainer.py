@@ -33,11 +33,13 @@ from gankit.training.iteration import Inputs, Iteration
 from gankit.training.overfit import OverfitWatch
 from gankit.training.parts import build_parts
 from gankit.training.resume import RunState, resume_run
+from gankit.training.run_length import WallClock, total_steps
 from gankit.training.stopping import StopRequest
 
 
 class Trainer:
-    """Builds a recipe's parts and trains them; `fit()` runs (or resumes) to `train.steps`."""
+    """Builds a recipe's parts and trains them; `fit()` runs (or resumes) to the run's length
+    (`train.steps`, or `train.kimg` in images)."""
 
     def __init__(self, recipe: RecipeBase) -> None:
         recipe, self.precision_from = parallel.resolve_precision(recipe)
@@ -71,7 +73,10 @@ class Trainer:
             ],
         )
         graphs = parallel.use_cuda_graph(recipe, self.accelerator)
-        self.parts = parts = build_parts(recipe, self.accelerator, self.batch_norm, graphs)
+        self.total_steps = total_steps(recipe, self.accelerator.num_processes)
+        self.parts = parts = build_parts(
+            recipe, self.accelerator, self.batch_norm, graphs, self.total_steps
+        )
         self.overfit = OverfitWatch(len(parts.dataset), enabled=self.accelerator.is_main_process)
         self.iteration = Iteration(
             parts,
@@ -141,7 +146,8 @@ class Trainer:
         self.iteration.run(Inputs(real, z, real_labels, fake_labels))
 
     def fit(self) -> int:
-        """Train (or resume) to `train.steps`; returns the exit code: 0, or 130 after Ctrl-C.
+        """Train (or resume) to the run's length, or until the wall-clock budget is spent;
+        returns the exit code: 0, or 130 after Ctrl-C.
         The run folder is locked meanwhile: a second run on it is refused."""
         lock = runfolder.open_shared(self.accelerator, self.run_dir)
         try:
@@ -167,19 +173,21 @@ class Trainer:
         if self.step == 0:
             self.save_samples()
         progress = tqdm(
-            total=train.steps,
+            total=self.total_steps,
             initial=self.step,
             disable=not (main and train.progress and interactive()),
             unit="it",
         )
         window_start, window_steps = time.perf_counter(), 0
         batches = self.inputs.batches()
+        clock = WallClock(train.max_minutes)
         with StopRequest() as stop:
-            while self.step < train.steps:
+            while self.step < self.total_steps:
                 self.iteration.run(self.inputs.next(batches, self.step))
                 window_steps += 1
                 progress.update(1)
-                last = self.step == train.steps
+                signalled, spent = self._stops(stop, clock)
+                last = self.step == self.total_steps or spent
                 if self.step % train.log_every == 0 or last:
                     record = self.log_metrics(window_steps / (time.perf_counter() - window_start))
                     progress.set_postfix(
@@ -192,7 +200,13 @@ class Trainer:
                     self.evaluate()
                 if self.step % train.checkpoint_every == 0 or last:
                     self.save_checkpoint()
-                if self._stop_requested(stop):
+                if spent:
+                    self.accelerator.print(
+                        f"gankit: the wall-clock budget of train.max_minutes={train.max_minutes} "
+                        f"is spent at step {self.step} of {self.total_steps}"
+                    )
+                    break
+                if signalled:
                     progress.close()
                     if self.step % train.checkpoint_every and not last:
                         self.save_checkpoint()
@@ -215,10 +229,13 @@ class Trainer:
         if self.stop_vote is not None:
             self.stop_vote.close()
 
-    def _stop_requested(self, stop: StopRequest) -> bool:
+    def _stops(self, stop: StopRequest, clock: WallClock) -> tuple[bool, bool]:
+        """Whether to stop for a signal, and whether the wall-clock budget is spent: with
+        several processes, as they all agreed (one step late, without a device sync)."""
+        signalled, spent = stop.signal_name is not None, clock.spent()
         if self.accelerator.num_processes == 1:
-            return stop.signal_name is not None
-        return self.stop_vote.cast(stop.signal_name is not None)
+            return signalled, spent
+        return self.stop_vote.cast(signalled, spent)
 
     def save_checkpoint(self) -> None:
         """Check that training is still finite, then write a checkpoint (every process)."""
@@ -247,7 +264,7 @@ class Trainer:
         self.reporter.record(
             self.step,
             record,
-            f"step {self.step}/{self.recipe.train.steps}  "
+            f"step {self.step}/{self.total_steps}  "
             f"{loss_line(record, self.iteration.losses)}  "
             f"{record['images_per_sec']:.1f} img/s",
         )
