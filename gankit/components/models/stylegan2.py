@@ -55,7 +55,7 @@ from gankit.components.models.stylegan2_layers import (
     upsample,
 )
 from gankit.config.registry import DISCRIMINATORS, GENERATORS
-from gankit.core.sizes import MAX_CHANNELS, MAX_DEPTH, MAX_WIDTH
+from gankit.core.sizes import MAX_CHANNELS, MAX_DEPTH, MAX_LATENT, MAX_WIDTH
 
 MIN_SIDE, MAX_SIDE = 8, 1024
 PADDED = {28: 32}  # sides made at a larger power of two and cropped (G) or padded (D)
@@ -68,6 +68,12 @@ Width = Annotated[
         le=MAX_WIDTH,
         description="channels at the image's resolution, doubled at each halving down to 4x4 "
         f"(capped by max_channels); at most {MAX_WIDTH:,}",
+    ),
+]
+WSize = Annotated[
+    int,
+    Field(
+        gt=0, le=MAX_LATENT, description=f"size of w, the mapping's output; at most {MAX_LATENT:,}"
     ),
 ]
 MaxChannels = Annotated[
@@ -151,7 +157,7 @@ class StyleGAN2Generator(Generator):
     def __init__(
         self,
         z_dim: LatentSize = 512,
-        w_dim: LatentSize = 512,
+        w_dim: WSize = 512,
         mapping_layers: Annotated[
             int, Field(ge=1, le=MAX_DEPTH, description=f"layers z -> w; at most {MAX_DEPTH}")
         ] = 8,
