@@ -17,6 +17,7 @@ import gankit
 from gankit import DISCRIMINATORS, GENERATORS
 from gankit.cli import main
 from gankit.components.models.stylegan2 import (
+    DiscriminatorBlock,
     StyleGAN2Discriminator,
     StyleGAN2Generator,
     channel_counts,
@@ -203,6 +204,26 @@ def test_minibatch_stddev_appends_the_groups_mean_std():
     assert six.shape == (6, 4, 4, 4) and torch.equal(six[0, 3], six[2, 3])
 
 
+def test_the_residual_block_sums_both_downsampled_paths_over_root_two():
+    torch.manual_seed(13)
+    block = DiscriminatorBlock(3, 5)
+    with torch.no_grad():
+        block.conv1.bias.normal_()
+        x = torch.randn(2, 3, 8, 8)
+        kernel = fir_filter().numpy()
+        hidden = block.conv0(x)
+        filtered = torch.from_numpy(
+            np.stack([upfirdn_numpy(h.numpy(), kernel, 1, 2, 1) for h in hidden])
+        )
+        main = F.conv2d(filtered, block.conv1.weight / 27**0.5, block.conv1.bias, stride=2)
+        main = F.leaky_relu(main, 0.2) * 2**0.5
+        halved = torch.from_numpy(np.stack([upfirdn_numpy(s.numpy(), kernel, 1, 1, 2) for s in x]))
+        skip = F.conv2d(halved, block.skip.weight / 3**0.5)
+        out = block(x)
+    assert out.shape == (2, 5, 4, 4) and block.skip.bias is None
+    torch.testing.assert_close(out, (main + skip) * 0.5**0.5, atol=1e-5, rtol=1e-5)
+
+
 # ---- the generator ---------------------------------------------------------------------------
 
 
@@ -244,6 +265,23 @@ def test_style_mixing_switches_w_at_one_crossover_layer():
         generator(z)
         own = generator.mapping(z, None)
         assert all(torch.allclose(w, own) for w in [*convs, *rgbs]), mode
+
+
+def test_the_skip_generator_sums_every_resolutions_rgb_upsampled():
+    torch.manual_seed(14)
+    generator = build_g((3, 16, 16)).eval()
+    rgbs = []
+    for block in generator.blocks:
+        block.to_rgb.register_forward_hook(lambda m, args, out: rgbs.append(out[0].numpy()))
+    with torch.no_grad():
+        image = generator(torch.randn(1, 8))
+    assert [rgb.shape for rgb in rgbs] == [(3, 4, 4), (3, 8, 8), (3, 16, 16)]
+    kernel = fir_filter().numpy() * 4
+    expected = rgbs[0]
+    for rgb in rgbs[1:]:
+        expected = upfirdn_numpy(expected, kernel, up=2, pad=(2, 1), down=1) + rgb
+    torch.testing.assert_close(image[0], torch.from_numpy(expected), atol=1e-5, rtol=1e-5)
+    assert generator.const.shape == (8, 4, 4)
 
 
 def test_training_tracks_w_avg_and_truncation_zero_gives_its_image():
@@ -352,6 +390,11 @@ def test_conditional_pair_depends_on_the_labels():
     assert not torch.allclose(discriminator(images, zeros), discriminator(images, threes))
     with pytest.raises(ValueError, match="pass labels"):
         generator(z)
+    with torch.no_grad():  # the label embedding is normalised, like z, before the mapping
+        mapped = generator.mapping(z, threes)
+        generator.mapping.embed.weight.mul_(5)
+        generator.mapping.embed.bias.mul_(5)
+        torch.testing.assert_close(generator.mapping(z, threes), mapped)
     with pytest.raises(ValueError, match="pass labels"):
         discriminator(images)
     generator.train()
