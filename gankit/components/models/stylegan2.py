@@ -218,7 +218,7 @@ class StyleGAN2Generator(Generator):
         ws = w.unsqueeze(1).expand(-1, self.num_ws, -1)
         if self.training:
             with torch.no_grad():
-                self.w_avg.copy_(w.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
+                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
             if self.mixing_prob > 0:
                 ws = self.mix(ws, z, labels)
         if truncation != 1:
