@@ -34,6 +34,8 @@ from gankit.components.models.stylegan2_layers import (
     upsample,
 )
 from gankit.core.errors import RegistryError
+from gankit.outputs.files import render_samples
+from gankit.outputs.walk import walk_frames, walk_latents
 
 from conftest import ROOT
 
@@ -311,6 +313,19 @@ def test_training_tracks_w_avg_and_truncation_zero_gives_its_image():
     assert not torch.allclose(
         generator.sample(3, seed=2, truncation=0.5), generator.sample(3, seed=2)
     )
+
+
+def test_latent_walks_truncate_in_w():
+    torch.manual_seed(16)
+    generator = build_g()
+    generator.train()(generator.sample_noise(4))  # a w_avg away from 0
+    frames = walk_frames(generator, walks=1, points=2, steps=2, seed=1, truncation=0.5)
+    latents = walk_latents(generator, walks=1, points=2, steps=2, seed=1)
+    with torch.no_grad():
+        expected = generator.eval()(latents[1], truncation=0.5)
+        in_z = generator(latents[1] * 0.5)
+    assert (frames[1] == render_samples(expected)).all()
+    assert not (frames[1] == render_samples(in_z)).all()
 
 
 def test_noise_is_random_in_training_and_fixed_in_eval_mode():
