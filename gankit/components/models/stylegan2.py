@@ -55,7 +55,7 @@ from gankit.components.models.stylegan2_layers import (
     upsample,
 )
 from gankit.config.registry import DISCRIMINATORS, GENERATORS
-from gankit.core.sizes import MAX_CHANNELS, MAX_DEPTH, MAX_LATENT, MAX_WIDTH
+from gankit.core.sizes import MAX_BATCH, MAX_CHANNELS, MAX_DEPTH, MAX_LATENT, MAX_WIDTH
 
 MIN_SIDE, MAX_SIDE = 8, 1024
 PADDED = {28: 32}  # sides made at a larger power of two and cropped (G) or padded (D)
@@ -282,7 +282,13 @@ class StyleGAN2Discriminator(nn.Module):
         width: Width = 128,
         max_channels: MaxChannels = 512,
         mbstd_group: Annotated[
-            int, Field(ge=1, le=64, description="group size of the minibatch stddev layer")
+            int,
+            Field(
+                ge=1,
+                le=MAX_BATCH,
+                description="samples per group of the minibatch stddev layer (lowered to a "
+                f"divisor of the batch); at most {MAX_BATCH:,}",
+            ),
         ] = 4,
         num_classes: ClassCount = 0,
         image_shape: Sequence[int] = (3, 32, 32),
