@@ -345,6 +345,8 @@ def test_noise_is_random_in_training_and_fixed_in_eval_mode():
         assert torch.equal(const, generator(z, noise_mode="const"))
         assert not torch.equal(const, generator(z, noise_mode="none"))
         assert not torch.equal(generator(z, noise_mode="random"), const)
+    with pytest.raises(ValueError, match="noise_mode must be one of random, const, none"):
+        generator(z, noise_mode="fixed")
 
 
 @pytest.mark.parametrize("shape", [(3, 16, 16), (3, 32, 32), (3, 64, 64), (1, 28, 28)])

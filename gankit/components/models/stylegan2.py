@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,7 @@ from gankit.core.sizes import MAX_BATCH, MAX_CHANNELS, MAX_DEPTH, MAX_LATENT, MA
 MIN_SIDE, MAX_SIDE = 8, 1024
 PADDED = {28: 32}  # sides made at a larger power of two and cropped (G) or padded (D)
 NoiseMode = Literal["random", "const", "none"]
+NOISE_MODES = get_args(NoiseMode)
 
 Width = Annotated[
     int,
@@ -201,8 +202,12 @@ class StyleGAN2Generator(Generator):
         """Images from (N, z_dim) noise (and (N,) labels when conditional). `truncation` psi
         pulls w toward its average; `noise_mode` defaults to 'random' in training, else 'const'."""
         check_labels(self, labels)
-        ws = self.styles(z, labels, truncation)
-        return self.synthesize(ws, noise_mode or ("random" if self.training else "const"))
+        noise_mode = noise_mode or ("random" if self.training else "const")
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(
+                f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}"
+            )
+        return self.synthesize(self.styles(z, labels, truncation), noise_mode)
 
     def generate(
         self, z: torch.Tensor, labels: torch.Tensor | None = None, *, truncation: float = 1.0
