@@ -12,7 +12,12 @@ from gankit.components.losses import Logits
 from gankit.components.models.base import Generator
 
 SHAPE = (1, 28, 28)
-SMALL = {"dcgan28": {"width": 4}, "dcgan": {"width": 4}, "mlp": {"hidden": 16}}
+SMALL = {
+    "dcgan28": {"width": 4},
+    "dcgan": {"width": 4},
+    "mlp": {"hidden": 16},
+    "stylegan2": {"width": 4, "max_channels": 8},
+}
 SHAPES = {"dcgan": (3, 32, 32)}  # models for other sizes than 28x28
 CLASSES = 3
 
@@ -20,6 +25,15 @@ CLASSES = 3
 def conditional(registry, name) -> list[int]:
     """The class counts to test a model with: 0, and CLASSES when it can be conditional."""
     return [0, CLASSES] if "num_classes" in registry.get(name).params.model_fields else [0]
+
+
+def spectral_norms(name) -> list[bool]:
+    """Spectral normalisation off, and on when the discriminator offers it."""
+    return (
+        [False, True]
+        if "spectral_norm" in DISCRIMINATORS.get(name).params.model_fields
+        else [False]
+    )
 
 
 @pytest.mark.parametrize(
@@ -42,10 +56,14 @@ def test_generator_builds_samples_and_backpropagates(name, classes):
 
 
 @pytest.mark.parametrize(
-    ("name", "classes"),
-    [(n, k) for n in DISCRIMINATORS.names() for k in conditional(DISCRIMINATORS, n)],
+    ("name", "classes", "spectral_norm"),
+    [
+        (n, k, sn)
+        for n in DISCRIMINATORS.names()
+        for k in conditional(DISCRIMINATORS, n)
+        for sn in spectral_norms(n)
+    ],
 )
-@pytest.mark.parametrize("spectral_norm", [False, True])
 def test_discriminator_builds_scores_and_backpropagates(name, classes, spectral_norm):
     shape = SHAPES.get(name, SHAPE)
     params = {"name": name, **SMALL.get(name, {})}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gankit.components.models.base import Generator, eval_mode
+from gankit.components.models.base import Generator, check_truncation, eval_mode
 from gankit.core.errors import GankitError
 from gankit.outputs.files import (
     check_new_file,
@@ -92,9 +92,9 @@ def walk_frames(
 ) -> list[np.ndarray]:
     """The walk's frames as uint8 pictures: a grid of `walks` images (one row per class for a
     conditional generator without `label`), one image when `walks` is 1 and unconditional."""
-    latents = walk_latents(
-        generator, walks=walks, points=points, steps=steps, seed=seed, truncation=truncation
-    )
+    check_truncation(truncation)
+    # truncated by the generator, in its own latent space (see Generator.generate)
+    latents = walk_latents(generator, walks=walks, points=points, steps=steps, seed=seed)
     labels, per_row = None, None
     if generator.num_classes:
         classes = [label] if label is not None else list(range(generator.num_classes))
@@ -107,7 +107,7 @@ def walk_frames(
     pictures = []
     with eval_mode(generator):
         for z in latents:
-            samples = generator.generate(z, labels).float()
+            samples = generator.generate(z, labels, truncation=truncation).float()
             if samples.dim() == 4 and per_row:
                 pictures.append(image_grid(samples, per_row=per_row))
             else:

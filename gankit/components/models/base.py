@@ -183,9 +183,15 @@ class Generator(nn.Module):
             )
         return tensor.long()
 
-    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Call the generator on noise (and labels when it is class-conditional)."""
-        return forward(self, z, labels)
+    def generate(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, *, truncation: float = 1.0
+    ) -> torch.Tensor:
+        """Call the generator on noise (and labels when it is class-conditional).
+
+        `truncation` psi in (0, 1] is applied in the generator's own latent space: here z is
+        pulled toward its distribution's mean (see `truncate`); a generator with a latent space
+        of its own (StyleGAN's w) overrides this method and truncates there."""
+        return forward(self, truncate(z, self.noise, truncation), labels)
 
     @torch.no_grad()
     def sample(
@@ -200,18 +206,20 @@ class Generator(nn.Module):
 
         `seed` makes the noise (and drawn labels) reproducible without touching the global RNG.
         A class-conditional generator takes `labels` (an int for one class, or one per image);
-        without them, classes are drawn uniformly. `truncation` psi in (0, 1] pulls the noise
-        toward its mean (the truncation trick; 1: none): fewer odd samples, less variety.
+        without them, classes are drawn uniformly. `truncation` psi in (0, 1] pulls the latent
+        toward its mean (the truncation trick; 1: none; see `generate`): fewer odd samples, less
+        variety.
         """
+        check_truncation(truncation)
         device = self.weights_device()
         generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
-        z = self.sample_noise(n, generator=generator, truncation=truncation)
+        z = self.sample_noise(n, generator=generator)
         if self.num_classes and labels is None:
             chosen = self.sample_labels(n, generator=generator)
         else:
             chosen = self.labels_for(n, labels)
         with eval_mode(self):
-            return self.generate(z, chosen).float()
+            return self.generate(z, chosen, truncation=truncation).float()
 
     def weights_device(self) -> torch.device:
         """The device of the generator's weights (the CPU for one without any). A method, not
