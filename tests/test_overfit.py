@@ -87,7 +87,7 @@ FOLDER_RECIPES = [
 
 
 def test_there_are_folder_recipes() -> None:
-    assert [path.stem for path in FOLDER_RECIPES] == ["folder_dcgan64"]
+    assert "folder_dcgan64" in [path.stem for path in FOLDER_RECIPES]
 
 
 @pytest.mark.parametrize("path", FOLDER_RECIPES, ids=[path.stem for path in FOLDER_RECIPES])
