@@ -89,6 +89,8 @@ RECIPE_BOUNDS = [
     ("ring_mlp", "generator.hidden", MAX_WIDTH),
     ("ring_mlp", "discriminator.hidden", MAX_WIDTH),
     ("ring_mlp", "generator.depth", sizes.MAX_DEPTH),
+    ("r3gan_mnist", "generator.blocks", sizes.MAX_DEPTH),
+    ("r3gan_mnist", "discriminator.cardinality", MAX_WIDTH),
 ]
 
 

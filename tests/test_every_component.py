@@ -16,6 +16,7 @@ SMALL = {
     "dcgan28": {"width": 4},
     "dcgan": {"width": 4},
     "mlp": {"hidden": 16},
+    "r3gan": {"width": 8, "cardinality": 4},
     "stylegan2": {"width": 4, "max_channels": 8},
 }
 SHAPES = {"dcgan": (3, 32, 32)}  # models for other sizes than 28x28
