@@ -37,8 +37,21 @@ EVERYTHING = [
 ]
 
 
-def run(tmp_path, name: str, steps: int, staged: bool) -> Trainer:
-    recipe = load_recipe(REFERENCE_RECIPE, [*EVERYTHING, f"output_dir={tmp_path / name}"])
+# every kind of scheduled value, each moving within the 6 iterations
+SCHEDULED = [
+    *TINY,
+    "data.subset=64",
+    "train.sample_every=100",
+    "optim.generator.lr={start: 4.0e-4, end: 1.0e-4, kimg: 0.064}",
+    "optim.discriminator.betas=[0.5, {start: 0.9, end: 0.99, kimg: 0.064}]",
+    "regularizer={name: r1, weight: {start: 1.0, end: 0.1, kimg: 0.064}, every: 2}",
+    "augment={name: ada, adaptive: false, p: {start: 0.8, end: 0.2, kimg: 0.064}}",
+    "ema.half_life_kimg={start: 0.01, end: 0.1, kimg: 0.064}",
+]
+
+
+def run(tmp_path, name: str, steps: int, staged: bool, overrides=EVERYTHING) -> Trainer:
+    recipe = load_recipe(REFERENCE_RECIPE, [*overrides, f"output_dir={tmp_path / name}"])
     trainer = Trainer(recipe)
     if staged:
         trainer.iteration.capture_graphs(capture=False)
@@ -96,6 +109,23 @@ def test_iterations_through_the_static_buffers_train_exactly_like_eager(
         staged.parts.g_optimizer.param_groups[0]["lr"]
         == eager.parts.g_optimizer.param_groups[0]["lr"]
     )
+
+
+def test_scheduled_values_through_the_static_buffers_train_exactly_like_eager(
+    tmp_path, mnist_root, deterministic
+):
+    eager = run(tmp_path, "eager", 6, staged=False, overrides=SCHEDULED)
+    staged = run(tmp_path, "staged", 6, staged=True, overrides=SCHEDULED)
+    assert staged.iteration.graphs.eager_runs  # the staged path ran
+    expected, got = state(eager), state(staged)
+    if staged.accelerator.device.type == "cpu":
+        assert all(torch.equal(expected[key], got[key]) for key in expected)
+    else:
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    values = staged.parts.value_schedules.values(5)
+    assert float(staged.parts.augment.p) == pytest.approx(values["augment.p"])
+    assert float(staged.parts.regularizers["d_r1"].weight) == pytest.approx(values["d_r1.weight"])
+    assert values["augment.p"] < 0.8  # it moved
 
 
 def test_static_buffers_refuse_a_change_of_shape():

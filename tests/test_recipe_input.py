@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import os
 import random
-import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -225,17 +224,16 @@ def test_an_alias_bomb_in_a_typed_field_is_refused_quickly_and_cheaply(
     assert path.stat().st_size < 2000
     tracemalloc.start()
     try:
-        started = time.perf_counter()
         err = one_line_error(capsys, str(path))
-        seconds = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert f"recipe '{path}' holds more than {MAX_VALUES:,} values (at train.steps[" in err
     assert "counting a YAML alias (*name) again each time it is used" in err
     assert len(err) < 1000
+    # the expansion was never built: memory shows it (a time limit would be flaky on a busy
+    # machine; an expansion of 10**6 values would also take far longer than the test's budget)
     assert peak < 20 * 2**20, f"peak {peak / 2**20:.0f} MiB"
-    assert seconds < 5
 
 
 def test_an_alias_bomb_in_an_override_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

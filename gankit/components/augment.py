@@ -25,6 +25,7 @@ from pydantic import Field
 from torch import nn
 
 from gankit.config.registry import AUGMENTATIONS
+from gankit.config.value_schedule import Scheduled
 
 Uniform = Callable[[int], torch.Tensor]
 
@@ -224,7 +225,10 @@ class AdaptiveAugment(nn.Module):
         speed_kimg: Annotated[
             float, Field(gt=0, description="thousands of real images for p to go from 0 to 1")
         ] = 500.0,
-        p: Annotated[float, Field(ge=0, le=1, description="the starting probability")] = 0.0,
+        p: Annotated[
+            Scheduled(ge=0, le=1),
+            Field(description="the starting probability; with adaptive: false, or a schedule"),
+        ] = 0.0,
         adaptive: Annotated[bool, Field(description="false: keep p fixed")] = True,
         xflip: Annotated[bool, Field(description="mirror left-right")] = True,
         rotate90: Annotated[bool, Field(description="rotate by a multiple of 90 degrees")] = True,

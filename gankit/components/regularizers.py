@@ -21,6 +21,7 @@ from pydantic import Field
 from torch import nn
 
 from gankit.config.registry import REGULARIZERS
+from gankit.config.value_schedule import Scheduled
 
 Discriminator = Callable[[torch.Tensor], torch.Tensor]
 Generator = Callable[[torch.Tensor], torch.Tensor]
@@ -53,7 +54,9 @@ class LazyPenalty:
 
     def __init__(
         self,
-        weight: Annotated[float, Field(gt=0, description="penalty weight (R1: gamma)")] = 10.0,
+        weight: Annotated[
+            Scheduled(gt=0), Field(description="penalty weight (R1: gamma), or a schedule")
+        ] = 10.0,
         every: Annotated[
             int, Field(gt=0, description="iterations between penalty updates (lazy: 16)")
         ] = 1,
@@ -117,7 +120,9 @@ class PathLength(nn.Module):
 
     def __init__(
         self,
-        weight: Annotated[float, Field(gt=0, description="penalty weight")] = 2.0,
+        weight: Annotated[
+            Scheduled(gt=0), Field(description="penalty weight, or a schedule")
+        ] = 2.0,
         every: Annotated[
             int, Field(gt=0, description="iterations between penalty updates (lazy: 4)")
         ] = 4,

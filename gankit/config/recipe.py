@@ -37,6 +37,7 @@ from gankit.config.sections import (
     TrainSection,
     WandbSection,
 )
+from gankit.config.value_schedule import NUMBER, SCHEDULE
 from gankit.core.errors import RecipeError, cut, did_you_mean, shown
 
 __all__ = [  # the section models (config.sections) and the reader (config.recipe_file) too
@@ -318,7 +319,9 @@ class _Echo:
 
 
 def _user_loc(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Drop the discriminator tag pydantic inserts after a component section's key."""
+    """Drop the discriminator tags pydantic inserts: after a component section's key, and a
+    schedulable value's form."""
+    loc = tuple(part for part in loc if part not in (NUMBER, SCHEDULE))
     if len(loc) > 2 and loc[0] == "regularizers" and isinstance(loc[1], int):
         items = raw.get("regularizers")
         item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from gankit.config.params import refuse_booleans
+from gankit.config.value_schedule import Scheduled, ValueSchedule
 from gankit.core.sizes import (
     MAX_BATCH,
     MAX_EMA_KIMG,
@@ -81,10 +82,9 @@ class Strict(FiniteInside):
 class AdamParams(Strict):
     """Adam for one network (reference: lr 2e-4, betas (0.5, 0.999))."""
 
-    lr: float = Field(2e-4, gt=0, description="learning rate")
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
-        0.5,
-        0.999,
+    lr: Annotated[Scheduled(gt=0), Field(description="learning rate (or a schedule)")] = 2e-4
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Scheduled(ge=0, lt=1)] = Field(
+        (0.5, 0.999), description="Adam's beta1 and beta2 (beta2 may follow a schedule)"
     )
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -92,6 +92,17 @@ class AdamParams(Strict):
         "constant", description="after warm-up: keep lr, or decay it to 0 at train.steps"
     )
     warmup_steps: int = Field(0, ge=0, description="iterations of linear warm-up from 0")
+
+    @model_validator(mode="after")
+    def _one_lr_schedule(self) -> AdamParams:
+        if isinstance(self.lr, ValueSchedule) and (
+            self.lr_schedule != "constant" or self.warmup_steps
+        ):
+            raise ValueError(
+                "lr is a schedule, which has its own ramp-up and decay: remove lr_schedule and "
+                "warmup_steps"
+            )
+        return self
 
 
 class OptimSection(Strict):
@@ -278,13 +289,14 @@ class EMASection(Strict):
         0.0, ge=0, lt=1, description="per iteration, e.g. 0.999; 0 (and no half_life_kimg): off"
     )
     warmup: bool = Field(True, description="with decay: start lower, min(decay, (1+t)/(10+t))")
-    half_life_kimg: float = Field(
-        0.0,
-        ge=0,
-        le=MAX_EMA_KIMG,
-        description="instead of decay: the half-life in thousands of images (StyleGAN's "
-        f"ema_kimg, e.g. 10), the same at any batch size; at most {MAX_EMA_KIMG:,}",
-    )
+    half_life_kimg: Annotated[
+        Scheduled(ge=0, le=MAX_EMA_KIMG),
+        Field(
+            description="instead of decay: the half-life in thousands of images (StyleGAN's "
+            f"ema_kimg, e.g. 10; or a schedule), the same at any batch size; at most "
+            f"{MAX_EMA_KIMG:,}"
+        ),
+    ] = 0.0
     rampup: float = Field(
         0.0,
         ge=0,
@@ -295,18 +307,23 @@ class EMASection(Strict):
 
     @model_validator(mode="after")
     def _one_rate(self) -> EMASection:
-        if self.decay > 0 and self.half_life_kimg > 0:
+        if self.decay > 0 and self.uses_half_life:
             raise ValueError(
                 "give ema.decay (per iteration) or ema.half_life_kimg (per image), not both"
             )
-        if self.rampup > 0 and self.half_life_kimg == 0:
+        if self.rampup > 0 and not self.uses_half_life:
             raise ValueError("ema.rampup needs ema.half_life_kimg")
         return self
 
     @property
     def on(self) -> bool:
         """Whether the average is kept at all."""
-        return self.decay > 0 or self.half_life_kimg > 0
+        return self.decay > 0 or self.uses_half_life
+
+    @property
+    def uses_half_life(self) -> bool:
+        """Whether the average is set by a half-life in images (fixed or scheduled)."""
+        return isinstance(self.half_life_kimg, ValueSchedule) or self.half_life_kimg > 0
 
 
 class PerfSection(Strict):

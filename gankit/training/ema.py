@@ -31,7 +31,7 @@ class EMA:
         images_per_step: int = 1,
         rampup: float = 0.0,
     ) -> None:
-        if (decay > 0) == (half_life_images > 0):
+        if decay > 0 and half_life_images > 0:
             raise ValueError("give the EMA either a decay or a half-life in images, not both")
         self.module = copy.deepcopy(source).eval().requires_grad_(False)
         self.decay, self.warmup = decay, warmup

@@ -110,6 +110,7 @@ class Iteration:
         """One iteration on `inputs`: every batch the schedule draws per step, each of
         `grad_accumulation` micro-batches."""
         phases = self.phases(self.step)
+        self.parts.value_schedules.apply(self.step)
         ema = self.parts.ema
         if ema is not None:
             ema.set_step(self.step)

@@ -106,7 +106,12 @@ def apply_hyperparameters(
         ]
         schedule._last_lr = rates  # what get_last_lr() reports
     for group, rate in zip(groups, rates, strict=True):
-        group["betas"], group["eps"] = tuple(params.betas), params.eps
+        if isinstance(group["betas"][0], torch.Tensor):  # in place: a CUDA graph reads them
+            for beta, value in zip(group["betas"], params.betas, strict=True):
+                beta.fill_(value)
+        else:
+            group["betas"] = tuple(params.betas)
+        group["eps"] = params.eps
         group["weight_decay"] = params.weight_decay
         if "initial_lr" in group:
             group["initial_lr"] = params.lr

@@ -34,6 +34,7 @@ from gankit.config.registry import (
     SCHEDULES,
 )
 from gankit.config.sections import AdamParams
+from gankit.config.value_schedule import ValueSchedule, initial
 from gankit.core.errors import GankitError
 from gankit.core.sizes import check_training_fits
 from gankit.training import fastpath, parallel
@@ -44,6 +45,13 @@ from gankit.training.optim import (
     lazy_ratio,
     lr_schedules,
     make_adam,
+)
+from gankit.training.value_schedules import (
+    ValueSchedules,
+    at_start,
+    at_start_adam,
+    optimizer_targets,
+    scheduled_fields,
 )
 
 
@@ -74,6 +82,7 @@ class Parts:
     regularizers: dict[str, Any]  # by the name their penalty is logged under
     augment: Any  # None: D sees the images as they are
     ema: EMA | None
+    value_schedules: ValueSchedules  # the recipe's scheduled values, set before each iteration
     evaluator: Any
     reference_points: torch.Tensor | None  # 2-D data: real points drawn under the samples
 
@@ -150,14 +159,28 @@ def build_parts(
     fastpath.apply(perf, generator, discriminator)
     capturable_on = accelerator.device if graphs else None
     schedule = SCHEDULES.build(recipe.schedule)
-    regularizers = _regularizers(recipe, accelerator.device)
-    optim = optimizer_settings(recipe, schedule, regularizers)
+    images_per_step = batch_size * accelerator.num_processes * recipe.train.grad_accumulation
+    scheduled = ValueSchedules(images_per_step, total_steps)
+    regularizers = _regularizers(recipe, accelerator.device, scheduled)
+    ratios = lazy_ratios(recipe, schedule, regularizers)
+    optim = {
+        network: lazy_corrected(at_start_adam(params), ratios[network])
+        for network, params in (
+            ("generator", recipe.optim.generator),
+            ("discriminator", recipe.optim.discriminator),
+        )
+    }
     g_optimizer = make_adam(
         generator.parameters(), optim["generator"], perf.fused_adam, capturable_on
     )
     d_optimizer = make_adam(
         discriminator.parameters(), optim["discriminator"], perf.fused_adam, capturable_on
     )
+    for network, optimizer in (("generator", g_optimizer), ("discriminator", d_optimizer)):
+        params = getattr(recipe.optim, network)
+        optimizer_targets(
+            scheduled, f"optim.{network}", optimizer, params.lr, params.betas[1], ratios[network]
+        )
     prepared = accelerator.prepare(generator, discriminator, g_optimizer, d_optimizer, loader)
     for optimizer in (g_optimizer, d_optimizer):
         keep_implementation(optimizer)
@@ -186,30 +209,46 @@ def build_parts(
             {g_optimizer: optim["generator"], d_optimizer: optim["discriminator"]},
             total_steps,
         ),
-        loss=named_parts(LOSSES.build(recipe.loss)),
+        loss=_loss(recipe, scheduled),
         schedule=schedule,
         regularizers=regularizers,
-        augment=_augmentation(recipe, accelerator.device),
-        ema=_ema(recipe, network, batch_size * accelerator.num_processes),
+        augment=_augmentation(recipe, accelerator.device, scheduled),
+        ema=_ema(recipe, network, images_per_step, scheduled),
+        value_schedules=scheduled,
         evaluator=_evaluator(recipe, image_shape, accelerator, source, footprint.peak),
         reference_points=source.reference_points() if hasattr(source, "reference_points") else None,
     )
 
 
-def _ema(recipe: RecipeBase, network: torch.nn.Module, global_batch: int) -> EMA | None:
+def _ema(
+    recipe: RecipeBase, network: torch.nn.Module, images_per_step: int, scheduled: ValueSchedules
+) -> EMA | None:
     """The recipe's moving average of G, or None; a half-life counts every image an iteration
     trains on (the global batch, times the micro-batches accumulated)."""
     section = recipe.ema
     if not section.on:
         return None
-    return EMA(
+    ema = EMA(
         network,
         section.decay,
         section.warmup,
-        half_life_images=section.half_life_kimg * 1000,
-        images_per_step=global_batch * recipe.train.grad_accumulation,
+        half_life_images=initial(section.half_life_kimg) * 1000,
+        images_per_step=images_per_step,
         rampup=section.rampup,
     )
+    if isinstance(section.half_life_kimg, ValueSchedule):
+
+        def set_half_life(kimg: float) -> None:
+            ema.half_life_images = kimg * 1000  # read on the host by ema.set_step
+
+        scheduled.add("ema.half_life_kimg", section.half_life_kimg, set_half_life)
+    return ema
+
+
+def _loss(recipe: RecipeBase, scheduled: ValueSchedules) -> Any:
+    loss = LOSSES.build(at_start(recipe.loss))
+    scheduled.add_component("loss", recipe.loss, loss)
+    return named_parts(loss)
 
 
 def raised_sizes(recipe: RecipeBase) -> list[str]:
@@ -225,34 +264,38 @@ def raised_sizes(recipe: RecipeBase) -> list[str]:
     return raised
 
 
-def optimizer_settings(
+def lazy_ratios(
     recipe: RecipeBase, schedule: Any, regularizers: dict[str, Any]
-) -> dict[str, AdamParams]:
-    """Each network's Adam settings as the recipe gives them, corrected for its lazy
-    regularizers (`optim.lazy_correction`, see `optim.lazy_ratio`)."""
-    settings = {"generator": recipe.optim.generator, "discriminator": recipe.optim.discriminator}
+) -> dict[str, float]:
+    """Each network's correction for its lazy regularizers (`optim.lazy_correction`, see
+    `optim.lazy_ratio`): 1 where there is none or the correction is off."""
+    ratios = {"generator": 1.0, "discriminator": 1.0}
     if not recipe.optim.lazy_correction:
-        return settings
+        return ratios
     phases = schedule.phases(0)
-    for network, params in settings.items():
+    for network in ratios:
         updates = sum(1 for phase in phases if phase.network == network)
         intervals = [
             regularizer.every
             for regularizer in regularizers.values()
             if trained_network(regularizer) == network and regularizer.every
         ]
-        settings[network] = lazy_corrected(params, lazy_ratio(max(updates, 1), intervals))
-    return settings
+        ratios[network] = lazy_ratio(max(updates, 1), intervals)
+    return ratios
 
 
-def _regularizers(recipe: RecipeBase, device: torch.device) -> dict[str, Any]:
+def _regularizers(
+    recipe: RecipeBase, device: torch.device, scheduled: ValueSchedules
+) -> dict[str, Any]:
     """The recipe's regularizers by the name of their penalty: `d_r1`, `g_path_length`, ..."""
     regularizers = {}
     for section in recipe.all_regularizers():
-        regularizer = REGULARIZERS.build(section)
+        regularizer = REGULARIZERS.build(at_start(section))
         if isinstance(regularizer, torch.nn.Module):
             regularizer.to(device)
-        regularizers[f"{trained_network(regularizer)[0]}_{section.name}"] = regularizer
+        penalty = f"{trained_network(regularizer)[0]}_{section.name}"
+        regularizers[penalty] = regularizer
+        scheduled.add_component(penalty, section, regularizer)
     return regularizers
 
 
@@ -270,13 +313,19 @@ def _check_images(recipe: RecipeBase, shape: tuple[int, ...]) -> None:
         )
 
 
-def _augmentation(recipe: RecipeBase, device: torch.device) -> Any:
+def _augmentation(recipe: RecipeBase, device: torch.device, scheduled: ValueSchedules) -> Any:
     """The recipe's augmentation, its state on `device`; None for `none`."""
-    augment = AUGMENTATIONS.build(recipe.augment)
+    augment = AUGMENTATIONS.build(at_start(recipe.augment))
     if isinstance(augment, NoAugmentation):
         return None
     if isinstance(augment, torch.nn.Module):
         augment.to(device)
+    if getattr(augment, "adaptive", False) and "p" in scheduled_fields(recipe.augment):
+        raise GankitError(
+            "augment.p is a schedule, but ADA steers p itself: set augment.adaptive: false to "
+            "follow the schedule, or give p as a number"
+        )
+    scheduled.add_component("augment", recipe.augment, augment)
     return augment
 
 

@@ -54,6 +54,8 @@ class RunState:
             "fixed_noise": t.fixed_noise.cpu(),
             "wandb_run_id": t.wandb_run_id,
             "processes": t.accelerator.num_processes,
+            # informational: recomputed from the step (and the recipe) on resume
+            "scheduled_values": t.parts.value_schedules.values(t.iteration.step),
         }
 
     @staticmethod

@@ -250,6 +250,10 @@ class Trainer:
         self.iteration.check_finite(str(self.run_dir))
         record: dict[str, Any] = self.iteration.read_losses()
         record.update(self.iteration.augment_values())
+        record.update(
+            (f"schedule/{name}", value)
+            for name, value in self.parts.value_schedules.values(self.step - 1).items()
+        )
         images = self.parts.batch_size * self.recipe.train.grad_accumulation
         images *= self.accelerator.num_processes
         record["images_per_sec"] = round(steps_per_second * images, 2)
