@@ -22,7 +22,6 @@ from gankit.config.recipe import load_recipe
 from gankit.core.errors import GankitError
 from gankit.training.checkpoint import CheckpointError, list_checkpoints, verify
 from gankit.training.divergence import DivergenceError
-from gankit.training.resume import RunState
 from gankit.training.state_files import load_state
 from gankit.training.trainer import Trainer
 
@@ -367,7 +366,7 @@ def test_a_checkpoint_of_the_first_format_resumes_with_the_same_state(tmp_path, 
     batches = trained.inputs.batches()
     for _ in range(3):  # no log step: the counters hold three iterations
         trained.iteration.run(trained.inputs.next(batches, trained.step))
-    state = RunState(trained).state_dict()
+    state = trained.run_state.state_dict()
     iteration = state["iteration"]
     # What the first format held: the counters as positions in one tensor and one list.
     first_format = {
@@ -399,12 +398,12 @@ def test_a_checkpoint_of_the_first_format_resumes_with_the_same_state(tmp_path, 
         },
     }
     second = Trainer(load_recipe(REFERENCE_RECIPE, [*overrides, f"output_dir={tmp_path / 'c'}"]))
-    RunState(second).load_state_dict(second_format)
+    second.run_state.load_state_dict(second_format)
     assert second.iteration.updates == iteration["updates"]
     assert torch.equal(second.iteration.loss_sums["d_r1"], iteration["loss_sums"]["d_r1"])
 
     fresh = Trainer(load_recipe(REFERENCE_RECIPE, [*overrides, f"output_dir={tmp_path / 'b'}"]))
-    RunState(fresh).load_state_dict(first_format)
+    fresh.run_state.load_state_dict(first_format)
     loaded = fresh.iteration.state_dict()
     assert loaded["step"] == 3 and loaded["updates"] == iteration["updates"]
     for name, total in iteration["loss_sums"].items():

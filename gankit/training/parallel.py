@@ -13,11 +13,19 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, parse_flag_from_env
+from accelerate.state import AcceleratorState
+from accelerate.utils import (
+    AutocastKwargs,
+    DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
+    ProjectConfiguration,
+    parse_flag_from_env,
+)
 
 from gankit._version import __version__
 from gankit.config.recipe import RecipeBase, recipe_dict, validate_recipe
 from gankit.core.errors import GankitError, warn
+from gankit.outputs import tracking
 
 PRECISIONS = ("no", "bf16", "fp16")
 
@@ -234,3 +242,28 @@ class StopVote:
         if self.group is not None:
             torch.distributed.destroy_process_group(self.group)
             self.group = None
+
+
+def make_accelerator(recipe: RecipeBase, wandb_mode: str, batch_norm: str) -> Accelerator:
+    """The run's Accelerator: precision, trackers, seeded data order, DDP settings. Accelerate
+    keeps one global state per process; a second run in the same process (a notebook, a sweep)
+    may change the precision, so that state starts afresh (the process group is kept)."""
+    AcceleratorState._reset_state(reset_partial_state=False)
+    run_dir = recipe.run_dir
+    return Accelerator(
+        mixed_precision=recipe.mixed_precision,
+        log_with=tracking.trackers(recipe, wandb_mode) or None,
+        project_config=ProjectConfiguration(
+            project_dir=str(run_dir), logging_dir=str(run_dir / tracking.TENSORBOARD_DIR)
+        ),
+        dataloader_config=DataLoaderConfiguration(
+            use_seedable_sampler=True,
+            data_seed=recipe.train.seed,
+            non_blocking=uses_cuda(),  # pinned batches, copied without a wait
+        ),
+        kwargs_handlers=[
+            ddp_kwargs(batch_norm),
+            # autocast's cast cache would hold tensors freed between graph replays
+            *([AutocastKwargs(cache_enabled=False)] if recipe.perf.cuda_graph else []),
+        ],
+    )

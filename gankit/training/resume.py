@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gankit.config.recipe import (
     RecipeBase,
@@ -33,29 +33,61 @@ from gankit.training.checkpoint import (
 from gankit.training.optim import apply_hyperparameters
 
 if TYPE_CHECKING:
-    from gankit.training.trainer import Trainer
+    from accelerate import Accelerator
+
+    from gankit.outputs.files import MetricsLog
+    from gankit.training.checkpoint import CheckpointManager
+    from gankit.training.parts import Parts
+    from gankit.training.value_schedules import ValueSchedules
+
+
+class ResumableRun(Protocol):
+    """What resuming reads and changes of a run (the Trainer is one)."""
+
+    recipe: RecipeBase
+    accelerator: Accelerator
+    run_dir: Path
+    total_steps: int
+    parts: Parts
+    checkpoints: CheckpointManager
+    metrics: MetricsLog
+
+
+class Stateful(Protocol):
+    """What a checkpoint saves and restores through."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class RunState:
     """What a checkpoint carries besides weights, optimizers, RNGs and learning-rate schedules:
-    the iteration's state, the position in the data, the fixed sample noise, the W&B run."""
+    the iteration's state, the position in the data, the fixed sample noise, the W&B run, and
+    (for the record: they follow from the step) the scheduled values."""
 
     FORMAT = 2  # 1: the iteration's counters were positions in one tensor
 
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+    def __init__(
+        self,
+        iteration: Stateful,
+        inputs: Stateful,
+        outputs: Stateful,
+        processes: int,
+        value_schedules: ValueSchedules,
+    ) -> None:
+        self.iteration, self.inputs, self.outputs = iteration, inputs, outputs
+        self.processes, self.value_schedules = processes, value_schedules
 
     def state_dict(self) -> dict[str, Any]:
-        t = self.trainer
+        step = self.iteration.state_dict()["step"]
         return {
             "format": self.FORMAT,
-            "iteration": t.iteration.state_dict(),
-            **t.inputs.state_dict(),  # epoch, batch_in_epoch
-            "fixed_noise": t.fixed_noise.cpu(),
-            "wandb_run_id": t.wandb_run_id,
-            "processes": t.accelerator.num_processes,
-            # informational: recomputed from the step (and the recipe) on resume
-            "scheduled_values": t.parts.value_schedules.values(t.iteration.step),
+            "iteration": self.iteration.state_dict(),
+            **self.inputs.state_dict(),  # epoch, batch_in_epoch
+            **self.outputs.state_dict(),  # fixed_noise, wandb_run_id
+            "processes": self.processes,
+            "scheduled_values": self.value_schedules.values(step),
         }
 
     @staticmethod
@@ -64,18 +96,16 @@ class RunState:
         return state["iteration"]["step"] if "format" in state else state["step"]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        t = self.trainer
         if "format" not in state:  # written before the iteration kept its losses by name
             state = {**state, "iteration": _iteration_state_v1(state)}
-        t.iteration.load_state_dict(state["iteration"])
-        t.inputs.load_state_dict(state)
-        t.fixed_noise = state["fixed_noise"].to(t.accelerator.device)
-        t.wandb_run_id = state["wandb_run_id"]
-        if state.get("processes", t.accelerator.num_processes) != t.accelerator.num_processes:
+        self.iteration.load_state_dict(state["iteration"])
+        self.inputs.load_state_dict(state)
+        self.outputs.load_state_dict(state)
+        if state.get("processes", self.processes) != self.processes:
             warn(
                 f"this checkpoint was written by {state['processes']} processes and is resumed "
-                f"by {t.accelerator.num_processes}: the data order within the current epoch "
-                "changes (weights and optimizers continue as they were)"
+                f"by {self.processes}: the data order within the current epoch changes "
+                "(weights and optimizers continue as they were)"
             )
 
 
@@ -117,7 +147,7 @@ def check_recipe(recipe: RecipeBase, folder: Path) -> None:
         )
 
 
-def apply_optimizer_settings(trainer: Trainer) -> None:
+def apply_optimizer_settings(trainer: ResumableRun) -> None:
     """The recipe's optimizer settings, over those the checkpoint restored (see
     `apply_hyperparameters`)."""
     parts = trainer.parts
@@ -130,7 +160,7 @@ def apply_optimizer_settings(trainer: Trainer) -> None:
         apply_hyperparameters(optimizer, params, schedules.get(id(optimizer)))
 
 
-def start_fresh(trainer: Trainer) -> None:
+def start_fresh(trainer: ResumableRun) -> None:
     """Clear an earlier run's samples, metrics and checkpoints from the run folder (with
     `auto`, checkpoints set aside in checkpoints/abandoned/ stay: `never` deletes them too).
     Only what gankit writes goes; anything else in the folder stays."""
@@ -152,7 +182,7 @@ def start_fresh(trainer: Trainer) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def resume_run(trainer: Trainer) -> bool:
+def resume_run(trainer: ResumableRun) -> bool:
     """Load the checkpoint `train.resume` names (auto: the newest usable one), or start fresh;
     True when a checkpoint was loaded."""
     train, accelerator = trainer.recipe.train, trainer.accelerator
