@@ -60,9 +60,20 @@ class PluginParams(BaseModel):
     channels: Literal[1, 3] = 3
 
 
+class PluginLoss(dict):
+    """What `make_plugin` builds: its params, with a loss's methods (LOSSES refuses what is
+    not a loss)."""
+
+    def discriminator(self, logits: Any) -> dict[str, Any]:
+        return {}
+
+    def generator(self, logits: Any) -> dict[str, Any]:
+        return {}
+
+
 def make_plugin(**params: Any) -> dict[str, Any]:
     """A component built from PluginParams."""
-    return params
+    return PluginLoss(params)
 
 
 @pytest.fixture

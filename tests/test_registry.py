@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from gankit import GENERATORS
+from gankit import GENERATORS, Generator
 from gankit.components.models.dcgan import DCGAN28Generator
 from gankit.config.registry import REGISTRIES, NoParams, Registry
 from gankit.core.errors import GankitError, RegistryError
@@ -32,6 +32,15 @@ class Gizmo:
 
     def __init__(self, *, width: int, z_dim: int, shape: tuple[int, ...]) -> None:
         self.width, self.z_dim, self.shape = width, z_dim, shape
+
+
+class GizmoGenerator(Generator):
+    """A generator that records what it was built with (the global GENERATORS refuses what is
+    not a generator)."""
+
+    def __init__(self, *, width: int, z_dim: int, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.width, self.z_dim, self.shape, self.noise = width, z_dim, shape, "normal"
 
 
 class First:
@@ -272,7 +281,7 @@ def test_duplicate_of_a_builtin_generator_names_the_builtin() -> None:
 def global_test_generator() -> Iterator[str]:
     """A name registered in the global GENERATORS for one test, then removed."""
     name = "test_registry_gizmo"
-    GENERATORS.register(name, params=GizmoParams)(Gizmo)
+    GENERATORS.register(name, params=GizmoParams)(GizmoGenerator)
     try:
         yield name
     finally:

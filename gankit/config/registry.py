@@ -10,6 +10,10 @@ A component is a class or function whose signature declares its parameters (see 
 runtime facts the recipe should not repeat (for example the dataset's image shape): the names in
 `Registry.runtime`, which are not parameters. A pydantic model given as `register(params=...)`
 replaces the signature as the source of the parameters.
+
+A registry of one of gankit's kinds knows that kind's Protocol (`protocols.py`): `build` gives
+what it built the defaults of the optional members it lacks and refuses it when it lacks a
+required one.
 """
 
 from __future__ import annotations
@@ -30,6 +34,17 @@ from gankit.config.params import (
     non_finite,
     params_from_signature,
     refuse_booleans,
+)
+from gankit.config.protocols import (
+    AugmentationProtocol,
+    DatasetProtocol,
+    DiscriminatorProtocol,
+    GeneratorProtocol,
+    LossProtocol,
+    RegularizerProtocol,
+    ScheduleProtocol,
+    adopt,
+    members,
 )
 from gankit.core.errors import PluginError, RegistryError, did_you_mean, shown
 
@@ -71,10 +86,17 @@ def _origin(obj: Any) -> str:
 class Registry:
     """Named components of one kind (generator, loss, ...), looked up by recipes and exports."""
 
-    def __init__(self, kind: str, section: str, runtime: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        kind: str,
+        section: str,
+        runtime: Iterable[str] = (),
+        protocol: type | None = None,
+    ) -> None:
         self.kind = kind  # what one entry is, in messages: "generator"
         self.section = section  # the recipe key that picks one: "generator"
         self.runtime = tuple(runtime)  # what build() is given besides the params: "image_shape"
+        self.protocol = protocol  # what a built one must offer (None: anything)
         self._entries: dict[str, Entry] = {}
 
     @property
@@ -208,6 +230,7 @@ class Registry:
             built = entry.builder(**params.model_dump(), **runtime)
         except (ValueError, TypeError) as error:
             raise RegistryError(f"cannot build {self.kind} '{entry.name}': {error}") from error
+        self.check(entry, built)
         with contextlib.suppress(AttributeError):  # a slotted object cannot carry it
             built.gankit_spec = {
                 "kind": self.kind,
@@ -216,6 +239,20 @@ class Registry:
                 "runtime": {k: _jsonable(v) for k, v in runtime.items()},
             }
         return built
+
+    def check(self, entry: Entry, built: Any) -> None:
+        """Give `built` the defaults of the optional members of this kind's Protocol that it
+        lacks; refuse it, naming what it lacks, when it lacks a required one."""
+        if self.protocol is None:
+            return
+        lacks = adopt(built, self.protocol)
+        if lacks:
+            required = [name for name, (needed, _) in members(self.protocol).items() if needed]
+            raise RegistryError(
+                f"{self.kind} '{entry.name}' ({entry.origin}) lacks {', '.join(lacks)}; every "
+                f"{self.kind} offers {', '.join(required)} "
+                f"(gankit.config.protocols.{self.protocol.__name__})"
+            )
 
 
 def _distribution(top_module: str) -> importlib.metadata.Distribution | None:
@@ -241,13 +278,17 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-GENERATORS = Registry("generator", "generator", runtime=("image_shape",))
-DISCRIMINATORS = Registry("discriminator", "discriminator", runtime=("image_shape",))
-LOSSES = Registry("loss", "loss")
-SCHEDULES = Registry("schedule", "schedule")
-DATASETS = Registry("dataset", "data")
-REGULARIZERS = Registry("regularizer", "regularizer")
-AUGMENTATIONS = Registry("augmentation", "augment")
+GENERATORS = Registry(
+    "generator", "generator", runtime=("image_shape",), protocol=GeneratorProtocol
+)
+DISCRIMINATORS = Registry(
+    "discriminator", "discriminator", runtime=("image_shape",), protocol=DiscriminatorProtocol
+)
+LOSSES = Registry("loss", "loss", protocol=LossProtocol)
+SCHEDULES = Registry("schedule", "schedule", protocol=ScheduleProtocol)
+DATASETS = Registry("dataset", "data", protocol=DatasetProtocol)
+REGULARIZERS = Registry("regularizer", "regularizer", protocol=RegularizerProtocol)
+AUGMENTATIONS = Registry("augmentation", "augment", protocol=AugmentationProtocol)
 REGISTRIES: dict[str, Registry] = {
     registry.section: registry
     for registry in (

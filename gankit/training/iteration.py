@@ -25,8 +25,8 @@ from accelerate import Accelerator
 from gankit.components.augment import Randomness
 from gankit.components.losses import Logits
 from gankit.components.models.base import forward
-from gankit.components.regularizers import trained_network
 from gankit.components.schedules import Phase
+from gankit.config.protocols import LossProtocol, RegularizerProtocol
 from gankit.core.errors import GankitError
 from gankit.training.divergence import DivergenceError
 from gankit.training.graphs import IterationGraphs
@@ -71,10 +71,10 @@ class Iteration:
     ) -> None:
         self.parts, self.accelerator = parts, accelerator
         self.grad_accumulation, self.on_nan, self.fp16 = grad_accumulation, on_nan, fp16
-        self.batches_per_step: int = getattr(parts.schedule, "batches_per_step", 1)
+        self.batches_per_step = parts.schedule.batches_per_step
         # (log name, the network it trains, regularizer)
         self.regularizers = [
-            (name, trained_network(regularizer), regularizer)
+            (name, regularizer.network, regularizer)
             for name, regularizer in parts.regularizers.items()
         ]
         device = accelerator.device
@@ -214,14 +214,16 @@ class Iteration:
         with self.accelerator.autocast():
             fake = forward(p.g_wrapped, batch.z, batch.fake_labels)
             fake_logits = self.judge(p.discriminator, fake, batch.fake_labels)
-            if getattr(p.loss, "generator_uses_real", False):
+            if p.loss.generator_uses_real:
                 with torch.no_grad():
                     real_logits = self.judge(p.discriminator, batch.real, batch.real_labels)
         return p.loss.generator(
             Logits(real_logits, fake_logits, batch.real_labels, batch.fake_labels)
         )
 
-    def d_penalty(self, name: str, regularizer: Any, batch: Inputs) -> dict[str, torch.Tensor]:
+    def d_penalty(
+        self, name: str, regularizer: RegularizerProtocol, batch: Inputs
+    ) -> dict[str, torch.Tensor]:
         """A regularizer's penalty on D, scaled by its interval so that a lazy penalty keeps its
         average strength. Conditional: fakes of the real images' classes."""
         p = self.parts
@@ -233,7 +235,9 @@ class Iteration:
         )
         return {name: penalty * regularizer.every}
 
-    def g_penalty(self, name: str, regularizer: Any, batch: Inputs) -> dict[str, torch.Tensor]:
+    def g_penalty(
+        self, name: str, regularizer: RegularizerProtocol, batch: Inputs
+    ) -> dict[str, torch.Tensor]:
         """A regularizer's penalty on G, scaled by its interval."""
         p = self.parts
 
@@ -247,9 +251,10 @@ class Iteration:
     def observe(self, real_logits: torch.Tensor) -> None:
         """Tell an adaptive augmentation D's verdict on the augmented reals (summed over
         processes, so p stays the same on all of them)."""
-        observe = getattr(self.parts.augment, "observe", None)
-        if observe is None:
+        augment = self.parts.augment
+        if augment is None or augment.observe is None:
             return
+        observe = augment.observe
         signs = torch.sign(real_logits.detach().float())
         stats = torch.stack([signs.sum(), torch.full_like(signs.sum(), signs.numel())])
         if self.accelerator.num_processes > 1:
@@ -339,8 +344,10 @@ class Iteration:
 
     def augment_values(self) -> dict[str, float]:
         """What the augmentation logs (ADA: its probability `augment_p`), read now."""
-        values = getattr(self.parts.augment, "values", None)
-        return {name: float(value) for name, value in values().items()} if values else {}
+        augment = self.parts.augment
+        if augment is None or augment.values is None:
+            return {}
+        return {name: float(value) for name, value in augment.values().items()}
 
     def share_loss_sums(self) -> None:
         """Make every process's loss sums their mean (before the main process saves them)."""
@@ -406,15 +413,17 @@ class Iteration:
         return sums, updates
 
 
-def loss_names(loss: Any, num_classes: int, device: torch.device) -> tuple[tuple[str, ...], ...]:
+def loss_names(
+    loss: LossProtocol, num_classes: int, device: torch.device
+) -> tuple[tuple[str, ...], ...]:
     """The names of a loss's parts for D and for G: as it declares them, else read from a call
     on small logits."""
-    declared = getattr(loss, "parts", None)
+    declared = loss.parts
     if declared is not None:
         return tuple(declared["discriminator"]), tuple(declared["generator"])
     logits = torch.zeros(2, 1, device=device)
     labels = torch.zeros(2, dtype=torch.long, device=device) if num_classes else None
-    real = logits if getattr(loss, "generator_uses_real", False) else None
+    real = logits if loss.generator_uses_real else None
     return (
         tuple(loss.discriminator(Logits(logits, logits, labels, labels))),
         tuple(loss.generator(Logits(real, logits, labels, labels))),

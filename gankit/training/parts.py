@@ -23,6 +23,14 @@ from gankit.components.models.base import (
     sample_footprint,
 )
 from gankit.components.regularizers import trained_network
+from gankit.config.protocols import (
+    AugmentationProtocol,
+    DatasetProtocol,
+    DiscriminatorProtocol,
+    LossProtocol,
+    RegularizerProtocol,
+    ScheduleProtocol,
+)
 from gankit.config.recipe import RecipeBase
 from gankit.config.registry import (
     AUGMENTATIONS,
@@ -72,15 +80,15 @@ class Parts:
     g_wrapped: torch.nn.Module
     d_wrapped: torch.nn.Module
     generator: Generator
-    discriminator: torch.nn.Module
+    discriminator: DiscriminatorProtocol
     g_optimizer: Any  # Accelerate's prepared optimizers
     d_optimizer: Any
     optim: dict[str, AdamParams]  # each network's Adam settings as applied (lazy-corrected)
     lr_schedules: list[Any]
-    loss: Any
-    schedule: Any
-    regularizers: dict[str, Any]  # by the name their penalty is logged under
-    augment: Any  # None: D sees the images as they are
+    loss: LossProtocol
+    schedule: ScheduleProtocol
+    regularizers: dict[str, RegularizerProtocol]  # by the name their penalty is logged under
+    augment: AugmentationProtocol | None  # None: D sees the images as they are
     ema: EMA | None
     value_schedules: ValueSchedules  # the recipe's scheduled values, set before each iteration
     evaluator: Any
@@ -185,7 +193,7 @@ def build_parts(
     for optimizer in (g_optimizer, d_optimizer):
         keep_implementation(optimizer)
     network = accelerator.unwrap_model(prepared[0])
-    source = base_dataset(dataset)
+    source: DatasetProtocol = base_dataset(dataset)  # as DATASETS built it
     return Parts(
         dataset=dataset,
         image_shape=image_shape,
@@ -216,7 +224,7 @@ def build_parts(
         ema=_ema(recipe, network, images_per_step, scheduled),
         value_schedules=scheduled,
         evaluator=_evaluator(recipe, image_shape, accelerator, source, footprint.peak),
-        reference_points=source.reference_points() if hasattr(source, "reference_points") else None,
+        reference_points=source.reference_points() if source.reference_points is not None else None,
     )
 
 
@@ -333,14 +341,14 @@ def _evaluator(
     recipe: RecipeBase,
     image_shape: tuple[int, ...],
     accelerator: Accelerator,
-    source: Dataset,
+    source: DatasetProtocol,
     sample_bytes: int,
 ) -> Any:
     """What `eval.every` measures: what the dataset brings (`evaluator(n, seed, accelerator)`,
     such as mode coverage for ring data), else image metrics."""
     if not recipe.eval.every:
         return None
-    if hasattr(source, "evaluator"):
+    if source.evaluator is not None:
         return source.evaluator(recipe.eval.n, recipe.train.seed, accelerator)
     from gankit.metrics.evaluators import (
         TrainingEvaluator,  # torchmetrics only when evaluation is on

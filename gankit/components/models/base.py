@@ -1,9 +1,14 @@
-"""What every generator offers (its noise distribution and `sample`), and the pieces that make
-a model class-conditional.
+"""What every generator offers (its noise distribution and `sample`), what every discriminator
+offers, and the pieces that make a model class-conditional.
 
 A class-conditional pair sets `num_classes > 0` on both networks; the generator is then called
 as `G(z, labels)` and the discriminator as `D(images, labels)`, with `labels` a (N,) long tensor
 of class indices. Unconditional networks keep `num_classes = 0` and one-argument calls.
+
+The conditioning is written once, here: a generator concatenates a learned label embedding to z
+(`Generator.add_label_embedding`, `Generator.join_labels`), a discriminator adds the projection
+term of Miyato & Koyama (2018), D(x, y) = psi(phi(x)) + <embed(y), phi(x)>
+(`Discriminator.add_projection`, `Discriminator.project_labels`).
 """
 
 from __future__ import annotations
@@ -124,12 +129,29 @@ class Generator(nn.Module):
     """Base class of generators: maps (N, z_dim) noise to (N, C, H, W) images in [-1, 1].
 
     Subclasses set `z_dim` and `noise` and implement `forward(z)`; a class-conditional one also
-    sets `num_classes` and implements `forward(z, labels)`. `sample` comes for free.
+    sets `num_classes` and implements `forward(z, labels)`, for example with
+    `add_label_embedding` and `join_labels`. `sample` comes for free.
     """
 
     z_dim: int
     noise: Noise
     num_classes: int = 0
+    embed: nn.Embedding | None  # the label embedding of `add_label_embedding`
+
+    def add_label_embedding(self, size: int) -> int:
+        """Give a class-conditional generator (`num_classes` set) its label embedding, `embed`:
+        `size` learned numbers per class, concatenated to z by `join_labels`; None for an
+        unconditional one. Returns how many inputs it adds to z's (0 when unconditional)."""
+        self.embed = nn.Embedding(self.num_classes, size) if self.num_classes else None
+        return size if self.num_classes else 0
+
+    def join_labels(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """z with the embedding of its labels concatenated (z as it is when unconditional);
+        labels that do not match whether the generator is conditional are refused."""
+        check_labels(self, labels)
+        if self.embed is None:
+            return z
+        return torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
 
     def sample_noise(
         self, n: int, *, generator: torch.Generator | None = None, truncation: float = 1.0
@@ -282,6 +304,31 @@ class Projection(nn.Module):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return (self.embed(labels) * features).sum(1, keepdim=True)
+
+
+class Discriminator(nn.Module):
+    """Base class of discriminators: maps (N, C, H, W) images to (N, 1) logits.
+
+    Subclasses implement `forward(images)`; a class-conditional one also sets `num_classes` and
+    implements `forward(images, labels)`, for example with `add_projection` and
+    `project_labels`.
+    """
+
+    num_classes: int = 0
+    project: Projection | None  # the class term of `add_projection`
+
+    def add_projection(self, features: int) -> None:
+        """Give a class-conditional discriminator (`num_classes` set) its projection term,
+        `project`, on `features` numbers per image; None for an unconditional one."""
+        self.project = Projection(self.num_classes, features) if self.num_classes else None
+
+    def project_labels(
+        self, logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """`logits` plus the projection term <embed(labels), features> when conditional."""
+        if self.project is None:
+            return logits
+        return logits + self.project(features, labels)
 
 
 def check_labels(module: nn.Module, labels: torch.Tensor | None) -> None:

@@ -17,11 +17,11 @@ from torch import nn
 
 from gankit.components.models.base import (
     ClassCount,
+    Discriminator,
     EmbedSize,
     Generator,
     LatentSize,
     Noise,
-    Projection,
     SpectralNorm,
     apply_spectral_norm,
     check_labels,
@@ -129,9 +129,8 @@ class DCGAN28Generator(Generator):
         bn = {"bn_momentum": bn_momentum, "bn_eps": bn_eps, "bn_scale": bn_scale}
         self.z_dim, self.noise, self.width = z_dim, noise, width
         self.num_classes = num_classes
-        if num_classes:
-            self.embed = nn.Embedding(num_classes, embed_dim)
-        self.project = nn.Linear(z_dim + (embed_dim if num_classes else 0), 3 * 3 * 8 * width)
+        inputs = z_dim + self.add_label_embedding(embed_dim)
+        self.project = nn.Linear(inputs, 3 * 3 * 8 * width)
         self.project_norm = tf_batch_norm(8 * width, **bn)
         blocks = []
         for in_ch, out_ch in ((8 * width, 4 * width), (4 * width, 2 * width), (2 * width, width)):
@@ -141,16 +140,14 @@ class DCGAN28Generator(Generator):
         glorot_init(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        check_labels(self, labels)
-        if labels is not None:
-            z = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
+        z = self.join_labels(z, labels)
         h = self.project(z).view(-1, 8 * self.width, 3, 3)
         h = torch.relu(self.project_norm(h))
         return torch.tanh(self.to_image(self.upsample(h)))
 
 
 @DISCRIMINATORS.register("dcgan28")
-class DCGAN28Discriminator(nn.Module):
+class DCGAN28Discriminator(Discriminator):
     """DCGAN discriminator for 28x28 images: four stride-2 convs, then one logit per image.
 
     With `num_classes`, a projection term <embed(y), features> is added to the logit.
@@ -197,13 +194,11 @@ class DCGAN28Discriminator(nn.Module):
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.classify = nn.Linear(8 * width * size * size, 1)
         glorot_init(self)
-        if num_classes:
-            self.project = Projection(num_classes, 8 * width * size * size)
+        self.add_projection(8 * width * size * size)
         if spectral_norm:
             apply_spectral_norm(self)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(self, labels)
         features = self.features(images)
-        logits = self.classify(features)
-        return logits if labels is None else logits + self.project(features, labels)
+        return self.project_labels(self.classify(features), features, labels)

@@ -21,10 +21,10 @@ from pydantic import Field
 from torch import nn
 
 from gankit.components.models.base import (
+    Discriminator,
     Generator,
     LatentSize,
     Noise,
-    Projection,
     SpectralNorm,
     apply_spectral_norm,
     check_labels,
@@ -111,9 +111,8 @@ class DCGANGenerator(Generator):
         super().__init__()
         channels, layers = stride2_layers(image_shape, "generator 'dcgan'")
         self.z_dim, self.noise, self.num_classes = z_dim, noise, num_classes
-        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
+        in_channels = z_dim + self.add_label_embedding(embed_dim)
         hidden = width * 2 ** (layers - 1)
-        in_channels = z_dim + (embed_dim if num_classes else 0)
         blocks: list[nn.Module] = [
             nn.ConvTranspose2d(in_channels, hidden, 4, 1, 0, bias=False),
             nn.BatchNorm2d(hidden),
@@ -132,14 +131,12 @@ class DCGANGenerator(Generator):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [-1, 1] from (N, z_dim) noise and, when conditional, (N,) class labels."""
-        check_labels(self, labels)
-        if self.embed is not None:
-            z = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
+        z = self.join_labels(z, labels)
         return self.net(z[:, :, None, None])
 
 
 @DISCRIMINATORS.register("dcgan")
-class DCGANDiscriminator(nn.Module):
+class DCGANDiscriminator(Discriminator):
     """DCGAN discriminator (Radford et al.) for square power-of-two images: halvings to 4x4."""
 
     def __init__(
@@ -186,7 +183,7 @@ class DCGANDiscriminator(nn.Module):
             hidden *= 2
         self.features = nn.Sequential(*blocks)
         self.classify = nn.Conv2d(hidden, 1, 4, 1, 0, bias=False)
-        self.project = Projection(num_classes, hidden * 4 * 4) if num_classes else None
+        self.add_projection(hidden * 4 * 4)
         radford_init(self)
         if spectral_norm:
             apply_spectral_norm(self)
@@ -196,6 +193,4 @@ class DCGANDiscriminator(nn.Module):
         check_labels(self, labels)
         features = self.features(images)
         logits = self.classify(features).flatten(1)
-        if self.project is not None:
-            logits = logits + self.project(features.flatten(1), labels)
-        return logits
+        return self.project_labels(logits, features.flatten(1), labels)

@@ -16,11 +16,11 @@ from torch import nn
 
 from gankit.components.models.base import (
     ClassCount,
+    Discriminator,
     EmbedSize,
     Generator,
     LatentSize,
     Noise,
-    Projection,
     SpectralNorm,
     apply_spectral_norm,
     check_labels,
@@ -72,9 +72,7 @@ class MLPGenerator(Generator):
         super().__init__()
         self.z_dim, self.noise, self.shape = z_dim, noise, tuple(image_shape)
         self.num_classes = num_classes
-        if num_classes:
-            self.embed = nn.Embedding(num_classes, embed_dim)
-        inputs = z_dim + (embed_dim if num_classes else 0)
+        inputs = z_dim + self.add_label_embedding(embed_dim)
         self.net = nn.Sequential(
             *_stack(inputs, hidden, depth, nn.ReLU()),
             nn.Linear(hidden, math.prod(self.shape)),
@@ -82,14 +80,12 @@ class MLPGenerator(Generator):
         )
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        check_labels(self, labels)
-        if labels is not None:
-            z = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
+        z = self.join_labels(z, labels)
         return self.net(z).view(-1, *self.shape)
 
 
 @DISCRIMINATORS.register("mlp")
-class MLPDiscriminator(nn.Module):
+class MLPDiscriminator(Discriminator):
     """MLP discriminator: a flattened sample through `depth` LeakyReLU layers to one logit.
 
     When conditional (`num_classes`), a projection class term is added to the logit.
@@ -110,13 +106,11 @@ class MLPDiscriminator(nn.Module):
             nn.Flatten(), *_stack(math.prod(image_shape), hidden, depth, nn.LeakyReLU(0.2))
         )
         self.classify = nn.Linear(hidden, 1)
-        if num_classes:
-            self.project = Projection(num_classes, hidden)
+        self.add_projection(hidden)
         if spectral_norm:
             apply_spectral_norm(self)
 
     def forward(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(self, labels)
         features = self.features(samples)
-        logits = self.classify(features)
-        return logits if labels is None else logits + self.project(features, labels)
+        return self.project_labels(self.classify(features), features, labels)

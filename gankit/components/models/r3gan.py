@@ -59,11 +59,11 @@ from torch import nn
 
 from gankit.components.models.base import (
     ClassCount,
+    Discriminator,
     EmbedSize,
     Generator,
     LatentSize,
     Noise,
-    Projection,
     check_labels,
 )
 from gankit.config.registry import DISCRIMINATORS, GENERATORS
@@ -313,10 +313,9 @@ class R3GANGenerator(Generator):
         channels, stages = plan(image_shape, "generator 'r3gan'", width, cardinality, expansion)
         self.z_dim, self.noise, self.num_classes, self.output = z_dim, noise, num_classes, output
         total_blocks = blocks * len(stages)
-        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
+        in_features = z_dim + self.add_label_embedding(embed_dim)
         if self.embed is not None:  # the authors' bias-free linear layer on one-hot labels
             nn.init.normal_(self.embed.weight, 0.0, 1 / math.sqrt(num_classes))
-        in_features = z_dim + (embed_dim if num_classes else 0)
         side, previous, _ = stages[0]
         self.basis = GenerativeBasis(in_features, previous, side)
         self.stages = nn.ModuleList()
@@ -331,9 +330,7 @@ class R3GANGenerator(Generator):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images (about [-1, 1]) from (N, z_dim) noise and, when conditional, (N,) labels."""
-        check_labels(self, labels)
-        if self.embed is not None:
-            z = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
+        z = self.join_labels(z, labels)
         x = self.basis(z)
         for stage in self.stages:
             x = stage(x)
@@ -342,7 +339,7 @@ class R3GANGenerator(Generator):
 
 
 @DISCRIMINATORS.register("r3gan")
-class R3GANDiscriminator(nn.Module):
+class R3GANDiscriminator(Discriminator):
     """R3GAN discriminator (Huang et al. 2024): stages of grouped inverted-bottleneck residual
     blocks, bilinear 2x downsampling, a learned 4x4 basis to the logit; no normalization."""
 
@@ -382,7 +379,7 @@ class R3GANDiscriminator(nn.Module):
             previous = width_here
         side = stages[-1][0]
         self.basis = DiscriminativeBasis(previous, previous if num_classes else 1, side)
-        self.project = Projection(num_classes, previous) if num_classes else None
+        self.add_projection(previous)
         if self.project is not None:  # the authors' embedding: gain 1 / sqrt(its size)
             std = 1 / math.sqrt(previous) / math.sqrt(num_classes)
             nn.init.normal_(self.project.embed.weight, 0.0, std)

@@ -37,10 +37,10 @@ from torch import nn
 
 from gankit.components.models.base import (
     ClassCount,
+    Discriminator,
     Generator,
     LatentSize,
     Noise,
-    Projection,
     check_labels,
     check_truncation,
 )
@@ -277,7 +277,7 @@ class DiscriminatorBlock(nn.Module):
 
 
 @DISCRIMINATORS.register("stylegan2")
-class StyleGAN2Discriminator(nn.Module):
+class StyleGAN2Discriminator(Discriminator):
     """StyleGAN2 residual discriminator (Karras et al. 2020) with minibatch standard deviation.
 
     Conditional through a projection term on the features before its output layer."""
@@ -310,7 +310,7 @@ class StyleGAN2Discriminator(nn.Module):
         self.conv = EqualConv2d(last + 1, last, 3)
         self.fc = EqualLinear(last * 4 * 4, last, activate=True)
         self.out = EqualLinear(last, 1)
-        self.project = Projection(num_classes, last) if num_classes else None
+        self.add_projection(last)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 1) logits for images and, when conditional, their (N,) class labels."""
@@ -320,7 +320,4 @@ class StyleGAN2Discriminator(nn.Module):
         x = self.blocks(self.from_rgb(images))
         x = self.conv(minibatch_stddev(x, self.mbstd_group))
         features = self.fc(x.flatten(1))
-        logits = self.out(features)
-        if self.project is not None:
-            logits = logits + self.project(features, labels)
-        return logits
+        return self.project_labels(self.out(features), features, labels)
