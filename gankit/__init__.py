@@ -10,7 +10,7 @@ from gankit.components import (  # noqa: F401 (built-ins, and their short public
     schedules,
     toy,
 )
-from gankit.components.models.base import Generator
+from gankit.components.models.base import Discriminator, Generator
 from gankit.config.recipe import load_recipe
 from gankit.config.registry import (
     AUGMENTATIONS,
@@ -23,6 +23,7 @@ from gankit.config.registry import (
     Registry,
     load_plugins,
 )
+from gankit.config.value_schedule import Scheduled, ValueSchedule
 from gankit.core.errors import GankitError
 from gankit.outputs.export import load_generator, load_model, save_model
 
@@ -34,9 +35,12 @@ __all__ = [
     "LOSSES",
     "REGULARIZERS",
     "SCHEDULES",
+    "Discriminator",
     "GankitError",
     "Generator",
     "Registry",
+    "Scheduled",
+    "ValueSchedule",
     "__version__",
     "load_generator",
     "load_model",
