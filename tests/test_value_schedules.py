@@ -13,7 +13,9 @@ from test_resume import assert_same_state, final_state
 from gankit.config.recipe import load_recipe
 from gankit.config.value_schedule import ValueSchedule
 from gankit.core.errors import GankitError
+from gankit.training.checkpoint import list_checkpoints
 from gankit.training.optim import lazy_ratio
+from gankit.training.state_files import load_state
 from gankit.training.trainer import Trainer
 
 from conftest import REFERENCE_RECIPE, TINY
@@ -195,3 +197,7 @@ def test_a_run_with_schedules_resumes_bit_for_bit(tmp_path, mnist_root):
     trainer.fit()
     assert_same_state(final_state(resumed), final_state(straight))
     assert torch.equal(trainer.parts.augment.p.cpu(), torch.tensor(0.0))
+    (newest, *_) = list_checkpoints(resumed)
+    saved = load_state(newest, "run_state")["scheduled_values"]  # the values at its step
+    assert saved == pytest.approx(trainer.parts.value_schedules.values(6))
+    assert saved["optim.discriminator.lr"] == pytest.approx(1e-4)  # the recipe value, uncorrected
