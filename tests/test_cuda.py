@@ -12,7 +12,8 @@ import sys
 
 import pytest
 import torch
-from test_network_runs import NETWORKS, overrides, recipe_path
+from test_network_runs import NETWORKS
+from test_network_runs import fit as fit_tiny
 
 import gankit
 from gankit.config.recipe import load_recipe
@@ -214,12 +215,8 @@ def fit_network(run_dir, net: str, *extra: str, capture: bool = True) -> Trainer
     """Train `net`'s tiny recipe of tests/test_network_runs.py on 256 MNIST digits
     (class-conditional); `capture=False` as in `fit`."""
     gc.collect()
-    settings = overrides(net, "mnist28", run_dir, "train.sample_every=100", *extra)
-    trainer = Trainer(load_recipe(recipe_path(net), [*settings, "data.subset=256"]))
-    if not capture:
-        trainer.iteration.graphs.capture = False
-    trainer.fit()
-    return trainer
+    settings = ["train.sample_every=100", "data.subset=256", *extra]
+    return fit_tiny(net, "mnist28", run_dir, *settings, staged=not capture)
 
 
 def network_losses(run_dir) -> list[list[float]]:
