@@ -134,7 +134,7 @@ def test_trains_exports_and_loads_back_bit_for_bit(net, kind, tmp_path, mnist_ro
 
 
 @pytest.mark.parametrize("net", NETWORKS)
-def test_exports_interpolate_and_truncate_in_the_latent_space(net, tmp_path, capsys):
+def test_exports_interpolate_and_truncate_in_the_latent_space(net, tmp_path):
     run_dir = tmp_path / "run"
     fit(net, "emoji32", run_dir, "train.steps=2", "train.sample_every=2")
     export = run_dir / "export" / "generator"
@@ -160,14 +160,16 @@ def test_exports_interpolate_and_truncate_in_the_latent_space(net, tmp_path, cap
 
 
 @pytest.mark.parametrize("net", NETWORKS)
-def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(net, tmp_path):
+def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(net, tmp_path, capsys):
     every = ["train.checkpoint_every=2", "train.sample_every=2"]
     straight = tmp_path / "straight" / "run"
     fit(net, "emoji32", straight, "train.steps=4", *every)
     resumed = tmp_path / "resumed" / "run"
     fit(net, "emoji32", resumed, "train.steps=2", *every)
+    capsys.readouterr()
     trainer = fit(net, "emoji32", resumed, "train.steps=4", *every)
-    assert trainer.step == 4
+    said = "".join(capsys.readouterr())
+    assert "resumed from" in said and "(step 2 of 4)" in said and trainer.step == 4
     assert_same_state(final_state(resumed), final_state(straight))
     assert_same_state(exported(resumed), exported(straight))  # the EMA of G among them
     assert records(resumed) == records(straight)
