@@ -12,7 +12,10 @@ import sys
 
 import pytest
 import torch
+from test_network_runs import NETWORKS
+from test_network_runs import fit as fit_tiny
 
+import gankit
 from gankit.config.recipe import load_recipe
 from gankit.training.trainer import Trainer
 
@@ -203,3 +206,60 @@ def test_steady_state_steps_never_wait_for_the_gpu(tmp_path, mnist_root, mode):
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
     assert trainer.step == 20 and (mode == "eager") == (trainer.iteration.graphs is None)
+
+
+# ---- the r3gan and stylegan2 pairs under the graph and compile modes --------------------------
+
+
+def fit_network(run_dir, net: str, *extra: str, capture: bool = True) -> Trainer:
+    """Train `net`'s tiny recipe of tests/test_network_runs.py on 256 MNIST digits
+    (class-conditional); `capture=False` as in `fit`."""
+    gc.collect()
+    settings = ["train.sample_every=100", "data.subset=256", *extra]
+    return fit_tiny(net, "mnist28", run_dir, *settings, staged=not capture)
+
+
+def network_losses(run_dir) -> list[list[float]]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [[r["d_loss"], r["g_loss"]] for r in records]
+
+
+@needs_cuda
+@pytest.mark.parametrize("net", NETWORKS)
+def test_the_modern_pairs_train_under_cuda_graphs_like_eager(
+    tmp_path, mnist_root, deterministic, net
+):
+    steps = "train.steps=10"
+    graph = fit_network(tmp_path / "graph" / "run", net, steps, *GRAPH)
+    patterns = 1 if net == "r3gan" else 2  # stylegan2: lazy R1 and path length every other step
+    assert len(graph.iteration.graphs.graphs) == patterns
+    assert graph.iteration.graphs.replays == 10 - graph.iteration.graphs.warmup * patterns
+    assert int(graph.iteration.device_step) == graph.step == 10
+    staged = fit_network(tmp_path / "staged" / "run", net, steps, *GRAPH, capture=False)
+    assert staged.iteration.graphs.replays == 0
+    torch.testing.assert_close(trained_state(graph), trained_state(staged), rtol=1e-3, atol=1e-4)
+    fit_network(tmp_path / "eager" / "run", net, steps, *FAST)
+    for run in ("graph", "staged"):
+        torch.testing.assert_close(
+            network_losses(tmp_path / run / "run"),
+            network_losses(tmp_path / "eager" / "run"),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+
+
+@needs_cuda
+@pytest.mark.parametrize("net", NETWORKS)
+def test_the_modern_pairs_train_compiled_like_eager(tmp_path, mnist_root, deterministic, net):
+    steps = "train.steps=4"
+    eager = fit_network(tmp_path / "eager" / "run", net, steps, *FAST)
+    compiled = fit_network(tmp_path / "compiled" / "run", net, steps, *FAST, "perf.compile=true")
+    assert trained_state(eager).keys() == trained_state(compiled).keys()  # no _orig_mod.
+    torch.testing.assert_close(
+        network_losses(tmp_path / "compiled" / "run"),
+        network_losses(tmp_path / "eager" / "run"),
+        rtol=1e-3,
+        atol=1e-4,
+    )
+    generator = gankit.load_generator(tmp_path / "compiled" / "run" / "export" / "generator")
+    assert generator.sample(2, seed=0, labels=[0, 1]).shape == (2, 1, 28, 28)
