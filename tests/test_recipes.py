@@ -65,6 +65,7 @@ def test_recipe_validates_and_trains(path: Path, tmp_path, mnist_root):
         "data.batch_size=8",
         "train.steps=2",
         "train.log_every=2",
+        "train.n_samples=4",
         "train.progress=false",
         "eval.every=0",
         f"output_dir={tmp_path / 'run'}",
@@ -72,7 +73,7 @@ def test_recipe_validates_and_trains(path: Path, tmp_path, mnist_root):
     models = [
         f"{s}.{key}={value}"
         for s in ("generator", "discriminator")
-        for key, value in (("width", 4), ("hidden", 16))
+        for key, value in (("width", 4), ("hidden", 16), ("max_channels", 8), ("w_dim", 16))
         if key in type(getattr(recipe, s)).model_fields
     ]
     trainer = Trainer(load_recipe(path, [*small, *models]))
