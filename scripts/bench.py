@@ -113,14 +113,17 @@ def check_comparable(recipe) -> None:
         f"the {recipe.loss.name} loss (it compares real and fake logits in G's update)"
         if getattr(named_parts(LOSSES.build(recipe.loss)), "generator_uses_real", False)
         else "",
-        "an EMA of G (ema.decay)" if recipe.ema.decay else "",
+        "an EMA of G (ema.decay or ema.half_life_kimg)" if recipe.ema.on else "",
         f"mixed precision ({precision})" if precision != "no" else "",
         "gradient accumulation" if recipe.train.grad_accumulation > 1 else "",
         "class-conditional models" if getattr(recipe.generator, "num_classes", 0) else "",
         *(
             f"a learning-rate schedule (optim.{name})"
             for name, opt in optimizers.items()
-            if opt.lr_schedule != "constant" or opt.warmup_steps
+            if opt.lr_schedule != "constant"
+            or opt.warmup_steps
+            or not isinstance(opt.lr, float)
+            or not isinstance(opt.betas[1], float)
         ),
     ]
     missing = [item for item in missing if item]
