@@ -491,3 +491,29 @@ def test_two_training_steps_from_the_cli_train_and_export(tmp_path):
     generator = gankit.load_generator(run / "export" / "generator")
     assert type(generator) is StyleGAN2Generator and generator.w_avg.abs().sum() > 0
     assert generator.sample(2, seed=0, truncation=0.7).shape == (2, 3, 16, 16)
+
+
+def test_path_length_is_measured_in_w_as_stylegan2_does():
+    torch.manual_seed(0)
+    generator = build_g().eval()  # fixed noise inputs, no mixing: the same images each call
+    regularizer = gankit.REGULARIZERS.build({"name": "path_length", "batch_shrink": 1})
+    z = torch.randn(4, TINY["z_dim"])
+
+    def generate(z, return_latents=False):
+        return generator(z, return_latents=return_latents)
+
+    torch.manual_seed(1)
+    penalty = regularizer.penalty(generate, z)
+
+    torch.manual_seed(1)  # the same image-space noise y
+    images, ws = generator(z.clone().requires_grad_(True), return_latents=True)
+    assert ws.shape == (4, generator.num_ws, TINY["w_dim"])
+    noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+    (in_w,) = torch.autograd.grad((images * noise).sum(), ws, retain_graph=True)
+    lengths = in_w.square().sum(2).mean(1).sqrt()  # the root of the mean over layers
+    mean = 0.01 * lengths.mean()  # the moving mean after its first update from 0
+    assert regularizer.mean.item() == pytest.approx(mean.item(), rel=1e-5)
+    assert penalty.item() == pytest.approx(2.0 * (lengths - mean).square().mean().item(), rel=1e-5)
+    z_path = z.clone().requires_grad_(True)  # what a measurement in z would have given
+    (in_z,) = torch.autograd.grad((generator(z_path) * noise).sum(), z_path)
+    assert not torch.allclose(in_z.norm(dim=1), lengths, rtol=0.05)

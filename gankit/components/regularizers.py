@@ -13,8 +13,9 @@ function of images (it augments them as every D call does); a generator's is
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field
@@ -112,9 +113,13 @@ def trained_network(regularizer: object) -> str:
 
 @REGULARIZERS.register("path_length")
 class PathLength(nn.Module):
-    """Path length on G (StyleGAN2): weight * E (||J_z^T y|| - a)^2, a the lengths' moving mean.
+    """Path length on G (StyleGAN2): weight * E (||J^T y|| - a)^2, a the lengths' moving mean.
 
-    y is Gaussian image noise scaled by 1/sqrt(pixels); J_z is G's Jacobian in its noise."""
+    y is Gaussian image noise scaled by 1/sqrt(pixels); J is G's Jacobian in its latents: the
+    per-layer w of a generator that declares them (`path_length_latents`, StyleGAN2: the length
+    is then the root of the mean over layers of each layer's squared length, as theirs), else z.
+    `generator(z, return_latents=True)` returns the images and those latents (a function of
+    z alone is differentiated in z)."""
 
     network = "generator"
 
@@ -137,13 +142,20 @@ class PathLength(nn.Module):
         self.weight, self.every, self.decay, self.batch_shrink = weight, every, decay, batch_shrink
         self.register_buffer("mean", torch.zeros(()))  # the moving mean of the path lengths
 
-    def penalty(self, generator: Generator, z: torch.Tensor) -> torch.Tensor:
+    def penalty(self, generator: Callable[..., Any], z: torch.Tensor) -> torch.Tensor:
         z = z[: max(1, z.shape[0] // self.batch_shrink)].detach().float().requires_grad_(True)
-        images = generator(z).float()
+        if "return_latents" in inspect.signature(generator).parameters:
+            images, latents = generator(z, return_latents=True)
+        else:  # a plain function of noise
+            images, latents = generator(z), z
+        images = images.float()
         pixels = images[0].numel() / images.shape[1]  # per channel: H x W for images
         noise = torch.randn_like(images) / pixels**0.5
-        (gradient,) = torch.autograd.grad((images * noise).sum(), z, create_graph=True)
-        lengths = gradient.flatten(1).norm(dim=1)
+        (gradient,) = torch.autograd.grad((images * noise).sum(), latents, create_graph=True)
+        # per sample: the root of the mean over layers of the squared length in each layer's
+        # latent (StyleGAN2's w, (N, layers, w_dim)); for z, (N, z_dim), its length
+        gradient = gradient.float().reshape(gradient.shape[0], -1, gradient.shape[-1])
+        lengths = gradient.square().sum(2).mean(1).sqrt()
         self.mean.copy_(self.mean.lerp(lengths.mean().detach(), self.decay))
         # 0 * images: every parameter of G gets a (zero) gradient, as DDP expects
         return self.weight * (lengths - self.mean).square().mean() + 0.0 * images.sum()

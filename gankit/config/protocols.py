@@ -34,6 +34,7 @@ class GeneratorProtocol(Protocol):
     z_dim: int
     noise: str
     num_classes: int
+    path_length_latents: bool = False
 
     def __call__(self, z: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor: ...
 

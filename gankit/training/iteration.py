@@ -241,10 +241,16 @@ class Iteration:
         """A regularizer's penalty on G, scaled by its interval."""
         p = self.parts
 
-        def generate(z: torch.Tensor) -> torch.Tensor:
+        def generate(z: torch.Tensor, return_latents: bool = False) -> Any:
+            """Images of noise `z`; `return_latents`: (images, the latents the path length is
+            measured in: the generator's own, else z)."""
             labels = None if batch.fake_labels is None else batch.fake_labels[: z.shape[0]]
+            own = return_latents and p.generator.path_length_latents
             with self.accelerator.autocast():
-                return forward(p.g_wrapped, z, labels)
+                result = forward(
+                    p.g_wrapped, z, labels, **({"return_latents": True} if own else {})
+                )
+            return result if own or not return_latents else (result, z)
 
         return {name: regularizer.penalty(generate, batch.z) * regularizer.every}
 

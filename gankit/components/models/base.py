@@ -17,7 +17,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
@@ -115,9 +115,11 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-def forward(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+def forward(
+    network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, **options: Any
+) -> Any:
     """A network on `inputs`, with `labels` when the models are class-conditional."""
-    return network(inputs) if labels is None else network(inputs, labels)
+    return network(inputs, **options) if labels is None else network(inputs, labels, **options)
 
 
 def num_classes(module: nn.Module) -> int:
@@ -137,6 +139,10 @@ class Generator(nn.Module):
     noise: Noise
     num_classes: int = 0
     embed: nn.Embedding | None  # the label embedding of `add_label_embedding`
+    # True: `forward(z, labels, return_latents=True)` returns (images, latents), the
+    # intermediate latents whose Jacobian the path-length regularizer measures (StyleGAN2's
+    # per-layer w); False: it measures the Jacobian in z
+    path_length_latents: bool = False
 
     def add_label_embedding(self, size: int) -> int:
         """Give a class-conditional generator (`num_classes` set) its label embedding, `embed`:

@@ -155,6 +155,8 @@ class SynthesisBlock(nn.Module):
 class StyleGAN2Generator(Generator):
     """StyleGAN2 generator (Karras et al. 2020): mapping network, modulated convs, skip toRGBs."""
 
+    path_length_latents = True  # path length in w, as StyleGAN2
+
     def __init__(
         self,
         z_dim: LatentSize = 512,
@@ -198,16 +200,21 @@ class StyleGAN2Generator(Generator):
         *,
         truncation: float = 1.0,
         noise_mode: NoiseMode | None = None,
-    ) -> torch.Tensor:
+        return_latents: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Images from (N, z_dim) noise (and (N,) labels when conditional). `truncation` psi
-        pulls w toward its average; `noise_mode` defaults to 'random' in training, else 'const'."""
+        pulls w toward its average; `noise_mode` defaults to 'random' in training, else 'const'.
+        `return_latents`: also the per-layer w (N, num_ws, w_dim), for the path-length
+        regularizer (StyleGAN2 measures the Jacobian in w)."""
         check_labels(self, labels)
         noise_mode = noise_mode or ("random" if self.training else "const")
         if noise_mode not in NOISE_MODES:
             raise ValueError(
                 f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}"
             )
-        return self.synthesize(self.styles(z, labels, truncation), noise_mode)
+        ws = self.styles(z, labels, truncation)
+        images = self.synthesize(ws, noise_mode)
+        return (images, ws) if return_latents else images
 
     def generate(
         self, z: torch.Tensor, labels: torch.Tensor | None = None, *, truncation: float = 1.0
