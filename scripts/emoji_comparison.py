@@ -118,6 +118,24 @@ def table(results: list[dict], speeds: dict[str, float], minutes: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def side_by_side(out: Path, seed: int) -> Path:
+    """One image of each network's grid for `seed`, left to right, labelled."""
+    from PIL import Image, ImageDraw
+
+    grids = [Image.open(out / f"{network}-seed{seed}.png").convert("RGB") for network in RECIPES]
+    gap, label = 8, 16
+    width = sum(grid.width for grid in grids) + gap * (len(grids) - 1)
+    canvas = Image.new("RGB", (width, max(grid.height for grid in grids) + label), "white")
+    draw, x = ImageDraw.Draw(canvas), 0
+    for network, grid in zip(RECIPES, grids, strict=True):
+        canvas.paste(grid, (x, label))
+        draw.text((x + 2, 2), network, fill="black")
+        x += grid.width + gap
+    path = out / f"grids-seed{seed}.png"
+    canvas.save(path)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--speeds", type=Path, nargs="+", required=True)
@@ -149,6 +167,7 @@ def main() -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "table.md").write_text(table(results, speeds, args.minutes))
     print(table(results, speeds, args.minutes))
+    print(f"wrote {side_by_side(args.out, jobs[0][1])}")
     return 0
 
 
