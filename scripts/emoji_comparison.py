@@ -93,29 +93,28 @@ def train_and_score(network: str, seed: int, kimg: float, args: argparse.Namespa
 
 
 def table(results: list[dict], speeds: dict[str, float], minutes: float) -> str:
+    """A row per network: its budget, speed, and each metric as seed / seed / ..."""
+    seeds = sorted({row["seed"] for row in results})
+    header = [f"{m} (seeds {' / '.join(map(str, seeds))})" for m in METRICS]
     lines = [
-        f"| network | kimg in {minutes:g} CPU-min | images per CPU-s | "
-        + " | ".join(
-            f"{m} (seeds {', '.join(str(r['seed']) for r in results[:2])})" for m in METRICS
-        )
-        + " |",
+        f"| network | kimg in {minutes:g} CPU-min | images per CPU-s | {' | '.join(header)} |",
         "| --- " * (3 + len(METRICS)) + "|",
     ]
     for network in RECIPES:
-        rows = [r for r in results if r["network"] == network]
-        cells = [
-            " / ".join(
-                f"{row[m]:.3g}" if isinstance(row.get(m), float) else str(row.get(m))
-                for row in rows
-            )
-            for m in METRICS
-        ]
+        rows = sorted((r for r in results if r["network"] == network), key=lambda r: r["seed"])
+        if not rows:
+            continue
+        cells = [" / ".join(_figure(row.get(m)) for row in rows) for m in METRICS]
         lines.append(
             f"| {network} | {rows[0]['kimg']:.1f} | {speeds[network]:.1f} | "
             + " | ".join(cells)
             + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _figure(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def side_by_side(out: Path, seed: int) -> Path:
@@ -145,6 +144,9 @@ def main() -> int:
     parser.add_argument("--classifier", type=Path, default=Path("classifiers/emoji32.safetensors"))
     parser.add_argument("--out", type=Path, default=Path("runs/emoji_comparison"))
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument(
+        "--table-only", action="store_true", help="tabulate the runs already scored in --out"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     measured = {
@@ -162,12 +164,20 @@ def main() -> int:
         for seed in args.seeds.split(",")
         for network in RECIPES
     ]
-    with ThreadPoolExecutor(args.parallel) as pool:
-        results = list(pool.map(lambda job: train_and_score(*job, args), jobs))
+    if args.table_only:
+        results = [
+            {"network": n, "seed": seed, "kimg": kimg, **json.loads(scores.read_text())}
+            for n, seed, kimg in jobs
+            if (scores := args.out / f"{n}-seed{seed}" / "eval.json").exists()
+        ]
+    else:
+        with ThreadPoolExecutor(args.parallel) as pool:
+            results = list(pool.map(lambda job: train_and_score(*job, args), jobs))
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "table.md").write_text(table(results, speeds, args.minutes))
     print(table(results, speeds, args.minutes))
-    print(f"wrote {side_by_side(args.out, jobs[0][1])}")
+    if all((args.out / f"{network}-seed{jobs[0][1]}.png").exists() for network in RECIPES):
+        print(f"wrote {side_by_side(args.out, jobs[0][1])}")
     return 0
 
 
