@@ -87,6 +87,17 @@ OTHER_ROAD = [
 ]
 
 
+# every kind of scheduled value, moving over the 10 iterations (160 images): the replays must
+# read the device tensors the schedules fill, betas included (capturable Adam's tensor betas)
+SCHEDULED = [
+    "optim.generator.lr={start: 4.0e-4, end: 1.0e-4, kimg: 0.16}",
+    "optim.discriminator.betas=[0.5, {start: 0.9, end: 0.99, kimg: 0.16}]",
+    "regularizer={name: r1, weight: {start: 1.0, end: 0.1, kimg: 0.16}, every: 2}",
+    "augment={name: ada, adaptive: false, p: {start: 0.8, end: 0.2, kimg: 0.16}}",
+    "ema.half_life_kimg={start: 0.01, end: 0.1, kimg: 0.16}",
+]
+
+
 def fit(run_dir, *overrides: str, capture: bool = True) -> Trainer:
     """Train a tiny reference recipe; `capture=False` runs a graph recipe's iterations eagerly
     through the same static buffers, capturable optimizers and device-side rates."""
@@ -124,8 +135,9 @@ def trained_state(trainer: Trainer) -> dict[str, torch.Tensor]:
         (EMA_R1_COSINE, 2, 1e-4),
         (["mixed_precision=bf16"], 1, 2e-2),
         (OTHER_ROAD, 1, 1e-4),
+        (SCHEDULED, 2, 1e-4),
     ],
-    ids=["reference", "ema+r1+cosine", "bf16", "loader+foreach+gp+accumulation"],
+    ids=["reference", "ema+r1+cosine", "bf16", "loader+foreach+gp+accumulation", "schedules"],
 )
 def test_cuda_graph_trains_like_eager(
     tmp_path, mnist_root, deterministic, extra, patterns, tolerance
