@@ -80,14 +80,14 @@ class RunState:
         self.processes, self.value_schedules = processes, value_schedules
 
     def state_dict(self) -> dict[str, Any]:
-        step = self.iteration.state_dict()["step"]
+        iteration = self.iteration.state_dict()
         return {
             "format": self.FORMAT,
-            "iteration": self.iteration.state_dict(),
+            "iteration": iteration,
             **self.inputs.state_dict(),  # epoch, batch_in_epoch
             **self.outputs.state_dict(),  # fixed_noise, wandb_run_id
             "processes": self.processes,
-            "scheduled_values": self.value_schedules.values(step),
+            "scheduled_values": self.value_schedules.values(iteration["step"]),
         }
 
     @staticmethod
