@@ -103,3 +103,55 @@ def test_a_resumed_run_continues_from_its_checkpoint_not_init_from(source_run, t
     resumed.resume()
     assert resumed.step == 2
     assert same(resumed.parts.discriminator, weights(source_run / "export" / "discriminator"))
+
+
+def test_freeze_d_keeps_the_first_blocks_of_the_exported_discriminator(source_run, tmp_path):
+    init = f"train.init_from={source_run / 'export'}"
+    trainer = Trainer(recipe(tmp_path / "frozen", "train.steps=3", init, "train.freeze_d=2"))
+    trainer.fit()
+    exported = weights(source_run / "export" / "discriminator")
+    blocks = trainer.parts.discriminator.input_blocks()
+    assert len(blocks) == 3
+    frozen_ids = {id(p) for block in blocks[:2] for p in block.parameters()}
+    optimized = {id(p) for group in trainer.parts.d_optimizer.param_groups for p in group["params"]}
+    assert frozen_ids and not frozen_ids & optimized  # no optimizer step touches them
+    for name, value in trainer.parts.discriminator.state_dict().items():
+        layer = int(name.split(".")[1]) if name.startswith("features.") else None
+        kept = layer is not None and layer < 5  # Flatten, then (Linear, LeakyReLU) x 2
+        assert torch.equal(value, exported[name]) == kept, name
+    assert all(p.requires_grad for p in trainer.parts.generator.parameters())
+
+
+def test_freeze_d_beyond_the_declared_blocks_is_one_clear_error(tmp_path, capsys):
+    overrides = [*TINY, f"output_dir={tmp_path / 'run'}", "train.steps=2", "train.freeze_d=4"]
+    assert main(["train", str(RING), *overrides]) == 2
+    error = capsys.readouterr().err
+    assert "train.freeze_d=4: discriminator 'mlp' has 3 blocks" in error
+    assert error.strip().count("\n") == 0 and not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "shape"),
+    [
+        ({"name": "dcgan28", "width": 4}, (1, 28, 28)),
+        ({"name": "dcgan", "width": 4}, (3, 32, 32)),
+        ({"name": "mlp", "hidden": 8}, (1, 8, 8)),
+        ({"name": "r3gan", "width": 16, "cardinality": 2, "blocks": 1}, (3, 32, 32)),
+        ({"name": "stylegan2", "width": 8, "max_channels": 16}, (3, 32, 32)),
+    ],
+)
+def test_every_discriminator_declares_its_blocks_from_the_image_side(spec, shape):
+    from gankit.config.registry import DISCRIMINATORS
+
+    discriminator = DISCRIMINATORS.build(spec, image_shape=shape)
+    blocks = discriminator.input_blocks()
+    assert len(blocks) >= 2
+    ids = [[id(p) for p in block.parameters()] for block in blocks]
+    flat = [i for block in ids for i in block]
+    assert all(ids) and len(flat) == len(set(flat))  # each holds weights, none shared
+    assert len(flat) < len(list(discriminator.parameters()))  # the head is not a block
+    images = torch.randn(2, *shape, requires_grad=True)
+    first_weight = next(p for p in blocks[0].parameters() if p.dim() > 1)
+    (gradient,) = torch.autograd.grad(discriminator(images).sum(), first_weight)
+    assert first_weight.shape[1] in (shape[0], shape[0] * shape[1] * shape[2])  # reads the image
+    assert gradient.abs().sum() > 0

@@ -62,6 +62,8 @@ class DiscriminatorProtocol(Protocol):
     """A discriminator: images (and labels when `num_classes` > 0) -> (N, 1) logits."""
 
     num_classes: int = 0
+    # its blocks from the image's side, for `train.freeze_d` (None: not declared)
+    input_blocks: Callable[[], list[torch.nn.Module]] | None = None
 
     def __call__(self, images: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor: ...
 

@@ -23,6 +23,7 @@ from gankit.config.params import refuse_booleans
 from gankit.config.value_schedule import Scheduled, ValueSchedule
 from gankit.core.sizes import (
     MAX_BATCH,
+    MAX_DEPTH,
     MAX_EMA_KIMG,
     MAX_EVAL_SAMPLES,
     MAX_GRID_IMAGES,
@@ -193,6 +194,13 @@ class TrainSection(Strict):
         min_length=1,
         description="start from exported weights: an export folder, a run's export/ folder or "
         "a Hub repo id (a resumed run continues from its checkpoint instead)",
+    )
+    freeze_d: int = Field(
+        0,
+        ge=0,
+        le=MAX_DEPTH,
+        description="D's first blocks (from the image's side) kept as they are, FreezeD for "
+        f"fine-tuning from init_from; 0: none; at most {MAX_DEPTH}",
     )
     allow_recipe_changes: bool = Field(
         False, description="resume even if the recipe changed in a way that changes training"

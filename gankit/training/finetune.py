@@ -95,3 +95,28 @@ def initialise(parts: Any, source: str) -> list[str]:
     if parts.ema is not None and "generator" in sources:
         parts.ema.module.load_state_dict(parts.generator.state_dict())
     return [f"{name} from {folder}" for name, folder in sources.items()]
+
+
+def freeze_input_blocks(discriminator: nn.Module, count: int, name: str) -> None:
+    """Keep D's first `count` blocks from the image's side as they are (FreezeD, Mo et al.
+    2020): their parameters take no gradient and no optimizer step. `name`: D's component name,
+    for the message when it does not declare its blocks or has fewer."""
+    if count == 0:
+        return
+    declared = getattr(discriminator, "input_blocks", None)
+    blocks = declared() if declared is not None else []
+    if len(blocks) < count:
+        have = (
+            f"has {len(blocks)} blocks" if blocks else "does not declare its blocks (input_blocks)"
+        )
+        raise GankitError(
+            f"train.freeze_d={count}: discriminator '{name}' {have}; set train.freeze_d to at "
+            f"most {len(blocks)}"
+        )
+    for block in blocks[:count]:
+        block.requires_grad_(False)
+
+
+def trainable(network: nn.Module) -> list[nn.Parameter]:
+    """The parameters an optimizer updates: those not frozen."""
+    return [parameter for parameter in network.parameters() if parameter.requires_grad]

@@ -47,6 +47,7 @@ from gankit.core.errors import GankitError
 from gankit.core.sizes import check_training_fits
 from gankit.training import fastpath, parallel
 from gankit.training.ema import EMA
+from gankit.training.finetune import freeze_input_blocks, trainable
 from gankit.training.optim import (
     keep_implementation,
     lazy_corrected,
@@ -138,6 +139,7 @@ def build_parts(
             "(it provides z_dim, noise and sample)"
         )
     num_classes = check_conditioning(generator, discriminator, dataset_classes(dataset))
+    freeze_input_blocks(discriminator, recipe.train.freeze_d, recipe.discriminator.name)
     footprint = sample_footprint(generator)  # before any perf switch changes the network
     check_sampling_fits(
         footprint,
@@ -182,7 +184,7 @@ def build_parts(
         generator.parameters(), optim["generator"], perf.fused_adam, capturable_on
     )
     d_optimizer = make_adam(
-        discriminator.parameters(), optim["discriminator"], perf.fused_adam, capturable_on
+        trainable(discriminator), optim["discriminator"], perf.fused_adam, capturable_on
     )
     for network, optimizer in (("generator", g_optimizer), ("discriminator", d_optimizer)):
         params = getattr(recipe.optim, network)

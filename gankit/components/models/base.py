@@ -336,6 +336,28 @@ class Discriminator(nn.Module):
             return logits
         return logits + self.project(features, labels)
 
+    def input_blocks(self) -> list[nn.Module]:
+        """D's blocks in order from the image's side, the units `train.freeze_d` freezes
+        (FreezeD); empty when the network does not declare them."""
+        return []
+
+
+def layer_blocks(layers: Sequence[nn.Module]) -> list[nn.Module]:
+    """`layers` as blocks: each begins at a layer with weights that is not a normalisation (a
+    convolution or a linear layer) and holds what follows it (its normalisation, activation)."""
+    blocks: list[list[nn.Module]] = [[]]
+    weighted = False  # whether the last block has its convolution or linear layer yet
+    for layer in layers:
+        starts = any(True for _ in layer.parameters()) and not isinstance(layer, NORMALISATIONS)
+        if starts and weighted:
+            blocks.append([])
+        weighted = weighted or starts
+        blocks[-1].append(layer)
+    return [nn.Sequential(*block) for block in blocks if block]
+
+
+NORMALISATIONS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
 
 def check_labels(module: nn.Module, labels: torch.Tensor | None) -> None:
     """Refuse a call whose labels do not match whether `module` is conditional."""

@@ -25,6 +25,7 @@ from gankit.components.models.base import (
     SpectralNorm,
     apply_spectral_norm,
     check_labels,
+    layer_blocks,
 )
 from gankit.config.registry import DISCRIMINATORS, GENERATORS
 from gankit.core.sizes import MAX_CLASSES, MAX_WIDTH
@@ -197,6 +198,10 @@ class DCGAN28Discriminator(Discriminator):
         self.add_projection(8 * width * size * size)
         if spectral_norm:
             apply_spectral_norm(self)
+
+    def input_blocks(self) -> list[nn.Module]:
+        """Each weighted layer of `features` with its normalisation and activation."""
+        return layer_blocks(self.features)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(self, labels)

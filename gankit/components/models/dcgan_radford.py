@@ -28,6 +28,7 @@ from gankit.components.models.base import (
     SpectralNorm,
     apply_spectral_norm,
     check_labels,
+    layer_blocks,
 )
 from gankit.config.registry import DISCRIMINATORS, GENERATORS
 from gankit.core.sizes import MAX_CLASSES, MAX_IMAGE_SIDE, MAX_LATENT, MAX_WIDTH
@@ -187,6 +188,10 @@ class DCGANDiscriminator(Discriminator):
         radford_init(self)
         if spectral_norm:
             apply_spectral_norm(self)
+
+    def input_blocks(self) -> list[nn.Module]:
+        """Each weighted layer of `features` with its normalisation and activation."""
+        return layer_blocks(self.features)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 1) logits for images and, when conditional, their (N,) class labels."""

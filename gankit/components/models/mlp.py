@@ -24,6 +24,7 @@ from gankit.components.models.base import (
     SpectralNorm,
     apply_spectral_norm,
     check_labels,
+    layer_blocks,
 )
 from gankit.config.registry import DISCRIMINATORS, GENERATORS
 from gankit.core.sizes import MAX_DEPTH, MAX_WIDTH
@@ -109,6 +110,10 @@ class MLPDiscriminator(Discriminator):
         self.add_projection(hidden)
         if spectral_norm:
             apply_spectral_norm(self)
+
+    def input_blocks(self) -> list[nn.Module]:
+        """Each weighted layer of `features` with its normalisation and activation."""
+        return layer_blocks(self.features)
 
     def forward(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(self, labels)

@@ -384,6 +384,10 @@ class R3GANDiscriminator(Discriminator):
             std = 1 / math.sqrt(previous) / math.sqrt(num_classes)
             nn.init.normal_(self.project.embed.weight, 0.0, std)
 
+    def input_blocks(self) -> list[nn.Module]:
+        """One block per resolution, the first with the layer that reads the image."""
+        return [nn.ModuleList([self.from_image, self.stages[0]]), *self.stages[1:]]
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 1) logits for images and, when conditional, their (N,) class labels."""
         check_labels(self, labels)

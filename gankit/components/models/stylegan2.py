@@ -319,6 +319,12 @@ class StyleGAN2Discriminator(Discriminator):
         self.out = EqualLinear(last, 1)
         self.add_projection(last)
 
+    def input_blocks(self) -> list[nn.Module]:
+        """One block per resolution, the first with fromRGB (as stylegan2-ada's freeze_layers)."""
+        if not len(self.blocks):
+            return [self.from_rgb]
+        return [nn.ModuleList([self.from_rgb, self.blocks[0]]), *self.blocks[1:]]
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 1) logits for images and, when conditional, their (N,) class labels."""
         check_labels(self, labels)
