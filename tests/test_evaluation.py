@@ -157,7 +157,9 @@ def test_inception_metrics_say_what_is_missing(tmp_path, mnist_root):
     assert "Traceback" not in result.stderr
 
 
-def test_other_data_without_a_classifier_is_refused_before_training(tmp_path, mnist_root):
+def test_other_data_without_a_classifier_is_refused_before_training(
+    tmp_path, mnist_root, capsys
+):
     raw = tmp_path / "data" / "FashionMNIST" / "raw"  # MNIST's files in Fashion-MNIST's place
     raw.mkdir(parents=True)
     for source in (mnist_root / "MNIST" / "raw").glob("*-ubyte"):
@@ -182,20 +184,16 @@ def test_other_data_without_a_classifier_is_refused_before_training(tmp_path, mn
     export = tmp_path / "run" / "export" / "generator"
     config = json.loads((export / "config.json").read_text())
     assert config["dataset"] == "fashion_mnist" and config["data"]["root"] == str(tmp_path / "data")
-    command = [sys.executable, "-m", "gankit.cli", "eval", str(export), "--n", "100"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "--classifier: the classifier metrics need" in result.stderr
-    result = subprocess.run(
-        [*command, "--classifier", str(classifier.WEIGHTS)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    command = ["eval", str(export), "--n", "100"]
+    capsys.readouterr()
+    assert main(command) == 2
+    assert "--classifier: the classifier metrics need" in capsys.readouterr().err
+    assert main([*command, "--classifier", str(classifier.WEIGHTS)]) == 0
+    result = capsys.readouterr()
     assert "the classifier was trained on 'mnist', the generator on 'fashion_mnist'" in (
-        result.stderr
+        result.err
     )
-    written = json.loads(result.stdout)
+    written = json.loads(result.out)
     assert written["protocol"]["generator"]["dataset"] == "fashion_mnist"
     assert written["protocol"]["reference"].startswith("fashion_mnist test split, 10000 images")
 

@@ -436,7 +436,8 @@ def test_the_suite_ignores_plugins_installed_where_it_runs(
     env = {key: value for key, value in os.environ.items() if key != NO_PLUGINS_ENV}  # a shell's
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(user_plugin), env.get("PYTHONPATH")]))
 
-    inner = [f"--basetemp={tmp_path / 'inner'}", "-p", "no:cacheprovider", "-q", *sensitive]
+    inner = [f"--basetemp={tmp_path / 'inner'}", "-p", "no:cacheprovider", "-q", "-n", "0"]
+    inner += sensitive  # one process: the suite already runs on every core
     result = subprocess.run(
         [sys.executable, "-m", "pytest", *inner],
         cwd=ROOT,
