@@ -157,9 +157,7 @@ def test_inception_metrics_say_what_is_missing(tmp_path, mnist_root):
     assert "Traceback" not in result.stderr
 
 
-def test_other_data_without_a_classifier_is_refused_before_training(
-    tmp_path, mnist_root, capsys
-):
+def test_other_data_without_a_classifier_is_refused_before_training(tmp_path, mnist_root, capsys):
     raw = tmp_path / "data" / "FashionMNIST" / "raw"  # MNIST's files in Fashion-MNIST's place
     raw.mkdir(parents=True)
     for source in (mnist_root / "MNIST" / "raw").glob("*-ubyte"):
@@ -190,9 +188,7 @@ def test_other_data_without_a_classifier_is_refused_before_training(
     assert "--classifier: the classifier metrics need" in capsys.readouterr().err
     assert main([*command, "--classifier", str(classifier.WEIGHTS)]) == 0
     result = capsys.readouterr()
-    assert "the classifier was trained on 'mnist', the generator on 'fashion_mnist'" in (
-        result.err
-    )
+    assert "the classifier was trained on 'mnist', the generator on 'fashion_mnist'" in (result.err)
     written = json.loads(result.out)
     assert written["protocol"]["generator"]["dataset"] == "fashion_mnist"
     assert written["protocol"]["reference"].startswith("fashion_mnist test split, 10000 images")
