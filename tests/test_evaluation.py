@@ -188,7 +188,7 @@ def test_other_data_without_a_classifier_is_refused_before_training(tmp_path, mn
     assert "--classifier: the classifier metrics need" in capsys.readouterr().err
     assert main([*command, "--classifier", str(classifier.WEIGHTS)]) == 0
     result = capsys.readouterr()
-    assert "the classifier was trained on 'mnist', the generator on 'fashion_mnist'" in (result.err)
+    assert "the classifier was trained on 'mnist', the generator on 'fashion_mnist'" in result.err
     written = json.loads(result.out)
     assert written["protocol"]["generator"]["dataset"] == "fashion_mnist"
     assert written["protocol"]["reference"].startswith("fashion_mnist test split, 10000 images")
