@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,13 +107,34 @@ def test_a_dataset_dict_split_is_picked(saved):
     assert torch.equal(test.tensors[0], train.tensors[0][PER_CLASS : 2 * PER_CLASS])
 
 
-def test_an_unlabelled_dataset_is_unconditional(emoji, tmp_path):
+def test_an_unlabelled_dataset_is_unconditional(emoji, saved, tmp_path):
     rows = emoji_rows(emoji).remove_columns("label")
     rows.save_to_disk(str(tmp_path / "plain"))
     dataset = build(tmp_path / "plain")
     assert dataset.classes == [] and num_classes(dataset) == 0 and len(dataset) == 12
-    labelled = build(tmp_path / "plain", split="anything")  # a lone Dataset has no split name
-    assert torch.equal(labelled.tensors[0], dataset.tensors[0])
+    assert torch.equal(dataset.tensors[0], build(saved).tensors[0])
+    unnamed = build(tmp_path / "plain", split="anything")  # a lone Dataset has no split name
+    assert torch.equal(unnamed.tensors[0], dataset.tensors[0])
+
+
+def test_a_column_of_bytes_and_path_dicts_reads_like_an_image_column(emoji, saved, tmp_path):
+    files = sorted(emoji.glob("*/*.png"), key=lambda path: path.parts[-2:])
+    stored = [{"bytes": path.read_bytes(), "path": path.name} for path in files]
+    rows = Dataset.from_dict({"picture": stored})
+    assert "bytes" in rows.features["picture"]  # a plain struct, not datasets' Image feature
+    rows.save_to_disk(str(tmp_path / "dicts"))
+    dataset = build(tmp_path / "dicts", image_column="picture")
+    assert torch.equal(dataset.tensors[0], build(saved).tensors[0])
+
+
+def test_without_the_datasets_package_one_line_says_what_to_install(saved, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if it were not installed
+    with pytest.raises(DatasetError) as error:
+        build(saved)
+    assert str(error.value) == (
+        "data.name hf_dataset needs the datasets package; install it: "
+        "pip install 'gankit[datasets]'"
+    )
 
 
 def test_rows_iterate_as_named_images_with_labels(saved, tmp_path):
@@ -138,6 +160,11 @@ def test_rows_iterate_as_named_images_with_labels(saved, tmp_path):
             {"split": "validation"},
             "no split 'validation' in the dataset folder {saved}; its splits: train, test. Set "
             "data.split to one of them",
+        ),
+        (
+            {"config": "small"},
+            "data.config 'small' applies to Hub datasets, but data.path is the local folder "
+            "{saved}; leave data.config out",
         ),
         (
             {"image_column": "img"},

@@ -31,7 +31,7 @@ from gankit.components.data import (
 from gankit.components.image_files import open_image_file
 from gankit.config.registry import DATASETS
 from gankit.core.errors import DatasetError, cut, shown, warn
-from gankit.core.sizes import check_fits, memory_size
+from gankit.core.sizes import MAX_CLASSES, check_fits, memory_size
 
 INSTALL_HINT = "pip install 'gankit[datasets]'"
 IMAGE_KEYS = {"bytes", "path"}  # the fields of datasets' Image storage
@@ -56,20 +56,28 @@ def _listed(names: Any) -> str:
     return ", ".join(names[:LISTED]) + more if names else "none"
 
 
-def open_hf_dataset(path: str, split: str, setting: str = "data.path") -> Any:
+def open_hf_dataset(
+    path: str, split: str, config: str | None = None, setting: str = "data.path"
+) -> Any:
     """One split of a Hugging Face dataset as a `datasets.Dataset`: from the folder `path` when
     it exists (written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`), else from the
-    Hub dataset repo `path`. Errors name `setting`, the setting that gave `path`."""
+    Hub dataset repo `path` (its configuration `config`, for repos with several). Errors name
+    `setting`, the setting that gave `path`."""
     datasets = _datasets()
     folder = Path(path).expanduser()
     if folder.exists():
+        if config is not None:
+            raise DatasetError(
+                f"data.config {shown(config)} applies to Hub datasets, but {setting} is the "
+                f"local folder {folder.resolve()}; leave data.config out"
+            )
         return _from_disk(datasets, folder.resolve(), split, setting)
     if path.startswith(("/", "~", ".")) or path.count("/") > 1 or "\\" in path:
         raise DatasetError(
             f"{setting}: no folder {folder} (and {shown(path)} is not a Hub dataset repo id, "
             f"user/name); point {setting} at a folder written by save_to_disk"
         )
-    return _from_hub(datasets, path, split, setting)
+    return _from_hub(datasets, path, split, config, setting)
 
 
 def _from_disk(datasets: Any, folder: Path, split: str, setting: str) -> Any:
@@ -102,10 +110,10 @@ def _from_disk(datasets: Any, folder: Path, split: str, setting: str) -> Any:
     return loaded
 
 
-def _from_hub(datasets: Any, repo_id: str, split: str, setting: str) -> Any:
-    where = f"Hub dataset {shown(repo_id)}"
+def _from_hub(datasets: Any, repo_id: str, split: str, config: str | None, setting: str) -> Any:
+    where = f"Hub dataset {shown(repo_id)}" + (f" (config {shown(config)})" if config else "")
     try:
-        return datasets.load_dataset(repo_id, split=split)
+        return datasets.load_dataset(repo_id, config, split=split)
     except datasets.exceptions.DatasetNotFoundError:
         raise DatasetError(
             f"{where} was not found or is not accessible, and no folder {shown(repo_id)} exists "
@@ -121,10 +129,11 @@ def _from_hub(datasets: Any, repo_id: str, split: str, setting: str) -> Any:
         ) from None
     except ValueError as error:
         text = " ".join(str(error).split())
-        if "split" in text.lower():
-            raise DatasetError(
-                f"{where}: {cut(text, 200)}; set data.split to one of its splits"
-            ) from None
+        for word, setting_named in (("split", "data.split"), ("config", "data.config")):
+            if word in text.lower():
+                raise DatasetError(
+                    f"{where}: {cut(text, 200)}; set {setting_named} to one of its {word}s"
+                ) from None
         raise DatasetError(f"cannot load {where}: {cut(text, 200)}") from None
     except OSError as error:
         reason = cut(" ".join(str(error).split()), 200)
@@ -159,6 +168,12 @@ def check_columns(dataset: Any, image_column: str, label_column: str | None) -> 
             f"{cut(type(label).__name__, 40)}, not a ClassLabel; encode it before saving "
             f"(dataset.class_encode_column({label_column!r})), or set data.label_column: null "
             f"for unconditional training; {columns}"
+        )
+    if len(label.names) > MAX_CLASSES:
+        raise DatasetError(
+            f"data.label_column: column {shown(label_column)} has {len(label.names):,} classes, "
+            f"more than gankit conditions on (at most {MAX_CLASSES:,}); set "
+            "data.label_column: null for unconditional training"
         )
     return list(label.names)
 
@@ -241,6 +256,10 @@ def hf_dataset(
     ],
     size: ImageSide,
     split: Annotated[str, Field(min_length=1, description="the split to train on")] = "train",
+    config: Annotated[
+        str | None,
+        Field(min_length=1, description="a Hub dataset's configuration, where it has several"),
+    ] = None,
     image_column: Annotated[str, Field(min_length=1, description="the column of images")] = "image",
     label_column: Annotated[
         str | None,
@@ -253,7 +272,7 @@ def hf_dataset(
     crop: CropMode = "center",
 ) -> TensorDataset:
     """A Hugging Face dataset (save_to_disk folder or Hub repo), decoded once into memory."""
-    dataset = open_hf_dataset(path, split)
+    dataset = open_hf_dataset(path, split, config)
     classes = check_columns(dataset, image_column, label_column)
     count = len(dataset)
     if count == 0:
