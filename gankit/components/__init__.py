@@ -3,6 +3,15 @@
 Importing this package registers the built-in components; a new built-in module is imported here.
 """
 
-from gankit.components import augment, data, losses, models, regularizers, schedules, toy
+from gankit.components import (
+    augment,
+    data,
+    hf_data,
+    losses,
+    models,
+    regularizers,
+    schedules,
+    toy,
+)
 
-__all__ = ["augment", "data", "losses", "models", "regularizers", "schedules", "toy"]
+__all__ = ["augment", "data", "hf_data", "losses", "models", "regularizers", "schedules", "toy"]

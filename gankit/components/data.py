@@ -267,7 +267,7 @@ def declared_shape(name: str, params: dict[str, Any]) -> tuple[int, int, int] | 
         channels, height, width = NATIVE_SHAPES[name]
         size = params.get("size")
         return (channels, size, size) if size else (channels, height, width)
-    if name == "image_folder":
+    if name in ("image_folder", "hf_dataset"):
         return (params.get("channels", 3), params["size"], params["size"])
     return None
 
@@ -306,6 +306,24 @@ def _in_memory(
     return dataset
 
 
+# The parameters every kind that decodes image files shares, declared once
+ImageSide = Annotated[
+    int,
+    Field(
+        gt=0,
+        le=MAX_IMAGE_SIDE,
+        description=f"images come out size x size; at most {MAX_IMAGE_SIDE:,}",
+    ),
+]
+ImageChannels = Annotated[Literal[1, 3], Field(description="1: greyscale, 3: RGB")]
+CropMode = Annotated[
+    Literal["center", "stretch"],
+    Field(
+        description="center: short side to size, then the central square; stretch: to size x size"
+    ),
+]
+
+
 @DATASETS.register("image_folder")
 def image_folder(
     root: Annotated[
@@ -314,22 +332,9 @@ def image_folder(
             description="folder of images: one subfolder per class, or the images directly in it"
         ),
     ],
-    size: Annotated[
-        int,
-        Field(
-            gt=0,
-            le=MAX_IMAGE_SIDE,
-            description=f"images come out size x size; at most {MAX_IMAGE_SIDE:,}",
-        ),
-    ],
-    channels: Annotated[Literal[1, 3], Field(description="1: greyscale, 3: RGB")] = 3,
-    crop: Annotated[
-        Literal["center", "stretch"],
-        Field(
-            description="center: short side to size, then the central square; "
-            "stretch: to size x size"
-        ),
-    ] = "center",
+    size: ImageSide,
+    channels: ImageChannels = 3,
+    crop: CropMode = "center",
 ) -> ImageFolderDataset:
     """Image files from a folder, decoded per item; subfolders are classes."""
     return ImageFolderDataset(root, size, channels=channels, crop=crop)
@@ -416,17 +421,26 @@ class ImageFolderDataset(Dataset):
 
 
 def _decode(path: str, channels: int) -> torch.Tensor:
-    """The image file as a uint8 (channels, H, W) tensor; 16-bit greyscale scaled to 8 bits."""
+    """The image file as a uint8 (channels, H, W) tensor (see `image_pixels`)."""
+    from PIL import Image
+
+    with open_image_file(path) as handle, Image.open(handle) as image:
+        return image_pixels(image, channels)
+
+
+def image_pixels(image: Any, channels: int) -> torch.Tensor:
+    """An opened PIL image as a uint8 (channels, H, W) tensor, turned upright by its EXIF
+    orientation (in place); 16-bit greyscale scaled to 8 bits. Every image source decodes
+    through it, so the same picture gives the same pixels whatever holds it."""
     import numpy as np
     from PIL import Image, ImageOps
     from torchvision.transforms.v2.functional import pil_to_tensor
 
-    with open_image_file(path) as handle, Image.open(handle) as image:
-        ImageOps.exif_transpose(image, in_place=True)
-        if image.mode.startswith("I;16"):
-            deep = np.asarray(image, dtype=np.float64) / 257.0
-            image = Image.fromarray(np.clip(np.rint(deep), 0, 255).astype(np.uint8), mode="L")
-        return pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
+    ImageOps.exif_transpose(image, in_place=True)
+    if image.mode.startswith("I;16"):
+        deep = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(deep), 0, 255).astype(np.uint8), mode="L")
+    return pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
 
 
 def _fit(pixels: torch.Tensor, size: int, crop: str) -> torch.Tensor:
