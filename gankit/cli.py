@@ -1,5 +1,5 @@
 """The `gankit` command: train, validate, list, sample, interpolate, eval, push, classifier
-train."""
+train, data prepare."""
 
 from __future__ import annotations
 
@@ -508,6 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--revision", help="branch to push to (created if missing; default main)")
     push.add_argument("--message", help="commit message")
     push.set_defaults(run=_push)
+
+    from gankit.components.prepared.prepare import add_prepare_arguments
+
+    data = commands.add_parser("data", help="datasets: prepare a folder of images once")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    add_prepare_arguments(
+        data_commands.add_parser(
+            "prepare", help="decode, check, crop, resize and dedupe images into a prepared set"
+        )
+    )
     return parser
 
 

@@ -9,9 +9,20 @@ from gankit.components import (
     hf_data,
     losses,
     models,
+    prepared,
     regularizers,
     schedules,
     toy,
 )
 
-__all__ = ["augment", "data", "hf_data", "losses", "models", "regularizers", "schedules", "toy"]
+__all__ = [
+    "augment",
+    "data",
+    "hf_data",
+    "losses",
+    "models",
+    "prepared",
+    "regularizers",
+    "schedules",
+    "toy",
+]
