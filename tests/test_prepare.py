@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -223,6 +224,27 @@ def test_a_changed_shard_is_refused(tmp_path):
     assert "re-run `gankit data prepare" in message and "\n" not in message
 
 
+def test_shards_batches_and_image_folder_pointed_at_a_prepared_set(tmp_path):
+    out = tmp_path / "out"
+    manifest = prepare(small_set(tmp_path / "photos"), out, size=8, shard_images=2, progress=False)
+    assert [shard["count"] for shard in manifest["shards"]] == [2, 1]
+    data = PreparedDataset(out)
+    assert len(data) == 3 and data.labels.tolist() == [0, 0, 1]
+    colours = [to_uint8(data[i][0])[:, 4, 4].tolist() for i in range(3)]
+    assert colours == [list(RED), list(GREEN), list(BLUE)]
+    batch = data.__getitems__([2, 0, -2])  # what a DataLoader asks for
+    assert [to_uint8(image)[:, 0, 0].tolist() for image, _ in batch] == [
+        list(BLUE), list(RED), list(GREEN)
+    ]  # fmt: skip
+    assert [label for _, label in batch] == [1, 0, 0]
+    worker = pickle.loads(pickle.dumps(data))  # DataLoader workers map the shards again
+    assert torch.equal(worker[2][0], data[2][0])
+    folder = DATASETS.build({"name": "image_folder", "root": str(out), "size": 8})
+    assert isinstance(folder, PreparedDataset) and torch.equal(folder.pixels, data.pixels)
+    with pytest.raises(DatasetError, match=r"prepared at 3x8x8, not 3x16x16: set data.size=8"):
+        DATASETS.build({"name": "image_folder", "root": str(out), "size": 16})
+
+
 def emoji_subset(folder: Path, count: int = 20) -> Path:
     for name in ("smileys_emotion", "animals_nature"):
         paths = sorted((EMOJI / name).glob("*.png"))[: count // 2]
@@ -238,17 +260,17 @@ def test_the_same_pixels_as_image_folder(tmp_path):
     `image_folder` uses antialiased bilinear, so they differ near edges: on emoji at 32x32,
     3.3 levels on average and a PSNR of 31.8 dB (a channel swap or a shifted crop gives
     under 20 dB)."""
-    folder = emoji_subset(tmp_path / "emoji", 40)  # enough files for the worker processes
+    folder = emoji_subset(tmp_path / "emoji", 32)  # enough files for the worker processes
     for size in (64, 32):
         out = tmp_path / f"prepared{size}"
         manifest = prepare(folder, out, size=size, progress=False)
         prepared = DATASETS.build({"name": "prepared", "root": str(out)})
         decoded = ImageFolderDataset(folder, size)
-        assert prepared.classes == decoded.classes and len(prepared) == len(decoded) == 40
+        assert prepared.classes == decoded.classes and len(prepared) == len(decoded) == 32
         assert manifest["sources"] == [str(Path(f).relative_to(folder)) for f in decoded.files]
-        ours = torch.stack([to_uint8(prepared[i][0]) for i in range(40)]).float()
-        theirs = torch.stack([to_uint8(decoded[i][0]) for i in range(40)]).float()
-        assert [prepared[i][1] for i in range(40)] == decoded.labels
+        ours = torch.stack([to_uint8(prepared[i][0]) for i in range(32)]).float()
+        theirs = torch.stack([to_uint8(decoded[i][0]) for i in range(32)]).float()
+        assert [prepared[i][1] for i in range(32)] == decoded.labels
         if size == 64:
             assert torch.equal(ours, theirs)
         else:

@@ -329,14 +329,20 @@ def image_folder(
     root: Annotated[
         str,
         Field(
-            description="folder of images: one subfolder per class, or the images directly in it"
+            description="folder of images: one subfolder per class, or the images directly in "
+            "it; or a folder `gankit data prepare` wrote (read as `prepared`)"
         ),
     ],
     size: ImageSide,
     channels: ImageChannels = 3,
     crop: CropMode = "center",
-) -> ImageFolderDataset:
+) -> Dataset:
     """Image files from a folder, decoded per item; subfolders are classes."""
+    from gankit.components.prepared.dataset import prepared_for_image_folder
+
+    prepared = prepared_for_image_folder(root, size, channels)  # a folder `data prepare` wrote
+    if prepared is not None:
+        return prepared
     return ImageFolderDataset(root, size, channels=channels, crop=crop)
 
 

@@ -179,10 +179,11 @@ class PreparedDataset(TensorDataset):
             self._labels.append(labels)
             total += shard["count"]
         self._count = total
+        self._all_labels = torch.cat(self._labels)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()  # DataLoader workers map the shards again themselves
-        for key in ("_images", "_labels", "_float"):
+        for key in ("_images", "_labels", "_all_labels", "_float"):
             state[key] = None
         return state
 
@@ -199,10 +200,28 @@ class PreparedDataset(TensorDataset):
         if not 0 <= index < self._count:
             raise IndexError(f"index {index} out of range for {self._count} images")
         if self._float is not None:
-            return self._float[index], int(self.labels[index])
+            return self._float[index], int(self._all_labels[index])
         shard = bisect.bisect_right(self._starts, index) - 1
         row = index - self._starts[shard]
         return from_uint8(self._images[shard][row]), int(self._labels[shard][row])
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """Items `indices` gathered at once (a DataLoader's batch): one copy per shard."""
+        if len(indices) and not -self._count <= min(indices) <= max(indices) < self._count:
+            raise IndexError(f"an index of {indices[:4]}... is out of range for {len(self)} images")
+        rows = torch.as_tensor(indices, dtype=torch.int64).remainder(max(self._count, 1))
+        images = self._float[rows] if self._float is not None else from_uint8(self._gather(rows))
+        return list(zip(images.unbind(0), self._all_labels[rows].tolist(), strict=True))
+
+    def _gather(self, rows: torch.Tensor) -> torch.Tensor:
+        if len(self._images) == 1:
+            return self._images[0].index_select(0, rows)
+        pixels = torch.empty((len(rows), self.channels, self.size, self.size), dtype=torch.uint8)
+        shard_of = torch.searchsorted(torch.tensor(self._starts), rows, right=True) - 1
+        for shard in shard_of.unique().tolist():
+            chosen = shard_of == shard
+            pixels[chosen] = self._images[shard][rows[chosen] - self._starts[shard]]
+        return pixels
 
     @property
     def pixels(self) -> torch.Tensor:
@@ -212,7 +231,7 @@ class PreparedDataset(TensorDataset):
     @property
     def labels(self) -> torch.Tensor:
         """Every label, int64 (N,)."""
-        return self._labels[0] if len(self._labels) == 1 else torch.cat(self._labels)
+        return self._all_labels
 
     @property
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
@@ -228,6 +247,30 @@ class PreparedDataset(TensorDataset):
             )
             self._float = from_uint8(self.pixels)
         return self._float, self.labels
+
+
+def prepared_for_image_folder(root: str | Path, size: int, channels: int) -> PreparedDataset | None:
+    """The prepared set in `root` when `image_folder` is pointed at one (None when `root` holds
+    no gankit manifest): it must hold images of the `size` and `channels` asked for."""
+    if not is_prepared(root):
+        return None
+    try:
+        manifest = read_json_object(
+            Path(root).expanduser() / MANIFEST, what="manifest", max_bytes=MAX_MANIFEST_BYTES
+        )
+    except BoundedReadError:
+        return None  # someone else's manifest.json: the folder's images are read as they are
+    if manifest.get("format") != FORMAT:
+        return None
+    dataset = PreparedDataset(root)
+    if (dataset.size, dataset.channels) != (size, channels):
+        side, depth = dataset.size, dataset.channels
+        raise DatasetError(
+            f"data.root {root} holds images prepared at {depth}x{side}x{side}, not "
+            f"{channels}x{size}x{size}: set data.size={side} data.channels={depth}, or prepare "
+            f"the source again with --size {size} --channels {channels}"
+        )
+    return dataset
 
 
 @DATASETS.register("prepared")
