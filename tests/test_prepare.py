@@ -78,6 +78,10 @@ def odd_folder(root: Path) -> Path:
     palette = Image.new("P", (16, 16), 1)
     palette.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
     palette.save(a / "palette.gif")
+    holes = Image.new("P", (16, 16), 1)
+    holes.putpalette([255, 0, 0, 10, 200, 30] + [0] * 762)
+    holes.paste(0, (0, 0, 8, 16))
+    holes.save(a / "holes.gif", transparency=0)  # index 0, red, is transparent
     deep = np.tile(np.array([0, 32896, 65535], dtype=np.uint16), (16, 6))[:, :16]
     Image.fromarray(deep).save(a / "deep.png")
     Image.new("L", (16, 16), 77).save(b / "grey.png")
@@ -100,10 +104,10 @@ def test_odd_files_are_prepared_skipped_or_deduplicated_and_the_source_is_unchan
     assert tree_digest(source) == before
     assert manifest["classes"] == ["a", "b"]
     assert manifest["sources"] == [
-        "a/alpha.png", "a/cmyk.jpg", "a/deep.png", "a/palette.gif", "a/rotated.jpg",
+        "a/alpha.png", "a/cmyk.jpg", "a/deep.png", "a/holes.gif", "a/palette.gif", "a/rotated.jpg",
         "b/deep/deeper/grey.png",
     ]  # fmt: skip
-    assert manifest["labels"] == [0, 0, 0, 0, 0, 1]
+    assert manifest["labels"] == [0, 0, 0, 0, 0, 0, 1]
     reasons = {item["source"]: item["reason"] for item in manifest["skipped"]}
     assert reasons == {
         "a/empty.png": "empty",
@@ -119,6 +123,9 @@ def test_odd_files_are_prepared_skipped_or_deduplicated_and_the_source_is_unchan
     assert alpha[:, :, :8].eq(torch.tensor(BLUE).view(3, 1, 1)).all()  # the background
     assert alpha[:, :, 8:].eq(torch.tensor(GREEN).view(3, 1, 1)).all()
     assert pixels["a/palette.gif"].eq(torch.tensor([10, 200, 30]).view(3, 1, 1)).all()
+    holes = pixels["a/holes.gif"]
+    assert holes[:, :, :8].eq(torch.tensor(BLUE).view(3, 1, 1)).all()
+    assert holes[:, :, 8:].eq(torch.tensor([10, 200, 30]).view(3, 1, 1)).all()
     assert pixels["a/deep.png"][0, 0, :6].tolist() == [0, 128, 255, 0, 128, 255]  # not clipped
     assert pixels["b/deep/deeper/grey.png"].eq(77).all()
     cmyk = pixels["a/cmyk.jpg"].float().mean((1, 2))

@@ -175,8 +175,11 @@ def prepare(
     returns the manifest written there. Bad input raises DatasetError (one line)."""
     from tqdm import tqdm
 
+    started = time.perf_counter()
     if not 0 < size <= MAX_IMAGE_SIDE:
         raise DatasetError(f"size {size} is out of bounds; give 1 to {MAX_IMAGE_SIDE}")
+    if channels not in (1, 3) or crop not in ("center", "pad"):
+        raise DatasetError(f"channels {channels!r}, crop {crop!r}: give 1 or 3, center or pad")
     shape = Shape(size, channels, crop, parse_colour(background))
     image_bytes = channels * size * size
     per_shard = shard_images or max(1, SHARD_BYTES // image_bytes)
@@ -201,7 +204,6 @@ def prepare(
     kept: list[str] = []
     labels: list[int] = []
     duplicates: list[dict[str, str]] = []
-    started = time.perf_counter()
     with atomic_folder(out) as staging:
         shards = _Shards(staging, shape, per_shard, len(entries))
         bar = tqdm(
@@ -287,7 +289,7 @@ def summary(manifest: dict[str, Any], out: str | Path) -> str:
     lines = [
         f"prepared {count:,} of {total:,} files as {shape} images into {out} "
         f"({len(manifest['shards'])} shard(s), {memory_size(stored)}) in {seconds:.1f} s "
-        f"({(count + len(manifest['duplicates'])) / max(seconds, 1e-9):,.0f} images/s)"
+        f"({total / max(seconds, 1e-9):,.0f} files/s)"
     ]
     reasons = Counter(item["reason"] for item in manifest["skipped"])
     listed = ", ".join(f"{reason} {number:,}" for reason, number in sorted(reasons.items()))

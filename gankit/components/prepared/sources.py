@@ -147,10 +147,12 @@ def list_zip(source: Path) -> Listing:
         listing.root_name = tops.pop()
     for info, path in zip(infos, names, strict=True):
         parts = path.parts[1:] if strip else path.parts
-        if not parts or any(part.startswith(".") or part == ".." for part in parts):
+        if not parts or any(part.startswith(".") for part in parts):
             continue
         name = "/".join(parts)
-        if stat.S_ISLNK(info.external_attr >> 16):
+        if path.is_absolute() or "\\" in info.filename:
+            listing.refused.append((info.filename, "unsafe name", "an absolute or Windows path"))
+        elif stat.S_ISLNK(info.external_attr >> 16):
             listing.refused.append((name, "link", "a link inside the zip, not followed"))
         else:
             listing.entries.append(
