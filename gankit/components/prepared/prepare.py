@@ -48,6 +48,7 @@ MAX_SHARD_IMAGES = 10_000_000
 OPTIONS = ("size", "channels", "crop", "background", "shard_images", "workers")  # of prepare
 SHARD_BYTES = 512 * 2**20  # the default shard holds about this much
 CHUNK = 16  # files handed to a worker at a time
+SHOWN = 5  # skipped files the summary names
 
 # (digest, pixels or None, reason, detail): what a worker makes of one file
 Outcome = tuple[str, bytes | None, str, str]
@@ -294,6 +295,10 @@ def summary(manifest: dict[str, Any], out: str | Path) -> str:
     reasons = Counter(item["reason"] for item in manifest["skipped"])
     listed = ", ".join(f"{reason} {number:,}" for reason, number in sorted(reasons.items()))
     lines.append(f"skipped {len(manifest['skipped']):,}" + (f": {listed}" if listed else ""))
+    for item in manifest["skipped"][:SHOWN]:
+        lines.append(f"  {item['source']}: {item['reason']} ({item['detail']})")
+    if len(manifest["skipped"]) > SHOWN:
+        lines.append(f"  and {len(manifest['skipped']) - SHOWN:,} more")
     lines.append(f"duplicates {len(manifest['duplicates']):,} (same bytes as an earlier file)")
     sizes = Counter(manifest["labels"])
     shown = ", ".join(f"{name} {sizes[label]:,}" for label, name in enumerate(manifest["classes"]))
