@@ -20,6 +20,8 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,8 +88,21 @@ def _outcomes(entries: list[Entry], shape: Shape, workers: int) -> Iterator[Outc
         yield from map(work, entries)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers) as pool:
-        yield from pool.imap(work, entries, chunksize=CHUNK)
+    context = multiprocessing.get_context(method)
+    pool = ProcessPoolExecutor(workers, mp_context=context)  # a crashed decoder raises, not hangs
+    done = 0
+    try:
+        for outcome in pool.map(work, entries, chunksize=CHUNK):
+            done += 1
+            yield outcome
+    except BrokenProcessPool:
+        raise DatasetError(
+            f"a decoding process died (an image decoder crashed, or memory ran out) on one of "
+            f"the {CHUNK} files from {entries[done].name} on; move that file out of the source, "
+            "or run with --workers 1 to find it"
+        ) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_out(out: Path, source: Path) -> None:
