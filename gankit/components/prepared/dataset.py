@@ -182,9 +182,10 @@ class PreparedDataset(TensorDataset):
         self._all_labels = torch.cat(self._labels)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()  # DataLoader workers map the shards again themselves
+        state = self.__dict__.copy()  # DataLoader workers map the shards again themselves,
         for key in ("_images", "_labels", "_all_labels", "_float"):
             state[key] = None
+        state["verify"] = False  # checked once, when this set was opened
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
