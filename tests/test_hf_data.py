@@ -259,3 +259,26 @@ def test_two_conditional_training_steps_from_the_command_line(saved, tmp_path):
     generator = gankit.load_generator(run / "export" / "generator")
     assert generator.num_classes == 3
     assert generator.sample(3, seed=0, labels=[0, 1, 2]).shape == (3, 3, 16, 16)
+
+
+def test_data_prepare_takes_a_hugging_face_dataset(saved, emoji, tmp_path, capsys):
+    from gankit.components.prepared.dataset import PreparedDataset
+
+    assert main(["data", "prepare", str(emoji), str(tmp_path / "folder"), "--size", "16"]) == 0
+    hf = ["--hf", "--label-column", "label", "--size", "16"]
+    assert main(["data", "prepare", str(saved), str(tmp_path / "rows"), *hf]) == 0
+    rows, folder = PreparedDataset(tmp_path / "rows"), PreparedDataset(tmp_path / "folder")
+    assert rows.classes == folder.classes == CLASSES
+    assert torch.equal(rows.pixels, folder.pixels)  # the same bytes, the same decoding
+    assert torch.equal(rows.tensors[1], folder.tensors[1])
+    manifest = json.loads((tmp_path / "rows" / "manifest.json").read_text())
+    assert manifest["sources"][0] == "animals_nature/00"
+    test_split = ["--hf", "--split", "test", "--size", "16"]  # no label column: one class
+    assert main(["data", "prepare", str(saved), str(tmp_path / "flags"), *test_split]) == 0
+    flags = PreparedDataset(tmp_path / "flags")
+    assert len(flags) == PER_CLASS and flags.classes == ["emoji_dict"]
+    capsys.readouterr()
+    assert main(["data", "prepare", str(saved), str(tmp_path / "no-flag"), "--size", "16"]) == 2
+    error = capsys.readouterr().err
+    assert "is a Hugging Face dataset written by save_to_disk; add --hf" in error
+    assert error.strip().count("\n") == 0 and not (tmp_path / "no-flag").exists()

@@ -34,6 +34,7 @@ from gankit.components.prepared.dataset import (
     MANIFEST,
     shard_name,
 )
+from gankit.components.prepared.hf_source import HFSource, add_hf_arguments, hf_source, list_hf
 from gankit.components.prepared.pixels import NotImage, Shape, decode, parse_colour
 from gankit.components.prepared.sources import Entry, Listing, list_source, read_entry
 from gankit.core.atomic import atomic_folder
@@ -186,9 +187,11 @@ def prepare(
     shard_images: int | None = None,
     workers: int | None = None,
     progress: bool = True,
+    hf: HFSource | None = None,
 ) -> dict[str, Any]:
-    """Prepare the images of `source` (folder, .zip or list file) into the new folder `out`;
-    returns the manifest written there. Bad input raises DatasetError (one line)."""
+    """Prepare the images of `source` (folder, .zip or list file; with `hf`, the rows of that
+    Hugging Face dataset) into the new folder `out`; returns the manifest written there. Bad
+    input raises DatasetError (one line)."""
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -203,7 +206,7 @@ def prepare(
         raise DatasetError(f"shard_images {per_shard} is out of bounds (1..{MAX_SHARD_IMAGES:,})")
     source, out = Path(source).expanduser(), Path(out).expanduser()
     _check_out(out, source)
-    listing = list_source(source)
+    listing = list_hf(hf) if hf is not None else list_source(source)
     classes, entries, skipped = _classes(listing)
     skipped += [{"source": n, "reason": r, "detail": d} for n, r, d in listing.refused]
     if not entries:
@@ -369,6 +372,7 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=_bounded(1, 1024), help="decoding processes (default: one per core)"
     )
+    add_hf_arguments(parser)
     parser.set_defaults(run=run_prepare)
 
 
@@ -380,6 +384,6 @@ def run_prepare(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise GankitError(f"--workers: {error}") from None
     options = {key: getattr(args, key) for key in OPTIONS}
-    manifest = prepare(args.source, args.out, **options)
+    manifest = prepare(args.source, args.out, **options, hf=hf_source(args))
     print(summary(manifest, args.out))
     return 0

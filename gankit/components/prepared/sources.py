@@ -13,6 +13,7 @@ import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from gankit.core.bounded import BoundedReadError, read_text
 from gankit.core.errors import DatasetError, cut
@@ -20,6 +21,7 @@ from gankit.core.errors import DatasetError, cut
 MAX_FILE_BYTES = 256 * 2**20  # one image file; larger files are skipped, never read
 MAX_ENTRIES = 10_000_000  # files one source may list
 MAX_LIST_BYTES = 1 << 30  # a list file of paths
+HF_MARKERS = ("dataset_dict.json", "state.json")  # a folder save_to_disk wrote
 _archives: dict[tuple[int, str], zipfile.ZipFile] = {}  # per process: a fork shares offsets
 
 
@@ -27,13 +29,15 @@ _archives: dict[tuple[int, str], zipfile.ZipFile] = {}  # per process: a fork sh
 class Entry:
     """One file of a source: `name` relative to the source (POSIX), its first-level folder
     (`group`, "" for a file directly in the source), and where its bytes are (`path` on disk,
-    or `member` of the zip `archive`)."""
+    or `member` of the zip `archive`, or `row` of the Hugging Face dataset `hf`)."""
 
     name: str
     group: str
     path: str = ""
     archive: str = ""
     member: str = ""
+    hf: Any = None  # a Hugging Face dataset (hf_source.HFSource), and the entry's row in it
+    row: int = -1
 
 
 @dataclass
@@ -199,6 +203,11 @@ def list_source(source: str | Path) -> Listing:
             "text file listing image paths"
         )
     if path.is_dir():
+        if any((path / name).is_file() for name in HF_MARKERS):
+            raise DatasetError(
+                f"source {path} is a Hugging Face dataset written by save_to_disk; add --hf "
+                "(and --split, --image-column, --label-column as it needs)"
+            )
         return list_folder(path)
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         return list_zip(path)
@@ -208,6 +217,10 @@ def list_source(source: str | Path) -> Listing:
 def read_entry(entry: Entry) -> bytes:
     """The bytes of one entry, at most MAX_FILE_BYTES (else ValueError); on disk only from a
     regular file, opened without waiting (a file swapped for a FIFO is refused)."""
+    if entry.hf is not None:
+        from gankit.components.prepared.hf_source import read_row
+
+        return read_row(entry.hf, entry.row)
     if entry.archive:
         key = (os.getpid(), entry.archive)
         if key not in _archives:
