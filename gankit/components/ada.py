@@ -19,11 +19,34 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gankit.components.ada_matrices import (
+    BAND_POWER,
+    CHROMA,
+    CROSS,
+    DELAY,
+    HOMOGENEOUS,
+    IDENTITY,
+    LUMA,
+    LUMA_HOMOGENEOUS,
+    OFFSET,
+    RGB,
+    SYM6,
+    TAPS,
+    affine_grid,
+    band_filtering,
+    band_filters,
+    color_basis,
+    downsampling,
+    rotate2,
+    scale2,
+    separable,
+    translate2,
+    upsampling,
+)
 from gankit.core.errors import GankitError
 
 Uniform = Callable[[int], torch.Tensor]
@@ -72,22 +95,6 @@ _DRAWS = {
     "cutout": 3,
 }
 
-# Low-pass filters of the Daubechies least-asymmetric wavelets (symlets), sum sqrt(2).
-SYM2 = (-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025)
-SYM6 = (
-    *(0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633),
-    *(0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252),
-    *(-0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148),
-)
-_TAPS = len(SYM6)
-# the resampling filter's delay (its centroid, in taps): the up- and downsampled grids are
-# aligned by it, so a mirrored or turned image is not displaced by its asymmetry
-_DELAY = sum(i * tap for i, tap in enumerate(SYM6)) / sum(SYM6)
-BAND_POWER = (10 / 13, 1 / 13, 1 / 13, 1 / 13)  # expected power of the four bands (1/f)
-
-# the 4x4 matrices that colour operations combine, by index in `color_basis()`
-_IDENTITY, _OFFSET, _HOMOGENEOUS, _RGB, _LUMA, _LUMA_HOMOGENEOUS, _CHROMA, _CROSS = range(8)
-
 
 def multipliers_of(preset: str, given: Mapping[str, float | None]) -> dict[str, float]:
     """Each operation's probability multiplier: the preset's (1 for its operations, else 0),
@@ -118,121 +125,6 @@ class _Draws:
 
     def applies(self, probability: torch.Tensor) -> torch.Tensor:
         return self.uniform() < probability
-
-
-def band_filters() -> torch.Tensor:
-    """Four 43-tap filters (lowest band first) that split a signal into octaves with the sym2
-    wavelet and sum to a unit impulse: the gains of the image-space filter weigh them."""
-    low = np.asarray(SYM2)
-    high = low * (-1.0) ** np.arange(low.size)
-    low2, high2 = np.convolve(low, low[::-1]) / 2, np.convolve(high, high[::-1]) / 2
-    bank = np.eye(4, 1)
-    for band in range(1, 4):
-        spread = np.zeros((4, bank.shape[1] * 2 - 1))
-        spread[:, ::2] = bank  # twice the span: an octave lower
-        bank = np.stack([np.convolve(row, low2) for row in spread])
-        start = (bank.shape[1] - high2.size) // 2
-        bank[band, start : start + high2.size] += high2
-    return torch.as_tensor(bank, dtype=torch.float32)
-
-
-def color_basis() -> torch.Tensor:
-    """(8, 4, 4): identity; adding to RGB; keeping the homogeneous coordinate; keeping RGB;
-    projecting on the luma axis v; that plus the homogeneous coordinate; projecting off v; and
-    the cross product with v (a rotation's derivative about it)."""
-    rgb = torch.diag(torch.tensor([1.0, 1, 1, 0]))
-    luma = torch.zeros(4, 4)
-    luma[:3, :3] = 1 / 3
-    cross = torch.zeros(4, 4)
-    cross[:3, :3] = torch.tensor([[0.0, -1, 1], [1, 0, -1], [-1, 1, 0]]) / math.sqrt(3)
-    offset = torch.zeros(4, 4)
-    offset[:3, 3] = 1
-    homogeneous = torch.eye(4) - rgb
-    return torch.stack(
-        [torch.eye(4), offset, homogeneous, rgb, luma, luma + homogeneous, rgb - luma, cross]
-    )
-
-
-def _reflect(position: torch.Tensor, size: int) -> torch.Tensor:
-    """Positions (pixel indices, any real number) mirrored into [0, size - 1] about the first
-    and last pixel's centres, as reflection padding repeats an image."""
-    if size == 1:
-        return torch.zeros_like(position)
-    period = 2 * (size - 1)
-    position = torch.remainder(position, period)
-    return torch.where(position > size - 1, period - position, position)
-
-
-def _padding(side: int, pad: int, device: torch.device) -> torch.Tensor:
-    """(side + 2 pad, side): reflection padding by `pad` on both ends, however short the side."""
-    index = torch.arange(-pad, side + pad, device=device, dtype=torch.float32)
-    return torch.eye(side, device=device).index_select(0, _reflect(index, side).long())
-
-
-def _upsampling(f: torch.Tensor, side: int, pad: int) -> torch.Tensor:
-    """(2 (side + 2 pad), side): pad by reflection, then upsample 2x with the filter `f`."""
-    padded = _padding(side, pad, f.device).t()  # a row: where one input pixel goes
-    length, taps = padded.shape[1], f.numel()
-    up = F.conv_transpose2d(
-        padded.reshape(side, 1, 1, length), 2 * f.view(1, 1, 1, taps), stride=(1, 2)
-    )
-    start = (taps - 2) // 2
-    return up[..., start : start + 2 * length].reshape(side, 2 * length).t()
-
-
-def _downsampling(f: torch.Tensor, side: int, pad: int) -> torch.Tensor:
-    """(side, 2 (side + 2 pad)): downsample 2x with the filter `f` (matched to `_upsampling`),
-    dropping the `pad` pixels beyond each end."""
-    length, taps = 2 * (side + 2 * pad), f.numel()
-    start = 2 * pad - (taps - 1) // 2
-    basis = torch.eye(length, device=f.device)[:, start:].reshape(length, 1, 1, length - start)
-    down = F.conv2d(basis, f.view(1, 1, 1, taps), stride=(1, 2))[..., :side]
-    return down.reshape(length, side).t()
-
-
-def _band_filtering(bank: torch.Tensor, side: int) -> torch.Tensor:
-    """(bands, side, side): each band's filter on a side, its ends padded by reflection."""
-    bands, taps = bank.shape
-    padded = _padding(side, taps // 2, bank.device).t()
-    out = F.conv2d(padded.reshape(side, 1, 1, -1), bank.view(bands, 1, 1, taps))
-    return out.reshape(side, bands, side).permute(1, 2, 0)
-
-
-def _output_grid(side: int, pad: int, device: torch.device) -> torch.Tensor:
-    """The resampler's output positions on a side (twice the resolution, `pad` pixels beyond
-    each end), in input pixels from the centre."""
-    steps = torch.arange(2 * (side + 2 * pad), device=device, dtype=torch.float32)
-    return (steps - (2 * pad - (_TAPS - 1) // 2) - _DELAY) / 2 - (side - 1) / 2
-
-
-def _sampled_at(index: torch.Tensor, side: int, pad: int) -> torch.Tensor:
-    """Input pixel indices mirrored into the image (as reflection padding repeats it), as
-    grid_sample's coordinates in [-1, 1] on the upsampled padded input (modified in place)."""
-    far = side - 1
-    folded = torch.remainder(index, 2 * far).sub_(far).abs_() if far else index.zero_()
-    step = 2 / (side + 2 * pad)  # in [-1, 1], per input pixel
-    phase = (2 * (_DELAY - (_TAPS - 2) // 2) + 1) * step / 4
-    return folded.mul_(-step).add_(step * (far + pad) + phase - 1)
-
-
-def _stack(rows: list[list[Any]], like: torch.Tensor) -> torch.Tensor:
-    """Per-image matrices (N, R, C) from rows of (N,) tensors and numbers."""
-    entries = [
-        e if isinstance(e, torch.Tensor) else torch.full_like(like, e) for r in rows for e in r
-    ]
-    return torch.stack(entries, dim=1).view(-1, len(rows), len(rows[0]))
-
-
-def _scale2(sx: Any, sy: Any, like: torch.Tensor) -> torch.Tensor:
-    return _stack([[sx, 0, 0], [0, sy, 0], [0, 0, 1]], like)
-
-
-def _translate2(tx: Any, ty: Any, like: torch.Tensor) -> torch.Tensor:
-    return _stack([[1, 0, tx], [0, 1, ty], [0, 0, 1]], like)
-
-
-def _rotate2(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return _stack([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]], cos)
 
 
 class AdaPipeline(nn.Module):
@@ -280,11 +172,11 @@ class AdaPipeline(nn.Module):
         if kind == "resample":
             pad = self.resampler.numel() // 4
             made = (
-                _upsampling(self.resampler, side, pad),
-                _downsampling(self.resampler, side, pad),
+                upsampling(self.resampler, side, pad),
+                downsampling(self.resampler, side, pad),
             )
         else:
-            made = _band_filtering(self.bands, side)
+            made = band_filtering(self.bands, side)
         if not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
             self.operators[key] = made
         return made
@@ -301,13 +193,13 @@ class AdaPipeline(nn.Module):
         matrix = torch.eye(3, device=one.device).expand(one.shape[0], 3, 3)
         if "xflip" in self.on:
             flip = draws.applies(chance["xflip"]) & (draws.uniform() < 0.5)
-            matrix = matrix @ _scale2(torch.where(flip, -one, one), 1, one)
+            matrix = matrix @ scale2(torch.where(flip, -one, one), 1, one)
         if "rotate90" in self.on:
             applies = draws.applies(chance["rotate90"])
             turns = torch.where(applies, (draws.uniform() * 4).floor().clamp(max=3), 0 * one)
             cos = (turns == 0).float() - (turns == 2).float()  # exact quarter turns
             sin = (turns == 1).float() - (turns == 3).float()
-            matrix = matrix @ _rotate2(cos, sin)
+            matrix = matrix @ rotate2(cos, sin)
         if "xint" in self.on:
             applies = draws.applies(chance["xint"])
             shift = [(draws.uniform() * 2 - 1) * s["xint_max"] for _ in range(2)]
@@ -315,11 +207,11 @@ class AdaPipeline(nn.Module):
                 torch.where(applies, t * n, 0 * one).round()
                 for t, n in zip(shift, (width, height), strict=True)
             )
-            matrix = matrix @ _translate2(-tx, -ty, one)
+            matrix = matrix @ translate2(-tx, -ty, one)
         if "scale" in self.on:
             applies = draws.applies(chance["scale"])
             scale = torch.where(applies, torch.exp2(draws.normal() * s["scale_std"]), one)
-            matrix = matrix @ _scale2(1 / scale, 1 / scale, one)
+            matrix = matrix @ scale2(1 / scale, 1 / scale, one)
         # P(pre or post) = p x multiplier: each of the two rotations applies with p_rot
         p_rot = 1 - torch.sqrt((1 - chance["rotate"]).clamp(0, 1)) if "rotate" in self.on else None
         if "rotate" in self.on:
@@ -327,45 +219,61 @@ class AdaPipeline(nn.Module):
         if "aniso" in self.on:
             applies = draws.applies(chance["aniso"])
             scale = torch.where(applies, torch.exp2(draws.normal() * s["aniso_std"]), one)
-            matrix = matrix @ _scale2(1 / scale, scale, one)
+            matrix = matrix @ scale2(1 / scale, scale, one)
         if "rotate" in self.on:
             matrix = matrix @ self._rotation(draws, p_rot, one)
         if "xfrac" in self.on:
             applies = draws.applies(chance["xfrac"])
             tx = torch.where(applies, draws.normal() * s["xfrac_std"] * width, 0 * one)
             ty = torch.where(applies, draws.normal() * s["xfrac_std"] * height, 0 * one)
-            matrix = matrix @ _translate2(-tx, -ty, one)
+            matrix = matrix @ translate2(-tx, -ty, one)
         return matrix
 
     def _rotation(self, draws: _Draws, p_rot: Any, one: torch.Tensor) -> torch.Tensor:
         applies = draws.applies(p_rot)
         theta = (draws.uniform() * 2 - 1) * math.pi * self.strengths["rotate_max"]
         theta = torch.where(applies, theta, 0 * one)
-        return _rotate2(torch.cos(theta), torch.sin(theta))
+        return rotate2(torch.cos(theta), torch.sin(theta))
 
     def _geometric(
         self, images: torch.Tensor, draws: _Draws, chance: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         n, _, h, w = images.shape
         matrix = self._geometric_matrix(draws, chance, h, w)
-        pad = self.resampler.numel() // 4  # input pixels the filter reaches on each side
+        if h < 2 or w < 2:
+            raise GankitError(
+                f"ADA's geometric operations need images of 2x2 pixels or more, not {h}x{w}: "
+                "set augment.preset to one without them (color, filter, noise, cutout)"
+            )
         (up_h, down_h), (up_w, down_w) = (
             self._operators("resample", h),
             self._operators("resample", w),
         )
-        upsampled = torch.matmul(up_h, torch.matmul(images, up_w.t()))
-        # where each pixel of the output grid (twice the resolution, `pad` pixels beyond each
-        # side) reads the input: a position in `upsampled`, in grid_sample's [-1, 1]
-        grid = torch.empty(n, 2 * (h + 2 * pad), 2 * (w + 2 * pad), 2, device=images.device)
-        xs, ys = (_output_grid(size, pad, images.device) for size in (w, h))
-        for axis, size in ((0, w), (1, h)):
-            row = matrix[:, axis, :, None, None]
-            position = row[:, 0] * xs.view(1, -1) + row[:, 1] * ys.view(-1, 1)
-            grid[..., axis] = _sampled_at(position + row[:, 2] + (size - 1) / 2, size, pad)
-        sampled = F.grid_sample(upsampled, grid, mode="bilinear", align_corners=False)
-        result = torch.matmul(down_h, torch.matmul(sampled, down_w.t()))
+        upsampled = separable(images, up_h, up_w)
+        pad = self.resampler.numel() // 4  # input pixels the filter reaches on each side
+        size = [n, images.shape[1], 2 * (h + 2 * pad), 2 * (w + 2 * pad)]
+        grid = affine_grid(self._sampling(matrix, h, w, pad), size)
+        sampled = F.grid_sample(
+            upsampled, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
+        result = separable(sampled, down_h, down_w)
         moved = (matrix != torch.eye(3, device=images.device)).flatten(1).any(1)
         return torch.where(moved.view(n, 1, 1, 1), result, images)
+
+    @staticmethod
+    def _sampling(matrix: torch.Tensor, h: int, w: int, pad: int) -> torch.Tensor:
+        """(N, 2, 3): grid_sample's map from the output grid (twice the resolution, `pad`
+        pixels beyond each side) to the upsampled input between its first and last pixel
+        centres, both in [-1, 1]; `matrix` acts on the resampler's true pixel positions (its
+        filter's delay moves them, the same way at both ends of the resampling)."""
+        one = matrix[:, 0, 0] * 0 + 1
+        spans = [2 * (side + 2 * pad) for side in (w, h)]
+        start = 2 * pad - (TAPS - 1) // 2 + (TAPS - 1) / 2  # of a pixel, on the output grid
+        shift = [(2 * (side + 2 * pad) - 1) / 4 - start / 2 - (side - 1) / 2 for side in (w, h)]
+        output = translate2(*shift, one) @ scale2(spans[0] / 4, spans[1] / 4, one)
+        lead = (DELAY - (TAPS - 1) / 2) / 2  # where the filter puts pixels, less the middle
+        centred = translate2(lead, lead, one) @ matrix @ translate2(-lead, -lead, one)
+        return (scale2(2 / (w - 1), 2 / (h - 1), one) @ centred @ output)[:, :2]
 
     # ---- colour, filter, corruptions ---------------------------------------------------------
 
@@ -384,7 +292,7 @@ class AdaPipeline(nn.Module):
         s = self.strengths
         one = torch.ones_like(draws.values[:, 0])
         basis = self.color_basis
-        matrix = basis[_IDENTITY].expand(n, 4, 4)
+        matrix = basis[IDENTITY].expand(n, 4, 4)
 
         def then(constant: int, scalar: torch.Tensor, varying: int) -> torch.Tensor:
             return (basis[constant] + scalar.view(n, 1, 1) * basis[varying]) @ matrix
@@ -392,34 +300,34 @@ class AdaPipeline(nn.Module):
         if "brightness" in self.on:
             applies = draws.applies(chance["brightness"])
             offset = torch.where(applies, draws.normal() * s["brightness_std"], 0 * one)
-            matrix = then(_IDENTITY, offset, _OFFSET)
+            matrix = then(IDENTITY, offset, OFFSET)
         if "contrast" in self.on:
             applies = draws.applies(chance["contrast"])
             factor = torch.where(applies, torch.exp2(draws.normal() * s["contrast_std"]), one)
-            matrix = then(_HOMOGENEOUS, factor, _RGB)
+            matrix = then(HOMOGENEOUS, factor, RGB)
         if "lumaflip" in self.on:
             applies = draws.applies(chance["lumaflip"])
             flip = torch.where(applies & (draws.uniform() < 0.5), one, 0 * one)
-            matrix = then(_IDENTITY, -2 * flip, _LUMA)  # a Householder reflection
+            matrix = then(IDENTITY, -2 * flip, LUMA)  # a Householder reflection
         if "hue" in self.on:
             applies = draws.applies(chance["hue"])
             theta = (draws.uniform() * 2 - 1) * math.pi * s["hue_max"]
             theta = torch.where(applies, theta, 0 * one)
             if c == 3:  # rotation about the luma axis
-                turned = torch.sin(theta).view(n, 1, 1) * (basis[_CROSS] @ matrix)
-                matrix = then(_LUMA_HOMOGENEOUS, torch.cos(theta), _CHROMA) + turned
+                turned = torch.sin(theta).view(n, 1, 1) * (basis[CROSS] @ matrix)
+                matrix = then(LUMA_HOMOGENEOUS, torch.cos(theta), CHROMA) + turned
         if "saturation" in self.on:
             applies = draws.applies(chance["saturation"])
             factor = torch.where(applies, torch.exp2(draws.normal() * s["saturation_std"]), one)
             if c == 3:
-                matrix = then(_LUMA_HOMOGENEOUS, factor, _CHROMA)
+                matrix = then(LUMA_HOMOGENEOUS, factor, CHROMA)
         flat = images.reshape(n, c, h * w)
         if c == 3:
             result = matrix[:, :3, :3] @ flat + matrix[:, :3, 3:]
         else:  # the mean of the matrix's rows acts on the one channel
             mean = matrix[:, :3, :].mean(dim=1)
             result = flat * mean[:, :3].sum(dim=1).view(n, 1, 1) + mean[:, 3:].view(n, 1, 1)
-        moved = (matrix != basis[_IDENTITY]).flatten(1).any(1)
+        moved = (matrix != basis[IDENTITY]).flatten(1).any(1)
         return torch.where(moved.view(n, 1, 1, 1), result.view(n, c, h, w), images)
 
     def _filter(self, images: torch.Tensor, draws: _Draws, chance: torch.Tensor) -> torch.Tensor:
