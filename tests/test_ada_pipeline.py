@@ -15,6 +15,8 @@ from gankit import AUGMENTATIONS
 from gankit.cli import main
 from gankit.components.ada import COLOR, GEOMETRIC, OPERATIONS
 from gankit.components.augment import Randomness
+from gankit.config.recipe import load_recipe
+from gankit.core.errors import RecipeError
 
 from conftest import REFERENCE_RECIPE, TINY
 
@@ -173,3 +175,18 @@ def test_a_short_run_from_the_command_line_trains_with_the_bgc_preset(tmp_path, 
     assert main(["train", str(REFERENCE_RECIPE), *overrides]) == 0
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["augment_p"] == 0.5 and math.isfinite(record["d_loss"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("augment={name: ada, preset: bgcx}", "augment.preset: Input should be 'blit', 'geom'"),
+        ("augment={name: ada, hue: -1}", "augment.hue: Input should be greater than or equal to 0"),
+        ("augment={name: ada, imgfilter_bands: [1, 1, 1]}", "augment.imgfilter_bands"),
+        ("augment={name: ada, cutout_size: 2}", "augment.cutout_size: Input should be less than"),
+    ],
+)
+def test_pipeline_settings_are_checked_at_their_path(override, message):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(REFERENCE_RECIPE, [override])
+    assert message in str(error.value)

@@ -209,7 +209,7 @@ _Band = Annotated[float, Field(ge=0)]
 def _multiplier(what: str) -> Any:
     return Annotated[
         float | None,
-        Field(ge=0, description=f"{what}: its probability multiplier; none: the preset's"),
+        Field(ge=0, description=f"multiplier of p for {what}; none: the preset's"),
     ]
 
 
@@ -261,12 +261,12 @@ class AdaptiveAugment(nn.Module):
         cutout: _multiplier("cutout") = None,
         xint_max: _strength("largest integer translation, share of the side", 1) = 0.125,
         scale_std: _strength("log2 deviation of isotropic scaling", 4) = 0.2,
-        rotate_max: _strength("largest rotation, in full turns", 1) = 1.0,
+        rotate_max: _strength("range of rotation angles; 1: the full circle", 1) = 1.0,
         aniso_std: _strength("log2 deviation of anisotropic scaling", 4) = 0.2,
         xfrac_std: _strength("deviation of fractional translation, share of the side", 1) = 0.125,
         brightness_std: _strength("deviation of the brightness offset", 4) = 0.2,
         contrast_std: _strength("log2 deviation of contrast", 4) = 0.5,
-        hue_max: _strength("largest hue rotation, in full turns", 1) = 1.0,
+        hue_max: _strength("range of hue rotations; 1: the full circle", 1) = 1.0,
         saturation_std: _strength("log2 deviation of saturation", 4) = 1.0,
         imgfilter_bands: Annotated[
             tuple[_Band, _Band, _Band, _Band],
