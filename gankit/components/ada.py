@@ -169,14 +169,15 @@ class AdaPipeline(nn.Module):
         key = (kind, side, self.resampler.device)
         if key in self.operators:
             return self.operators[key]
-        if kind == "resample":
-            pad = self.resampler.numel() // 4
-            made = (
-                upsampling(self.resampler, side, pad),
-                downsampling(self.resampler, side, pad),
-            )
-        else:
-            made = band_filtering(self.bands, side)
+        with torch.inference_mode(False), torch.no_grad():  # constants, usable anywhere
+            if kind == "resample":
+                pad = self.resampler.numel() // 4
+                made = (
+                    upsampling(self.resampler, side, pad),
+                    downsampling(self.resampler, side, pad),
+                )
+            else:
+                made = band_filtering(self.bands, side)
         if not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
             self.operators[key] = made
         return made
@@ -239,12 +240,12 @@ class AdaPipeline(nn.Module):
         self, images: torch.Tensor, draws: _Draws, chance: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         n, _, h, w = images.shape
-        matrix = self._geometric_matrix(draws, chance, h, w)
         if h < 2 or w < 2:
             raise GankitError(
                 f"ADA's geometric operations need images of 2x2 pixels or more, not {h}x{w}: "
                 "set augment.preset to one without them (color, filter, noise, cutout)"
             )
+        matrix = self._geometric_matrix(draws, chance, h, w)
         (up_h, down_h), (up_w, down_w) = (
             self._operators("resample", h),
             self._operators("resample", w),
