@@ -98,7 +98,8 @@ def test_each_operation_draws_the_same_on_resume_and_across_processes(op):
     assert not torch.equal(at_step_3, augment(images, uniform_for(8, step=4)))
     halves = [augment(images[:4], uniform_for(4, step=3, process=0))]
     halves.append(augment(images[4:], uniform_for(4, step=3, process=1)))
-    torch.testing.assert_close(torch.cat(halves), at_step_3, rtol=0, atol=1e-5)
+    # the same draws; only a matrix product's rounding may depend on the batch's size
+    torch.testing.assert_close(torch.cat(halves), at_step_3, rtol=0, atol=1e-6)
 
 
 def test_each_preset_turns_on_exactly_its_operations_and_settings_override_it():
