@@ -69,21 +69,12 @@ def test_diffaugment_applies_its_policy_differentiably():
         load_recipe(REFERENCE_RECIPE, ["augment={name: diffaugment, policy: 'color,blur'}"])
 
 
-def test_ada_at_p_zero_is_the_identity_and_at_p_one_applies_each_step():
+def test_ada_at_p_zero_is_the_identity_and_at_p_one_changes_every_image():
     images = torch.randn(32, 1, 6, 6)
     assert torch.equal(AUGMENTATIONS.build({"name": "ada"})(images, uniform_for(32)), images)
-    only = {"xflip": False, "rotate90": False, "translation": 0.0, "color": False}
-    flips = AUGMENTATIONS.build({"name": "ada", "p": 1.0, **only, "xflip": True})
-    flipped = flips(images, uniform_for(32))
-    is_flipped = [torch.equal(a, b.flip(-1)) for a, b in zip(flipped, images, strict=True)]
-    assert all(f or torch.equal(a, b) for f, a, b in zip(is_flipped, flipped, images, strict=True))
-    assert 8 < sum(is_flipped) < 24  # half of them, give or take
-    turns = AUGMENTATIONS.build({"name": "ada", "p": 1.0, **only, "rotate90": True})
-    turned = turns(images, uniform_for(32))
-    for a, b in zip(turned, images, strict=True):
-        assert any(torch.equal(a, b.rot90(k, (1, 2))) for k in range(4))
-    colors = AUGMENTATIONS.build({"name": "ada", "p": 1.0, **only, "color": True})
-    assert not torch.equal(colors(images, uniform_for(32)), images)
+    augmented = AUGMENTATIONS.build({"name": "ada", "p": 1.0})(images, uniform_for(32))
+    # bgc at p = 1: every image is scaled, rotated, ... (tests/test_ada_pipeline.py: each op)
+    assert not any(torch.equal(a, b) for a, b in zip(augmented, images, strict=True))
 
 
 def test_ada_steers_p_by_the_sign_of_d_on_reals():

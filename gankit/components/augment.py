@@ -18,12 +18,13 @@ logging.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
+from gankit.components.ada import PRESETS, STRENGTHS, AdaPipeline, multipliers_of
 from gankit.config.registry import AUGMENTATIONS
 from gankit.config.value_schedule import Scheduled
 
@@ -85,11 +86,6 @@ class Randomness:
             index = torch.arange(first * k, (first + count) * k, device=self.step.device)
             self.counters[count, k] = index.view(count, k) & _MASK
         return self.counters[count, k]
-
-
-def _normal(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Standard normal numbers from two uniform ones (Box-Muller)."""
-    return torch.sqrt(-2 * torch.log1p(-u)) * torch.cos(2 * torch.pi * v)
 
 
 # ---- pieces ------------------------------------------------------------------------------
@@ -207,12 +203,26 @@ class DiffAugment:
 # ---- ADA ---------------------------------------------------------------------------------
 
 
+_Band = Annotated[float, Field(ge=0)]
+
+
+def _multiplier(what: str) -> Any:
+    return Annotated[
+        float | None,
+        Field(ge=0, description=f"multiplier of p for {what}; none: the preset's"),
+    ]
+
+
+def _strength(what: str, most: float) -> Any:
+    return Annotated[float, Field(ge=0, le=most, description=what)]
+
+
 @AUGMENTATIONS.register("ada")
 class AdaptiveAugment(nn.Module):
-    """ADA (Karras et al. 2020): flips, turns, translation, color, each with a steered p.
+    """ADA (Karras et al. 2020): StyleGAN2-ADA's pipeline (preset bgc), its p steered by D.
 
-    Each step applies with probability p, which moves up while D's mean sign on augmented reals
-    is above `target` and down while it is below."""
+    Each operation applies to an image with probability p x its multiplier (`ada.py`); p moves
+    up while D's mean sign on augmented reals is above `target` and down while it is below."""
 
     def __init__(
         self,
@@ -230,17 +240,48 @@ class AdaptiveAugment(nn.Module):
             Field(description="the starting probability; with adaptive: false, or a schedule"),
         ] = 0.0,
         adaptive: Annotated[bool, Field(description="false: keep p fixed")] = True,
-        xflip: Annotated[bool, Field(description="mirror left-right")] = True,
-        rotate90: Annotated[bool, Field(description="rotate by a multiple of 90 degrees")] = True,
-        translation: Annotated[
-            float, Field(ge=0, le=0.5, description="largest shift (share of the side); 0: off")
-        ] = 0.125,
-        color: Annotated[bool, Field(description="brightness, contrast and saturation")] = True,
+        preset: Annotated[
+            Literal[tuple(PRESETS)],
+            Field(description="StyleGAN2-ADA's augpipe: the operations at multiplier 1"),
+        ] = "bgc",
+        xflip: _multiplier("mirror left-right") = None,
+        rotate90: _multiplier("quarter turns") = None,
+        xint: _multiplier("integer translation") = None,
+        scale: _multiplier("isotropic scaling") = None,
+        rotate: _multiplier("rotation by any angle") = None,
+        aniso: _multiplier("anisotropic scaling") = None,
+        xfrac: _multiplier("fractional translation") = None,
+        brightness: _multiplier("brightness") = None,
+        contrast: _multiplier("contrast") = None,
+        lumaflip: _multiplier("luma flip") = None,
+        hue: _multiplier("hue rotation (RGB)") = None,
+        saturation: _multiplier("saturation (RGB)") = None,
+        imgfilter: _multiplier("image-space filter") = None,
+        noise: _multiplier("additive noise") = None,
+        cutout: _multiplier("cutout") = None,
+        xint_max: _strength("largest integer translation, share of the side", 1) = 0.125,
+        scale_std: _strength("log2 deviation of isotropic scaling", 4) = 0.2,
+        rotate_max: _strength("range of rotation angles; 1: the full circle", 1) = 1.0,
+        aniso_std: _strength("log2 deviation of anisotropic scaling", 4) = 0.2,
+        xfrac_std: _strength("deviation of fractional translation, share of the side", 1) = 0.125,
+        brightness_std: _strength("deviation of the brightness offset", 4) = 0.2,
+        contrast_std: _strength("log2 deviation of contrast", 4) = 0.5,
+        hue_max: _strength("range of hue rotations; 1: the full circle", 1) = 1.0,
+        saturation_std: _strength("log2 deviation of saturation", 4) = 1.0,
+        imgfilter_bands: Annotated[
+            tuple[_Band, _Band, _Band, _Band],
+            Field(description="multipliers of the filter's four bands, lowest first"),
+        ] = (1.0, 1.0, 1.0, 1.0),
+        imgfilter_std: _strength("log2 deviation of a band's gain", 4) = 1.0,
+        noise_std: _strength("deviation of the noise's deviation", 4) = 0.1,
+        cutout_size: _strength("side of the cut-out rectangle, share of the side", 1) = 0.5,
     ) -> None:
+        settings = dict(locals())  # the operations' multipliers and strengths, by name
         super().__init__()
         self.target, self.interval, self.speed_kimg = target, interval, speed_kimg
-        self.adaptive, self.xflip, self.rotate90 = adaptive, xflip, rotate90
-        self.translation, self.color = translation, color
+        self.adaptive, self.preset = adaptive, preset
+        strengths = {name: settings[name] for name in STRENGTHS}
+        self.pipeline = AdaPipeline(multipliers_of(preset, settings), **strengths)
         # the state, checkpointed: p, and D's verdicts since the last adjustment
         self.register_buffer("p", torch.tensor(p))
         self.register_buffer("sign_sum", torch.zeros(()))
@@ -248,55 +289,7 @@ class AdaptiveAugment(nn.Module):
         self.register_buffer("observed", torch.zeros((), dtype=torch.long))
 
     def forward(self, images: torch.Tensor, uniform: Uniform) -> torch.Tensor:
-        u = uniform(10)
-        chance = u[:, :6] < self.p  # which of the six steps apply to each image
-        if self.xflip:
-            flip = chance[:, 0] & (u[:, 6] < 0.5)
-            images = torch.where(_per_image(flip), images.flip(3), images)
-        if self.rotate90:
-            turns = torch.where(chance[:, 1], _uniform_int(u[:, 7], 0, 3), 0)
-            images = self._rotate(images, turns)
-        if self.translation:
-            _, _, h, w = images.shape
-            sy, sx = int(h * self.translation + 0.5), int(w * self.translation + 0.5)
-            dy = torch.where(chance[:, 2], _uniform_int(u[:, 8], -sy, sy), 0)
-            dx = torch.where(chance[:, 2], _uniform_int(u[:, 9], -sx, sx), 0)
-            images = translate(images, dy, dx, "reflect")
-        if self.color:
-            images = self._color(images, chance[:, 3:6], uniform)
-        return images
-
-    @staticmethod
-    def _rotate(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-        """Each image turned by `turns[n]` quarter turns (square images; others only by 2)."""
-        square = images.shape[2] == images.shape[3]
-        result = torch.where(_per_image(turns == 2), images.flip(2, 3), images)
-        if square:
-            result = torch.where(_per_image(turns == 1), images.rot90(1, (2, 3)), result)
-            result = torch.where(_per_image(turns == 3), images.rot90(3, (2, 3)), result)
-        return result
-
-    @staticmethod
-    def _color(images: torch.Tensor, apply: torch.Tensor, uniform: Uniform) -> torch.Tensor:
-        """ADA's color steps with its default strengths: brightness N(0, 0.2) added, contrast
-        2**N(0, 0.5) and saturation 2**N(0, 1) as factors (around the image's mean and each
-        pixel's channel mean)."""
-        u = uniform(6)
-        normal = _normal(u[:, :3], u[:, 3:])
-        brightness = _per_image(normal[:, 0] * 0.2)
-        contrast = _per_image(torch.exp2(normal[:, 1] * 0.5))
-        saturation = _per_image(torch.exp2(normal[:, 2]))
-        steps = (
-            lambda x: x + brightness,
-            lambda x: (
-                (x - x.mean(dim=(1, 2, 3), keepdim=True)) * contrast
-                + x.mean(dim=(1, 2, 3), keepdim=True)
-            ),
-            lambda x: (x - x.mean(dim=1, keepdim=True)) * saturation + x.mean(dim=1, keepdim=True),
-        )
-        for index, step in enumerate(steps):  # an image the step skips is left exactly as is
-            images = torch.where(_per_image(apply[:, index]), step(images), images)
-        return images
+        return self.pipeline(images, uniform, self.p)
 
     def observe(self, sign_sum: torch.Tensor, count: torch.Tensor) -> None:
         """Note D's verdict on a batch of augmented reals; every `interval` updates, move p by
