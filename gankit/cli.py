@@ -24,6 +24,7 @@ from gankit.core.sizes import (
     MAX_WALK_FRAMES,
     MIN_FPS,
 )
+from gankit.metrics.presets import MAX_NEAREST_SHOWN, NEAREST_SHOWN, PRESETS
 
 EXPORT_HELP = "export folder (e.g. runs/mnist_dcgan/export/generator) or Hub repo id (user/repo)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -177,29 +178,41 @@ def _labels(text: str | None, n: int, generator: Any) -> list[int] | None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from gankit.metrics.presets import apply_preset
     from gankit.outputs.files import check_new_file, write_new_file
     from gankit.outputs.hub import resolve_export
 
     if args.out and Path(args.out).is_dir():
         raise GankitError(f"--out {args.out} is a folder; give a file name such as eval.json")
-    if args.out:
-        check_new_file(Path(args.out), force=args.force)  # before the work, as `gankit sample`
+    if args.nearest and not args.out:
+        raise GankitError("--nearest writes its grid beside the report: give --out FILE.json")
+    grid = Path(args.out).with_suffix(".nearest.png") if args.nearest else None
+    for path in (args.out, grid):
+        if path:
+            check_new_file(Path(path), force=args.force)  # before the work, as `gankit sample`
     folder = resolve_export(args.export, revision=args.revision)  # before the metrics' imports
     from gankit.metrics.evaluators import evaluate_export
 
+    given = {"n": args.n, "split": args.split, "inception": args.inception or None}
+    chosen, preset = apply_preset(args.protocol, given)
     results = evaluate_export(
         str(folder),
         name=args.export,
         data_root=args.data_root,
-        n=args.n,
-        split=args.split,
+        n=chosen.n,
+        split=chosen.split,
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,
         classifier=args.classifier,
-        inception=args.inception,
+        inception=chosen.inception,
         inception_weights=args.inception_weights,
         show_progress=True,
+        resize=chosen.resize,
+        preset=preset,
+        nearest=args.nearest or 0,
+        nearest_out=grid,
+        force=args.force,
     )
     if args.revision:
         results["protocol"]["generator"]["revision"] = args.revision
@@ -451,10 +464,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--n",
         type=positive(2, MAX_EVAL_SAMPLES),
-        default=10_000,
-        help=f"generated samples (10000; at most {MAX_EVAL_SAMPLES:,})",
+        help=f"generated samples (10000, --protocol paper: 50000; at most {MAX_EVAL_SAMPLES:,})",
     )
-    evaluate.add_argument("--split", choices=["test", "train"], default="test", help="reference")
+    evaluate.add_argument(
+        "--split", choices=["test", "train"], help="reference (test; --protocol paper: train)"
+    )
+    evaluate.add_argument(
+        "--protocol",
+        choices=list(PRESETS),
+        default="default",
+        help="named settings: paper = 50000 samples, full training set, Inception on clean "
+        "(PIL bicubic) resized images; other options given replace its values",
+    )
+    evaluate.add_argument(
+        "--nearest",
+        type=positive(1, MAX_NEAREST_SHOWN),
+        nargs="?",
+        const=NEAREST_SHOWN,
+        metavar="K",
+        help=f"memorisation check: write K samples (default {NEAREST_SHOWN}) beside their nearest "
+        "training images to OUT.nearest.png, and report the copy share",
+    )
     evaluate.add_argument("--seed", type=SEED, default=0, help="noise seed (0)")
     evaluate.add_argument(
         "--batch-size",

@@ -33,7 +33,12 @@ from gankit.metrics.inception import (  # noqa: F401  (the last two: their names
     check_inception_weights,
     to_inception_input,
 )
-from gankit.metrics.manifold import DENSITY_COVERAGE_K, PRECISION_RECALL_K, manifold_metrics
+from gankit.metrics.manifold import (
+    DENSITY_COVERAGE_K,
+    PRECISION_RECALL_K,
+    manifold_metrics,
+    manifold_reference,
+)
 from gankit.metrics.reference import progress
 
 SCORE_SPLITS = 10
@@ -244,15 +249,6 @@ class ClassifierMetrics:
 
 
 MNISTMetrics = ClassifierMetrics  # the name before other datasets were measured
-
-
-def manifold_reference(real: torch.Tensor, count: int) -> torch.Tensor:
-    """`count` reference features (all when there are fewer) for precision/recall and
-    density/coverage, which compare sets of equal size; a fixed shuffle picks them."""
-    if real.shape[0] <= count:
-        return real
-    order = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(0))
-    return real[order[:count].to(real.device)]
 
 
 def check_finite_samples(images: torch.Tensor) -> None:

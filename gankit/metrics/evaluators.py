@@ -3,6 +3,7 @@ and the check of a recipe's `eval` settings against its data before any data is 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +29,8 @@ from gankit.metrics.inception import (
     resolve_weights,
 )
 from gankit.metrics.manifold import CHUNK
-from gankit.metrics.reference import RealImages, cached_features, progress, read_split
+from gankit.metrics.nearest import check_export
+from gankit.metrics.reference import RealImages, read_split, reference_features
 
 NOT_DATASET_PARAMS = {"name", "root", "download", "split", *LoaderFields.model_fields}
 STORED_BYTES = 8  # a stored feature or distance (float64 where the metrics compute in it)
@@ -144,24 +146,18 @@ def prepare(
     batch_size: int,
     show_progress: bool = False,
     write_cache: bool = True,
+    resize: str = "extractor",
 ) -> list[Metrics]:
     """The metrics asked for, holding the reference features (from the cache when there)."""
     measures: list[Metrics] = []
     if classifier is not None:
         measures.append(ClassifierMetrics(device, classifier))
     if inception_weights is not None:
-        measures.append(InceptionMetrics(inception_weights, device))
+        measures.append(InceptionMetrics(inception_weights, device, resize))
     for metric in measures:
-
-        def compute(metric: Metrics = metric) -> torch.Tensor:
-            batches = real.images.split(batch_size)
-            what = f"{metric.cache_name} features of the reference"
-            shown = progress(batches, len(batches), what, show_progress)
-            return torch.cat([metric.features(batch) for batch in shown])
-
         metric.set_real(
-            *cached_features(
-                real, metric.cache_name, metric.extractor_sha256, compute, write=write_cache
+            *reference_features(
+                real, metric, batch_size, show_progress=show_progress, write=write_cache
             )
         )
     return measures
@@ -191,12 +187,20 @@ def evaluate_export(
     show_progress: bool = False,
     revision: str | None = None,
     name: str | None = None,
+    resize: str = "extractor",
+    preset: dict[str, Any] | None = None,
+    nearest: int = 0,
+    nearest_out: Path | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Evaluate an exported generator (`gankit eval`) against its dataset's `split` under
     `data_root` (None: the folder recorded in the export, else `data`): the classifier metrics
     (`classifier`, or the shipped one for MNIST), and Inception FID/KID when `inception` or
-    weights are given (alone when there is no classifier for the data). `path`: an export
-    folder or a Hub repo id (at `revision`); `name`: how the results name the export."""
+    weights are given (alone when there is no classifier for the data), on images resized as
+    `resize` says. `path`: an export folder or a Hub repo id (at `revision`); `name`: how the
+    results name the export; `preset`: the protocol's record (`presets.apply_preset`).
+    `nearest` > 0: also the memorisation check, its grid of `nearest` samples written to
+    `nearest_out` (see `nearest.check_export`)."""
     from gankit.outputs.export import load_generator, read_config
     from gankit.outputs.hub import resolve_export
 
@@ -218,13 +222,8 @@ def evaluate_export(
         chosen = pick_classifier(dataset, classifier, image_shape, "--classifier", device, params)
     weights = resolve_weights(inception_weights) if inception else None
     check_features_fit(n, feature_dims(chosen, inception), device)
-    real = read_split(
-        dataset,
-        data_root or recorded.get("root") or "data",
-        split,
-        image_shape=image_shape,
-        params=params,
-    )
+    root = data_root or recorded.get("root") or "data"
+    real = read_split(dataset, root, split, image_shape=image_shape, params=params)
     check_classes(chosen, real, "--classifier", params)
     measures = prepare(
         real,
@@ -233,21 +232,29 @@ def evaluate_export(
         device=device,
         batch_size=batch_size,
         show_progress=show_progress,
+        resize=resize,
     )
+    sampling = {"n": n, "seed": seed, "batch_size": batch_size, "device": device}
+    generate = conditional_generate(generator)
     try:
         results = run_evaluation(
-            measures,
-            real,
-            conditional_generate(generator),
-            n=n,
-            split=split,
-            seed=seed,
-            batch_size=batch_size,
-            device=device,
-            show_progress=show_progress,
+            measures, real, generate, split=split, show_progress=show_progress, **sampling
         )
     except GankitError as error:
         raise GankitError(f"evaluating the generator exported in '{path}': {error}") from None
+    if nearest and nearest_out is not None:
+        results["memorisation"] = check_export(
+            generate,
+            real,
+            lambda: read_split(dataset, root, "train", image_shape=image_shape, params=params),
+            measures[0],
+            out=nearest_out,
+            force=force,
+            shown=nearest,
+            show_progress=show_progress,
+            **sampling,
+        )
+    results["protocol"].update(preset or {})
     results["protocol"]["generator"] = {
         "export": name or str(path),
         **({"revision": revision} if revision else {}),
@@ -378,6 +385,11 @@ class TrainingEvaluator:
             parts.append(f"label accuracy {results['label_accuracy']:.3f}")
         if "inception_fid" in results:
             parts.append(f"Inception FID {results['inception_fid']:.3f}")
+            if results["inception_precision"] is not None:
+                parts.append(
+                    f"Inception precision {results['inception_precision']:.3f} "
+                    f"recall {results['inception_recall']:.3f}"
+                )
         return "  ".join(parts)
 
     @torch.no_grad()

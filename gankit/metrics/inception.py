@@ -1,5 +1,8 @@
-"""Inception-v3 FID and KID (torchmetrics, torch-fidelity's network) for images of any size and
-channel count: grey images are repeated to RGB, and the network resizes to 299x299 itself.
+"""Inception-v3 FID, KID, improved precision/recall and density/coverage (torchmetrics,
+torch-fidelity's network) for images of any size and channel count, all from one pass of
+Inception features: grey images are repeated to RGB, and the network resizes to 299x299 itself
+(antialiased bilinear of the uint8 images), or, with the `clean` resize, the images are first
+resized as clean-fid's "clean" mode does (Parmar et al. 2022): PIL bicubic of each channel.
 
 The weights are torch-fidelity's file. They are read from `--inception-weights` /
 `eval.inception_weights`, else from torch's hub cache, where torch-fidelity keeps them; only
@@ -14,7 +17,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -22,6 +27,12 @@ from torchmetrics.utilities import dim_zero_cat
 from gankit.components.data import to_uint8
 from gankit.core.errors import GankitError, warn
 from gankit.metrics.classifier import file_sha256
+from gankit.metrics.manifold import (
+    DENSITY_COVERAGE_K,
+    PRECISION_RECALL_K,
+    manifold_metrics,
+    manifold_reference,
+)
 
 WEIGHTS_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -31,6 +42,12 @@ WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the file name carries it
 OFFLINE_ENV = "GANKIT_OFFLINE"  # 1: never download
 FEATURES = 2048
+INPUT_SIDE = 299
+RESIZES = {
+    "extractor": "by the extractor: torch bilinear (antialiased) of the uint8 images to 299x299",
+    "clean": "clean (clean-fid's 'clean' mode, written with PIL): each channel of the uint8 "
+    "images resized to 299x299 by PIL bicubic in float, then rounded to uint8 for the extractor",
+}
 
 
 def cached_weights() -> Path:
@@ -105,10 +122,25 @@ def load_inception(weights: Path, device: str | torch.device = "cpu") -> nn.Modu
     return extractor.to(device).eval().requires_grad_(False)
 
 
-def to_inception_input(images: torch.Tensor) -> torch.Tensor:
-    """Grey or RGB images in [-1, 1] as the uint8 RGB batches the Inception extractor takes."""
+def to_inception_input(images: torch.Tensor, resize: str = "extractor") -> torch.Tensor:
+    """Grey or RGB images in [-1, 1] as the uint8 RGB batches the Inception extractor takes;
+    `resize` "clean": already resized to 299x299 by `clean_resize`."""
     images = to_uint8(images)
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+    images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+    return clean_resize(images) if resize == "clean" else images
+
+
+def clean_resize(images: torch.Tensor, side: int = INPUT_SIDE) -> torch.Tensor:
+    """uint8 images (N, C, H, W) resized to side x side as clean-fid's "clean" mode does: each
+    channel a float PIL image ('F'), bicubic, clipped to [0, 255]; then rounded to uint8."""
+    pixels = images.cpu().numpy().astype(np.float32)
+    resized = np.empty((*pixels.shape[:2], side, side), dtype=np.float32)
+    for index, image in enumerate(pixels):
+        for channel, plane in enumerate(image):
+            picture = Image.fromarray(plane, mode="F").resize((side, side), Image.BICUBIC)
+            resized[index, channel] = np.asarray(picture)
+    rounded = np.rint(resized.clip(0, 255)).astype(np.uint8)
+    return torch.from_numpy(rounded).to(images.device)
 
 
 class Identity(nn.Module):
@@ -137,12 +169,15 @@ class GatheredFeatures(Metric):
 
 
 class InceptionMetrics:
-    """Inception FID and KID of generated images against reference features."""
+    """Inception FID, KID, precision/recall and density/coverage of generated images against
+    reference features, all on the same features. `resize`: a key of `RESIZES`."""
 
-    cache_name = "inception"  # what its reference features are cached as
-
-    def __init__(self, weights: Path, device: str | torch.device = "cpu") -> None:
-        self.weights, self.device = weights, device
+    def __init__(
+        self, weights: Path, device: str | torch.device = "cpu", resize: str = "extractor"
+    ) -> None:
+        if resize not in RESIZES:
+            raise ValueError(f"unknown resize {resize!r}; known: {', '.join(RESIZES)}")
+        self.weights, self.device, self.resize = weights, device, resize
         self.extractor = load_inception(weights, device)
         self.extractor_sha256 = file_sha256(weights)
         if not self.extractor_sha256.startswith(WEIGHTS_SHA256_PREFIX):
@@ -154,10 +189,15 @@ class InceptionMetrics:
         self.cache_file: str | None = None
         self.generated = GatheredFeatures().to(device)
 
+    @property
+    def cache_name(self) -> str:
+        """What its reference features are cached as (the resize changes them)."""
+        return "inception" if self.resize == "extractor" else f"inception-{self.resize}"
+
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """2048-d Inception features of images in [-1, 1]."""
-        return self.extractor(to_inception_input(images.to(self.device))).float()
+        return self.extractor(to_inception_input(images.to(self.device), self.resize)).float()
 
     def set_real(self, features: torch.Tensor, cache_file: str | None = None) -> None:
         """The reference features, and the cache file they came from or went to (see
@@ -179,7 +219,8 @@ class InceptionMetrics:
         self.generated.reset()
 
     def compute(self) -> dict[str, Any]:
-        """`inception_fid`, `inception_kid` and its std over KID's subsets."""
+        """`inception_fid`, `inception_kid` and its std over KID's subsets, and
+        `inception_precision`, `_recall`, `_density`, `_coverage` of the same features."""
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -198,14 +239,25 @@ class InceptionMetrics:
             "inception_fid": float(fid.compute()),
             "inception_kid": float(kid_mean),
             "inception_kid_std": float(kid_std),
+            **{
+                f"inception_{name}": value
+                for name, value in manifold_metrics(
+                    manifold_reference(self.real, fake.shape[0]), fake
+                ).items()
+            },
         }
 
     def protocol(self) -> dict[str, Any]:
         """How the Inception numbers were made."""
         return {
             "inception_extractor": "torchmetrics NoTrainInceptionV3 (torch-fidelity "
-            "inception-v3-compat), 2048-d pool features; grey repeated to RGB, uint8, resized "
-            "to 299x299 by the extractor",
+            "inception-v3-compat), 2048-d pool features (FID, KID, precision, recall, density, "
+            "coverage); grey repeated to RGB, uint8",
+            "inception_resize": RESIZES[self.resize],
+            "inception_precision_recall_k": PRECISION_RECALL_K,
+            "inception_density_coverage_k": DENSITY_COVERAGE_K,
+            "inception_manifold_reference_samples": "as many reference features as generated "
+            "samples (at most all), drawn by a shuffle seeded with 0",
             "inception_weights_sha256": self.extractor_sha256,
             "inception_reference_cache": self.cache_file,
         }

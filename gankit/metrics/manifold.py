@@ -60,3 +60,12 @@ def manifold_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float 
         "density": float(in_real_balls.sum() / (DENSITY_COVERAGE_K * fake.shape[0])),
         "coverage": float((nearest_fake <= real_dc).double().mean()),
     }
+
+
+def manifold_reference(real: torch.Tensor, count: int) -> torch.Tensor:
+    """`count` reference features (all when there are fewer) for precision/recall and
+    density/coverage, which compare sets of equal size; a fixed shuffle picks them."""
+    if real.shape[0] <= count:
+        return real
+    order = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(0))
+    return real[order[:count].to(real.device)]

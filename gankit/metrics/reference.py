@@ -167,6 +167,28 @@ def cached_features(
     return features, str(path)
 
 
+def reference_features(
+    real: RealImages,
+    metric: Any,
+    batch_size: int,
+    *,
+    show_progress: bool = False,
+    write: bool = True,
+    role: str = "reference",
+) -> tuple[torch.Tensor, str | None]:
+    """`metric`'s features of the real images (its `features`, `cache_name` and
+    `extractor_sha256`), from the cache when there, and the cache file used; `role`: what the
+    progress lines call the images."""
+
+    def compute() -> torch.Tensor:
+        batches = real.images.split(batch_size)
+        what = f"{metric.cache_name} features of the {role}"
+        shown = progress(batches, len(batches), what, show_progress)
+        return torch.cat([metric.features(batch) for batch in shown])
+
+    return cached_features(real, metric.cache_name, metric.extractor_sha256, compute, write=write)
+
+
 def progress(items: Iterable[T], total: int, what: str, enabled: bool) -> Iterator[T]:
     """`items`, reporting on stderr as they pass: a tqdm bar on a terminal, otherwise a line at
     every tenth of `total`. Silent when not `enabled`."""

@@ -1,0 +1,84 @@
+"""The memorisation check (`gankit eval --nearest`): chunked nearest neighbours, the copy share
+of a generator that returns training images (all copies) and of noise (none), and the grid that
+shows each sample beside its nearest training images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gankit.metrics import nearest as nearest_module
+from gankit.metrics.evaluation import ClassifierMetrics, reference_images
+from gankit.metrics.nearest import NEIGHBOURS, check_export, nearest
+from gankit.metrics.reference import RealImages
+
+SIDE, PAD = 28, 2
+
+
+@pytest.fixture(scope="module")
+def training(mnist_root) -> RealImages:
+    images = reference_images(str(mnist_root), "train")[:300]
+    return RealImages(images, torch.zeros(300, dtype=torch.long), [], "mnist", "train")
+
+
+def test_chunked_nearest_neighbours_are_the_brute_force_ones(monkeypatch):
+    monkeypatch.setattr(nearest_module, "QUERY_CHUNK", 7)
+    monkeypatch.setattr(nearest_module, "KEY_CHUNK", 5)
+    rng = torch.Generator().manual_seed(0)
+    queries, keys = torch.randn(20, 6, generator=rng), torch.randn(23, 6, generator=rng)
+    distances, indices = nearest(queries, keys, 3)
+    expected = torch.cdist(queries, keys).topk(3, dim=1, largest=False)
+    assert torch.equal(indices, expected.indices)
+    assert torch.allclose(distances, expected.values)
+    own_d, own_i = nearest(keys, keys, 2, same=True)
+    full = torch.cdist(keys, keys).fill_diagonal_(torch.inf).topk(2, dim=1, largest=False)
+    assert torch.equal(own_i, full.indices) and torch.allclose(own_d, full.values)
+
+
+def cell(grid: np.ndarray, row: int, column: int) -> np.ndarray:
+    top, left = PAD + row * (SIDE + PAD), PAD + column * (SIDE + PAD)
+    return grid[top : top + SIDE, left : left + SIDE]
+
+
+def run_check(tmp_path, training, generate, name):
+    out = tmp_path / f"{name}.nearest.png"
+    report = check_export(
+        generate, training, lambda: training, ClassifierMetrics(), out=out, force=False,
+        shown=4, n=40, seed=0, batch_size=16, device="cpu",
+    )  # fmt: skip
+    return report, np.asarray(Image.open(out))
+
+
+def test_copies_of_training_images_are_all_memorised_and_shown_beside_them(tmp_path, training):
+    def copies(count: int, rng: torch.Generator) -> torch.Tensor:
+        return training.images[torch.randint(0, 300, (count,), generator=rng)]
+
+    report, grid = run_check(tmp_path, training, copies, "copies")
+    for space in ("features", "pixels"):
+        assert report[space]["copy_share"] == 1.0
+        distances = report[space]  # float32 matrix products: a copy is at ~0, not exactly 0
+        assert (
+            distances["sample_nn_distance_median"]
+            < 0.01 * distances["matched_train_nn_distance_median"]
+        )
+    assert grid.shape == (PAD + 4 * (SIDE + PAD), PAD + 2 * (1 + NEIGHBOURS) * (SIDE + PAD))
+    expected = copies(4, torch.Generator().manual_seed(0))
+    for row in range(4):
+        sample = cell(grid, row, 0)
+        shown = ((expected[row, 0] + 1) * 127.5).round().clamp(0, 255).numpy().astype(np.uint8)
+        assert np.array_equal(sample, shown)  # the sample itself...
+        assert np.array_equal(cell(grid, row, 1), sample)  # ...and the same training image
+        assert np.array_equal(cell(grid, row, 1 + NEIGHBOURS + 1), sample)  # in pixels too
+        assert not np.array_equal(cell(grid, row, 2), sample)
+
+
+def test_noise_copies_nothing(tmp_path, training):
+    def noise(count: int, rng: torch.Generator) -> torch.Tensor:
+        return torch.rand(count, 1, SIDE, SIDE, generator=rng) * 2 - 1
+
+    report, _ = run_check(tmp_path, training, noise, "noise")
+    assert report["features"]["copy_share"] == 0.0 and report["pixels"]["copy_share"] == 0.0
+    assert report["definition"].startswith("copy_share: the share of generated samples")
+    assert report["training_set"].startswith("mnist train split, 300 images")
