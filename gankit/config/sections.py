@@ -268,6 +268,19 @@ class EvalSection(Strict):
     inception_weights: str | None = Field(
         None, description="Inception weights file; default: torch's hub cache (downloaded there)"
     )
+    keep_best: str | None = Field(
+        None,
+        max_length=64,
+        description="a result of the evaluations (e.g. frechet_distance, inception_fid, "
+        "precision): each evaluation that beats the best so far is exported to export/best/",
+    )
+
+    @field_validator("keep_best")
+    @classmethod
+    def _needs_evaluations(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not info.data.get("every"):
+            raise ValueError("it needs evaluations: set eval.every too, or remove this key")
+        return value
 
     @field_validator("metrics")
     @classmethod

@@ -15,6 +15,7 @@ from gankit.config.sections import LoaderFields
 from gankit.core.errors import GankitError, warn
 from gankit.core.sizes import check_fits
 from gankit.metrics import classifier as classifiers
+from gankit.metrics.best import check_keep_best
 from gankit.metrics.evaluation import (
     ClassifierMetrics,
     Metrics,
@@ -274,6 +275,7 @@ def check_eval_settings(recipe: Any) -> None:
     data = recipe.data
     if not settings.every:
         return
+    check_keep_best(recipe)
     shape = declared_shape(data.name, data.model_dump())
     if shape is None:  # data whose shape shows only once loaded: checked then
         return

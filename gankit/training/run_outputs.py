@@ -3,6 +3,9 @@ evaluations, and at the end the export, the GIF and the loss plot."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +14,10 @@ from accelerate import Accelerator
 from gankit.components.models.base import grid_labels, sample_noise
 from gankit.config.recipe import RecipeBase, recipe_dict
 from gankit.config.sections import LoaderFields
+from gankit.core.atomic import atomic_file
+from gankit.core.bounded import read_json_object
+from gankit.core.errors import GankitError
+from gankit.metrics.best import improves
 from gankit.outputs.card import recipe_summary
 from gankit.outputs.export import save_model
 from gankit.outputs.reporting import Reporter, loss_line
@@ -48,13 +55,22 @@ class RunOutputs:
             else None
         )
         self.wandb_run_id: str | None = None
+        self.best: dict[str, Any] | None = None  # eval.keep_best's best so far
 
     def state_dict(self) -> dict[str, Any]:
         return {"fixed_noise": self.fixed_noise.cpu(), "wandb_run_id": self.wandb_run_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint; the best so far is the one export/best/ holds, which may
+        be newer than the checkpoint."""
         self.fixed_noise = state["fixed_noise"].to(self.accelerator.device)
         self.wandb_run_id = state["wandb_run_id"]
+        self.best = read_best(self.best_folder / BEST_FILE, self.recipe.eval.keep_best)
+
+    @property
+    def best_folder(self) -> Path:
+        """Where `eval.keep_best` keeps the best evaluation's export."""
+        return self.recipe.run_dir / "export" / "best"
 
     def log_metrics(self, step: int, steps_per_second: float) -> dict[str, Any]:
         """Average the losses since the last call across processes, then print and log them
@@ -96,7 +112,26 @@ class RunOutputs:
             {f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)},
             f"step {step}  {evaluator.describe(results)}",
         )
+        self.keep_best(step, results)
         return results
+
+    def keep_best(self, step: int, results: dict[str, Any]) -> None:
+        """Export the networks to export/best/ when `eval.keep_best`'s result beats the best so
+        far, with best.json saying which evaluation it was (every process decides alike)."""
+        metric = self.recipe.eval.keep_best
+        value = results.get(metric) if metric else None
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return  # off, or not measured this time (too few samples for k-NN)
+        if not improves(metric, value, self.best and self.best["value"]):
+            return
+        self.best = {"metric": metric, "value": value, "step": step}
+        if not self.accelerator.is_main_process:
+            return
+        numbers = {k: v for k, v in results.items() if isinstance(v, int | float)}
+        self.save_exports(self.best_folder, step, numbers)
+        with atomic_file(self.best_folder / BEST_FILE) as staging:
+            staging.write_text(json.dumps({**self.best, "results": numbers}, indent=2) + "\n")
+        self.accelerator.print(f"gankit: best {metric} so far ({value:.4g}): {self.best_folder}")
 
     def save_samples(self, step: int) -> None:
         """Write the grid of the fixed noise's samples (eval mode) and log it."""
@@ -108,6 +143,18 @@ class RunOutputs:
         """Export the networks with their model cards (main process), and log the export."""
         if not self.accelerator.is_main_process:
             return
+        info = self.save_exports(self.recipe.run_dir / "export", step, self.last_eval())
+        if self.recipe.wandb.log_model:
+            ema = self.parts.ema is not None
+            self.reporter.tracking.export(
+                self.recipe.run_dir / "export" / "generator",
+                f"{self.recipe.name}-generator",
+                {**info, "ema": ema},
+            )
+
+    def save_exports(self, export: Path, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Write the generator (and the discriminator, when the recipe says so) into `export`,
+        with `metrics` in their cards; returns what their config.json records of the run."""
         recipe = self.recipe
         info = {
             "step": step,
@@ -119,16 +166,12 @@ class RunOutputs:
                 if key != "name" and key not in LoaderFields.model_fields
             },
         }
-        card = {"recipe": recipe_summary(recipe_dict(recipe)), "metrics": self.last_eval()}
-        export = recipe.run_dir / "export"
+        card = {"recipe": recipe_summary(recipe_dict(recipe)), "metrics": metrics}
         ema = self.parts.ema is not None
         save_model(self.parts.sampling_generator, export / "generator", ema=ema, card=card, **info)
         if recipe.train.export_discriminator:
             save_model(self.parts.discriminator, export / "discriminator", card=card, **info)
-        if recipe.wandb.log_model:
-            self.reporter.tracking.export(
-                export / "generator", f"{recipe.name}-generator", {**info, "ema": ema}
-            )
+        return info
 
     def last_eval(self) -> dict[str, Any]:
         """The run's latest evaluation results, as metrics.jsonl holds them."""
@@ -137,3 +180,23 @@ class RunOutputs:
             if found:
                 return found
         return {}
+
+
+BEST_FILE = "best.json"
+
+
+def read_best(path: Path, metric: str | None) -> dict[str, Any] | None:
+    """The best evaluation so far that `path` (export/best/best.json) records for `metric`;
+    None when there is none or it is of another metric."""
+    if metric is None or not path.exists():
+        return None
+    record = read_json_object(path, what="the best evaluation's record")
+    value = record.get("value")
+    if record.get("metric") != metric:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise GankitError(
+            f"{path}: 'value' is not a finite number; remove the file (the next evaluation "
+            "then starts the best anew)"
+        )
+    return {"metric": metric, "value": value, "step": record.get("step")}

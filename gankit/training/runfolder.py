@@ -60,6 +60,7 @@ OWN_PATHS = (
     f"{_ABANDONED}/branch_*/step_*",
     "export",
     "export/*",
+    "export/best/*",
     TENSORBOARD_DIR,
     "wandb",
 )
