@@ -135,12 +135,14 @@ class CheckpointManager:
         keep: int,
         writer: str,
         contents: Checkpointed | None = None,
+        kept: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.accelerator = accelerator
         self.run_dir = run_dir
         self.keep = keep
         self.writer = writer
         self.contents = contents
+        self.kept = kept  # the step whose checkpoint pruning spares (eval.keep_best's)
         if contents is not None:
             contents.register_pickled()
 
@@ -149,7 +151,8 @@ class CheckpointManager:
         return final.with_name(f".{final.name}.tmp-{self.writer}")
 
     def save(self, step: int, recipe_text: str) -> Path:
-        """Write the checkpoint of `step` atomically, then keep only the newest `keep`.
+        """Write the checkpoint of `step` atomically, then keep only the newest `keep` and the
+        one of the step `kept()` names.
 
         If any process fails to write (a full disk, say), every process raises a
         CheckpointError that names the newest intact checkpoint; nothing published is touched.
@@ -173,8 +176,10 @@ class CheckpointManager:
         refused = None
         if main:
             try:
+                spared = self.kept()
                 for old in list_checkpoints(self.run_dir)[self.keep :]:
-                    shutil.rmtree(_inside(self.run_dir, old), ignore_errors=True)
+                    if spared is None or old != checkpoint_path(self.run_dir, spared):
+                        shutil.rmtree(_inside(self.run_dir, old), ignore_errors=True)
             except CheckpointError as error:
                 refused = error
         if self.any_failed(refused is not None):

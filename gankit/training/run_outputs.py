@@ -56,6 +56,7 @@ class RunOutputs:
         )
         self.wandb_run_id: str | None = None
         self.best: dict[str, Any] | None = None  # eval.keep_best's best so far
+        self.improved_step: int | None = None  # the last step this run made a new best
 
     def state_dict(self) -> dict[str, Any]:
         return {"fixed_noise": self.fixed_noise.cpu(), "wandb_run_id": self.wandb_run_id}
@@ -66,6 +67,11 @@ class RunOutputs:
         self.fixed_noise = state["fixed_noise"].to(self.accelerator.device)
         self.wandb_run_id = state["wandb_run_id"]
         self.best = read_best(self.best_folder / BEST_FILE, self.recipe.eval.keep_best)
+
+    @property
+    def best_step(self) -> int | None:
+        """The step of `eval.keep_best`'s best evaluation so far (None: none)."""
+        return self.best["step"] if self.best else None
 
     @property
     def best_folder(self) -> Path:
@@ -125,6 +131,7 @@ class RunOutputs:
         if not improves(metric, value, self.best and self.best["value"]):
             return
         self.best = {"metric": metric, "value": value, "step": step}
+        self.improved_step = step
         if not self.accelerator.is_main_process:
             return
         numbers = {k: v for k, v in results.items() if isinstance(v, int | float)}

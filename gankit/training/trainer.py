@@ -83,6 +83,7 @@ class Trainer:
                 lr_schedules=parts.lr_schedules,
                 run_state=self.run_state,
             ),
+            kept=lambda: self.outputs.best_step,
         )
         self.stop_vote = parallel.StopVote() if self.accelerator.num_processes > 1 else None
 
@@ -174,7 +175,8 @@ class Trainer:
                     outputs.save_samples(self.step)
                 if self.parts.evaluator and (self.step % self.recipe.eval.every == 0 or last):
                     outputs.evaluate(self.step)
-                if self.step % train.checkpoint_every == 0 or last:
+                best = self.outputs.improved_step == self.step  # eval.keep_best: a checkpoint
+                if self.step % train.checkpoint_every == 0 or last or best:
                     self.save_checkpoint()
                 if spent:
                     self.accelerator.print(
