@@ -19,6 +19,7 @@ import gankit
 from gankit.cli import main
 from gankit.metrics.inception import InceptionMetrics, clean_resize, to_inception_input
 from gankit.metrics.manifold import manifold_metrics
+from gankit.metrics.presets import apply_preset
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +119,22 @@ def test_eval_of_an_unlabelled_folder_reports_every_inception_metric_and_its_pro
     memorised = results["memorisation"]
     assert memorised["grid"] == str(grid) and grid.is_file()
     assert set(memorised) >= {"features", "pixels", "definition"}
+
+
+def test_the_paper_preset_fixes_samples_training_set_inception_and_clean_resize(capsys):
+    chosen, record = apply_preset("paper", {"n": None, "split": None, "inception": None})
+    assert (chosen.n, chosen.split, chosen.inception, chosen.resize) == (
+        50_000,
+        "train",
+        True,
+        "clean",
+    )
+    assert record["preset"] == "paper" and "preset_replaced" not in record
+    assert capsys.readouterr().err == ""
+    default, _ = apply_preset("default", {"n": 300, "split": None, "inception": True})
+    assert (default.n, default.split, default.inception, default.resize) == (
+        300,
+        "test",
+        True,
+        "extractor",
+    )

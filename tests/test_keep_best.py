@@ -16,7 +16,7 @@ from gankit.metrics.evaluators import evaluate_export
 from gankit.training.checkpoint import checkpoint_path
 from gankit.training.trainer import Trainer
 
-from conftest import REFERENCE_RECIPE, TINY
+from conftest import REFERENCE_RECIPE, ROOT, TINY
 
 EVAL = ["eval.every=1", "eval.n=24", "eval.batch_size=24", "eval.keep_best=precision"]
 SMALL = [*TINY, "data.subset=64", "train.log_every=1", "train.sample_every=100", *EVAL]
@@ -85,3 +85,11 @@ def test_a_result_the_evaluations_do_not_give_is_refused_with_the_ones_they_give
     assert "inception_fid (lower is better)" in capsys.readouterr().err
     good = ["eval.every=5", "eval.keep_best=inception_coverage", "eval.metrics=[inception]"]
     assert main(["validate", "-q", str(REFERENCE_RECIPE), *good]) == 0
+
+
+def test_data_that_measures_itself_offers_its_own_results(capsys):
+    ring = [str(ROOT / "recipes" / "ring_mlp.yaml"), "eval.every=5"]
+    assert main(["validate", "-q", *ring, "eval.keep_best=modes_covered"]) == 0
+    assert main(["validate", "-q", *ring, "eval.keep_best=precision"]) == 2
+    err = capsys.readouterr().err
+    assert "name one of: modes_covered (higher is better), high_quality (higher is better)" in err

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gankit.cli import main
 from gankit.metrics import nearest as nearest_module
 from gankit.metrics.evaluation import ClassifierMetrics, reference_images
 from gankit.metrics.nearest import NEIGHBOURS, check_export, nearest
@@ -82,3 +83,16 @@ def test_noise_copies_nothing(tmp_path, training):
     assert report["features"]["copy_share"] == 0.0 and report["pixels"]["copy_share"] == 0.0
     assert report["definition"].startswith("copy_share: the share of generated samples")
     assert report["training_set"].startswith("mnist train split, 300 images")
+
+
+def test_the_grid_needs_a_report_beside_it(tmp_path, capsys):
+    code = main(["eval", str(tmp_path / "no-export"), "--nearest"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (
+        "gankit: error: --nearest writes its grid beside the report: give --out FILE.json\n"
+    )
+    taken = tmp_path / "eval.nearest.png"
+    taken.write_bytes(b"mine")
+    out = str(tmp_path / "eval.json")
+    code = main(["eval", str(tmp_path / "no-export"), "--nearest", "--out", out])
+    assert code == 2 and str(taken) in capsys.readouterr().err and taken.read_bytes() == b"mine"
