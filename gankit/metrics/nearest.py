@@ -37,12 +37,12 @@ DEFINITION = (
 
 @torch.no_grad()
 def nearest(
-    queries: torch.Tensor, keys: torch.Tensor, k: int, *, same: bool = False
+    queries: torch.Tensor, keys: torch.Tensor, k: int, *, skip: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Distances (M, k) and indices (M, k) of each query's k nearest keys, nearest first.
-    `same`: the queries are the keys, and a vector is not its own neighbour."""
+    `skip` (M,): for each query, the index of a key that is not its neighbour (itself)."""
     queries, keys = queries.flatten(1).float(), keys.flatten(1).float()
-    k = min(k, keys.shape[0] - (1 if same else 0))
+    k = min(k, keys.shape[0] - (0 if skip is None else 1))
     found_d, found_i = [], []
     for q_start in range(0, queries.shape[0], QUERY_CHUNK):
         rows = queries[q_start : q_start + QUERY_CHUNK]
@@ -50,8 +50,8 @@ def nearest(
         best_i = torch.zeros((rows.shape[0], 0), dtype=torch.long, device=rows.device)
         for k_start in range(0, keys.shape[0], KEY_CHUNK):
             distances = torch.cdist(rows, keys[k_start : k_start + KEY_CHUNK])
-            if same:
-                own = torch.arange(rows.shape[0], device=rows.device) + q_start - k_start
+            if skip is not None:
+                own = skip[q_start : q_start + rows.shape[0]].to(rows.device) - k_start
                 inside = (own >= 0) & (own < distances.shape[1])
                 distances[inside.nonzero().squeeze(1), own[inside]] = torch.inf
             index = torch.arange(distances.shape[1], device=rows.device) + k_start
@@ -68,12 +68,13 @@ def copy_share(
     distances: torch.Tensor, indices: torch.Tensor, train: torch.Tensor
 ) -> dict[str, float]:
     """The share of samples that copy a training image (see the module), from each sample's
-    nearest training image (`distances`, `indices` (M,) of `train`), and distance quantiles."""
+    nearest training image (`distances`, `indices` (M,) of `train`), and distance medians."""
     used, where = indices.unique(return_inverse=True)
-    own, _ = nearest(train[used], train, 2, same=False)
-    # a training image's nearest other: the second nearest unless duplicates tie at distance 0
-    own_nearest = own[:, 1] if own.shape[1] > 1 else torch.full_like(own[:, 0], torch.inf)
-    threshold = own_nearest[where]
+    if train.shape[0] < 2:
+        own_nearest = torch.full(used.shape, torch.inf, device=distances.device)
+    else:
+        own_nearest = nearest(train[used], train, 1, skip=used)[0][:, 0]
+    threshold = own_nearest[where.to(own_nearest.device)]
     return {
         "copy_share": float((distances <= threshold).double().mean()),
         "sample_nn_distance_median": float(distances.median()),
