@@ -49,7 +49,7 @@ def nearest(
         best_d = torch.full((rows.shape[0], 0), torch.inf, device=rows.device)
         best_i = torch.zeros((rows.shape[0], 0), dtype=torch.long, device=rows.device)
         for k_start in range(0, keys.shape[0], KEY_CHUNK):
-            distances = torch.cdist(rows, keys[k_start : k_start + KEY_CHUNK])
+            distances = torch.cdist(rows, keys[k_start : k_start + KEY_CHUNK].to(rows.device))
             if skip is not None:
                 own = skip[q_start : q_start + rows.shape[0]].to(rows.device) - k_start
                 inside = (own >= 0) & (own < distances.shape[1])
@@ -69,12 +69,13 @@ def copy_share(
 ) -> dict[str, float]:
     """The share of samples that copy a training image (see the module), from each sample's
     nearest training image (`distances`, `indices` (M,) of `train`), and distance medians."""
-    used, where = indices.unique(return_inverse=True)
+    used, where = indices.cpu().unique(return_inverse=True)
     if train.shape[0] < 2:
-        own_nearest = torch.full(used.shape, torch.inf, device=distances.device)
+        own_nearest = torch.full(used.shape, torch.inf)
     else:
-        own_nearest = nearest(train[used], train, 1, skip=used)[0][:, 0]
-    threshold = own_nearest[where.to(own_nearest.device)]
+        own_nearest = nearest(train[used.to(train.device)], train, 1, skip=used)[0][:, 0].cpu()
+    threshold = own_nearest[where]
+    distances = distances.cpu()
     return {
         "copy_share": float((distances <= threshold).double().mean()),
         "sample_nn_distance_median": float(distances.median()),
@@ -159,7 +160,7 @@ def check_export(
     )
     spaces = [
         Space("features", extractor.features, features),
-        Space("pixels", lambda images: images.to(training.images.device), training.images),
+        Space("pixels", lambda images: images, training.images),
     ]
     report, grid = memorisation(
         generate,
