@@ -8,10 +8,8 @@ from typing import Any
 
 from gankit.config.registry import DATASETS
 from gankit.core.errors import GankitError, shown
+from gankit.outputs.tracking import best_summary
 
-LOWER_IS_BETTER = frozenset(
-    {"frechet_distance", "coverage_tv", "coverage_kl", "inception_fid", "inception_kid"}
-)
 MANIFOLD = ("precision", "recall", "density", "coverage")
 CLASSIFIER = (
     "frechet_distance",
@@ -27,8 +25,9 @@ OWN_EVALUATOR = ("modes_covered", "high_quality")  # datasets that bring their o
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether a smaller value of `metric` is the better one."""
-    return metric in LOWER_IS_BETTER
+    """Whether a smaller value of `metric` is the better one: distances (Frechet, KID, the
+    class histogram's TV and KL), as the trackers' best summaries say; else a larger one."""
+    return best_summary(f"eval/{metric}") == "min"
 
 
 def improves(metric: str, value: float, best: float | None) -> bool:
