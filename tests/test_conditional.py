@@ -76,6 +76,7 @@ def test_the_grid_shows_one_class_per_row_and_the_export_keeps_its_classes(finis
     loaded = gankit.load_generator(run_dir / "export" / "generator")
     config = json.loads((run_dir / "export" / "generator" / "config.json").read_text())
     assert loaded.num_classes == 10 and config["params"]["num_classes"] == 10
+    assert config["train_subset"] == 64  # the images --nearest compares with
     sevens = loaded.sample(4, seed=0, labels=7)
     assert torch.equal(sevens, run.parts.generator.sample(4, seed=0, labels=7))
     assert not torch.equal(sevens, loaded.sample(4, seed=0, labels=1))

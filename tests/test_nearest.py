@@ -12,6 +12,7 @@ from PIL import Image
 from gankit.cli import main
 from gankit.metrics import nearest as nearest_module
 from gankit.metrics.evaluation import ClassifierMetrics, reference_images
+from gankit.metrics.evaluators import trained_on
 from gankit.metrics.nearest import NEIGHBOURS, check_export, nearest
 from gankit.metrics.reference import RealImages
 
@@ -46,7 +47,7 @@ def cell(grid: np.ndarray, row: int, column: int) -> np.ndarray:
 def run_check(tmp_path, training, generate, name):
     out = tmp_path / f"{name}.nearest.png"
     report = check_export(
-        generate, training, lambda: training, ClassifierMetrics(), out=out, force=False,
+        generate, training, lambda reference: training, ClassifierMetrics(), out=out, force=False,
         shown=4, n=40, seed=0, batch_size=16, device="cpu",
     )  # fmt: skip
     return report, np.asarray(Image.open(out))
@@ -96,3 +97,23 @@ def test_the_grid_needs_a_report_beside_it(tmp_path, capsys):
     out = str(tmp_path / "eval.json")
     code = main(["eval", str(tmp_path / "no-export"), "--nearest", "--out", out])
     assert code == 2 and str(taken) in capsys.readouterr().err and taken.read_bytes() == b"mine"
+
+
+def test_a_run_on_a_subset_is_compared_with_the_images_it_trained_on(tmp_path, training):
+    assert trained_on({"train_subset": 100}) == 100
+    assert all(trained_on(c) is None for c in ({}, {"train_subset": True}, {"train_subset": "9"}))
+    first = training.first(100)
+    assert torch.equal(first.images, training.images[:100]) and len(first.labels) == 100
+    assert first.description.startswith("mnist train[:100] split, 100 images")
+    assert training.first(None) is training and training.first(10**6) is training
+
+    def copies(count: int, rng: torch.Generator) -> torch.Tensor:
+        return training.images[torch.randint(0, 300, (count,), generator=rng)]
+
+    report = check_export(
+        copies, training, lambda reference: reference.first(100), ClassifierMetrics(),
+        out=tmp_path / "g.nearest.png", force=False, shown=2, n=40, seed=0, batch_size=16,
+        device="cpu",
+    )  # fmt: skip
+    assert report["training_set"].startswith("mnist train[:100] split, 100 images")
+    assert 0 < report["pixels"]["copy_share"] < 1  # copies of images 100-299 are not its own

@@ -173,6 +173,13 @@ def run_evaluation(measures: list[Metrics], real: RealImages, generate: Any, **o
     )
 
 
+def trained_on(config: dict[str, Any]) -> int | None:
+    """How many of the training split's first images the exported run trained on
+    (`data.subset`), None for all of them."""
+    count = config.get("train_subset")
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
+
+
 def evaluate_export(
     path: str,
     *,
@@ -247,7 +254,11 @@ def evaluate_export(
         results["memorisation"] = check_export(
             generate,
             real,
-            lambda: read_split(dataset, root, "train", image_shape=image_shape, params=params),
+            lambda reference: (
+                reference
+                if reference.split in ("train", "all")
+                else read_split(dataset, root, "train", image_shape=image_shape, params=params)
+            ).first(trained_on(config)),
             measures[0],
             out=nearest_out,
             force=force,

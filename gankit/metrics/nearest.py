@@ -139,7 +139,7 @@ def memorisation(
 def check_export(
     generate: Callable[[int, torch.Generator], GeneratedBatch],
     real: RealImages,
-    train: Callable[[], RealImages],
+    train: Callable[[RealImages], RealImages],
     extractor: Any,
     *,
     out: Path,
@@ -152,9 +152,10 @@ def check_export(
     show_progress: bool = False,
 ) -> dict[str, Any]:
     """`gankit eval --nearest`: the copy share of the evaluation's samples against the training
-    images (`real` when it is them, else `train()`) in `extractor`'s features and in pixels;
-    the grid written to `out` (never over a file unless `force`)."""
-    training = real if real.split in ("train", "all") else train()
+    images (`train()`, given the evaluation's reference `real`, which may be them) in
+    `extractor`'s features and in pixels; the grid written to `out` (never over a file unless
+    `force`)."""
+    training = train(real)
     features, _ = reference_features(
         training, extractor, batch_size, show_progress=show_progress, role="training images"
     )

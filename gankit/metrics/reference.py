@@ -41,6 +41,15 @@ class RealImages:
     dataset: str
     split: str  # "train", "test", or "all" for datasets without a split
 
+    def first(self, count: int | None) -> RealImages:
+        """The first `count` images (a run's `data.subset`), or all of them for None."""
+        if count is None or count >= len(self.images):
+            return self
+        split = f"{self.split}[:{count}]"
+        return RealImages(
+            self.images[:count], self.labels[:count], self.classes, self.dataset, split
+        )
+
     @property
     def description(self) -> str:
         """For the protocol: which images these are."""

@@ -173,6 +173,8 @@ class RunOutputs:
                 if key != "name" and key not in LoaderFields.model_fields
             },
         }
+        if recipe.data.subset is not None:  # the first images of the set: what --nearest reads
+            info["train_subset"] = recipe.data.subset
         card = {"recipe": recipe_summary(recipe_dict(recipe)), "metrics": metrics}
         ema = self.parts.ema is not None
         save_model(self.parts.sampling_generator, export / "generator", ema=ema, card=card, **info)
