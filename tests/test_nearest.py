@@ -117,3 +117,29 @@ def test_a_run_on_a_subset_is_compared_with_the_images_it_trained_on(tmp_path, t
     )  # fmt: skip
     assert report["training_set"].startswith("mnist train[:100] split, 100 images")
     assert 0 < report["pixels"]["copy_share"] < 1  # copies of images 100-299 are not its own
+
+
+def test_real_images_the_run_never_saw_give_the_baseline(tmp_path, training):
+    seen, unseen = training.first(150), training.images[150:]
+    held_out = RealImages(unseen, training.labels[150:], training.classes, "mnist", "test")
+
+    def copies(count: int, rng: torch.Generator) -> torch.Tensor:
+        return seen.images[torch.randint(0, 150, (count,), generator=rng)]
+
+    report = check_export(
+        copies, held_out, lambda reference: seen, ClassifierMetrics(),
+        out=tmp_path / "g.nearest.png", force=False, shown=2, n=100, seed=0, batch_size=32,
+        device="cpu",
+    )  # fmt: skip
+    baseline = report["held_out"]
+    assert baseline["images"] == 100 and baseline["set"].startswith("mnist test split")
+    for space in ("features", "pixels"):
+        assert report[space]["copy_share"] == 1.0
+        assert 0 < baseline[space] < 0.9  # unseen digits: some close, most not
+        drawn = iter(unseen.split(32))  # the held-out images themselves, as the samples
+        unseen_only = check_export(
+            lambda count, rng, drawn=drawn: next(drawn)[:count], held_out, lambda _: seen,
+            ClassifierMetrics(), out=tmp_path / f"{space}.nearest.png", force=False, shown=2,
+            n=100, seed=0, batch_size=32, device="cpu",
+        )  # fmt: skip
+        assert unseen_only[space]["copy_share"] == baseline[space]  # the same measure

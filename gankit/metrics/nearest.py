@@ -31,7 +31,8 @@ KEY_CHUNK = 4096
 DEFINITION = (
     "copy_share: the share of generated samples at least as close to their nearest training "
     "image as that training image is to its nearest other training image (1 - authenticity, "
-    "Alaa et al. 2022), Euclidean distances"
+    "Alaa et al. 2022), Euclidean distances; held_out: the same share for real images the run "
+    "never saw (the reference split), the level of a generator that does not copy"
 )
 
 
@@ -173,6 +174,13 @@ def check_export(
         shown=shown,
         device=device,
     )
+    if real.split not in ("train", "all"):  # real images the run never saw: the baseline
+        held_out = real.images[:n]
+        report["held_out"] = {
+            "images": held_out.shape[0],
+            "set": real.description,
+            **{space.name: shares(held_out, space, batch_size, device) for space in spaces},
+        }
     write_new_file(out, lambda temp: temp.write_bytes(encode_image(grid, ".png")), force=force)
     space = f"{extractor.cache_name} features"
     return {
@@ -181,3 +189,15 @@ def check_export(
         "training_set": training.description,
         "grid": str(out),
     }
+
+
+@torch.no_grad()
+def shares(images: torch.Tensor, space: Space, batch_size: int, device: Any) -> float:
+    """The copy share of `images` (on the CPU) in `space`, a batch at a time."""
+    found = [
+        nearest(space.vectors(images[start : start + batch_size].to(device)), space.train, 1)
+        for start in range(0, images.shape[0], batch_size)
+    ]
+    distances = torch.cat([d for d, _ in found])[:, 0]
+    indices = torch.cat([i for _, i in found])[:, 0]
+    return copy_share(distances, indices, space.train)["copy_share"]
