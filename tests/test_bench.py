@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 from conftest import MNIST_ROOT, REFERENCE_RECIPE, ROOT
 
@@ -84,16 +88,28 @@ def bench(*arguments: str) -> subprocess.CompletedProcess:
     )
 
 
+def bench_here(*arguments: str) -> subprocess.CompletedProcess:
+    """scripts/bench.py's `main` run in this process (for refusals, which train nothing)."""
+    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out, err = io.StringIO(), io.StringIO()
+    argv = mock.patch.object(sys, "argv", ["bench.py", *arguments])
+    with argv, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = script.main()
+    return subprocess.CompletedProcess(arguments, code, out.getvalue(), err.getvalue())
+
+
 def test_bench_refuses_recipes_the_plain_loop_would_not_train_alike():
-    result = bench(str(ROOT / "recipes" / "ring_mlp.yaml"), "--device", "cpu")
+    result = bench_here(str(ROOT / "recipes" / "ring_mlp.yaml"), "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the plain loop does not implement the r1 regularizer; an EMA of G" in result.stderr
-    conditional = bench(str(ROOT / "recipes" / "mnist_cdcgan.yaml"), "--device", "cpu")
+    conditional = bench_here(str(ROOT / "recipes" / "mnist_cdcgan.yaml"), "--device", "cpu")
     assert conditional.returncode == 2 and "class-conditional models" in conditional.stderr
 
 
 def test_bench_reports_recipe_mistakes_in_one_line():
-    result = bench(str(REFERENCE_RECIPE), "train.stepz=3", "--device", "cpu")
+    result = bench_here(str(REFERENCE_RECIPE), "train.stepz=3", "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "unknown key train.stepz; did you mean 'steps'?" in result.stderr
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -85,21 +87,21 @@ def test_evaluate_records_its_protocol(test_images, train_images):
     assert results == evaluate(generate, test_images, n=1200, seed=3, batch_size=500)
 
 
-def run_eval(tmp_path, mnist_root, *options: str) -> subprocess.CompletedProcess:
-    """`gankit eval` of a freshly exported tiny generator."""
+def run_eval(
+    tmp_path, mnist_root, *options: str, in_process: bool = False
+) -> subprocess.CompletedProcess:
+    """`gankit eval` of a freshly exported tiny generator, as a command (or, for refusals that
+    need no interpreter of their own, through `main` in this process)."""
     generator = gankit.GENERATORS.build({"name": "dcgan28", "width": 4}, image_shape=(1, 28, 28))
     gankit.save_model(generator, tmp_path / "generator", step=0)
-    command = [
-        sys.executable,
-        "-m",
-        "gankit.cli",
-        "eval",
-        str(tmp_path / "generator"),
-        "--data-root",
-        str(mnist_root),
-        *options,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    arguments = ["eval", str(tmp_path / "generator"), "--data-root", str(mnist_root), *options]
+    if not in_process:
+        command = [sys.executable, "-m", "gankit.cli", *arguments]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(arguments)
+    return subprocess.CompletedProcess(arguments, code, out.getvalue(), err.getvalue())
 
 
 def test_eval_command_writes_json_for_an_export(tmp_path, mnist_root):
@@ -151,7 +153,8 @@ def test_training_evaluates_every_n_steps(tmp_path, mnist_root):
 
 def test_inception_metrics_say_what_is_missing(tmp_path, mnist_root):
     missing = tmp_path / "pt_inception.pth"
-    result = run_eval(tmp_path, mnist_root, "--n", "100", "--inception-weights", str(missing))
+    options = ["--n", "100", "--inception-weights", str(missing)]
+    result = run_eval(tmp_path, mnist_root, *options, in_process=True)
     assert result.returncode == 2
     assert f"Inception weights not found at '{missing}'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -195,7 +198,7 @@ def test_other_data_without_a_classifier_is_refused_before_training(tmp_path, mn
 
 
 def test_eval_command_names_its_own_option_for_a_missing_folder(tmp_path, mnist_root):
-    result = run_eval(tmp_path, tmp_path / "nowhere", "--n", "100")
+    result = run_eval(tmp_path, tmp_path / "nowhere", "--n", "100", in_process=True)
     assert result.returncode == 2
     assert "MNIST files missing in" in result.stderr
     assert "point --data-root at the folder that holds MNIST/raw/" in result.stderr
