@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from gankit.components.data import (
     MNIST_FILES,
     ImageFolderDataset,
-    _in_memory,
     _nchw,
+    in_memory_dataset,
     mnist,
     num_classes,
 )
@@ -139,13 +139,13 @@ def test_cifar_layout_is_converted_to_channels_first() -> None:
     pixels = np.zeros((2, 32, 32, 3), dtype=np.uint8)  # NHWC, as torchvision holds CIFAR
     pixels[..., 0] = 255
     pixels[1, :, :, 2] = 51
-    dataset = _in_memory(_nchw(pixels), [3, 7], ["a"] * 10, None)
+    dataset = in_memory_dataset(_nchw(pixels), [3, 7], ["a"] * 10, None)
     images, labels = dataset.tensors
     assert images.shape == (2, 3, 32, 32) and images.is_contiguous()
     assert (images[:, 0] == 1.0).all() and (images[:, 1] == -1.0).all()
     assert (images[0, 2] == -1.0).all() and torch.allclose(images[1, 2], scaled(pixels[1, ..., 2]))
     assert labels.dtype == torch.long and labels.tolist() == [3, 7]
-    assert _in_memory(_nchw(pixels), [3, 7], ["a"], 64).tensors[0].shape == (2, 3, 64, 64)
+    assert in_memory_dataset(_nchw(pixels), [3, 7], ["a"], 64).tensors[0].shape == (2, 3, 64, 64)
 
 
 @pytest.mark.parametrize(

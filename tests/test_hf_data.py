@@ -20,7 +20,7 @@ from test_datasets import EMOJI
 
 import gankit
 from gankit.cli import main
-from gankit.components.data import _fit, from_uint8, image_pixels, num_classes
+from gankit.components.data import fit_image, from_uint8, image_pixels, num_classes
 from gankit.components.hf_data import iter_hf_images, open_hf_dataset
 from gankit.config.registry import DATASETS
 from gankit.core import sizes
@@ -95,7 +95,7 @@ def test_pixels_match_the_image_folder_of_the_same_files(emoji, saved, channels,
     assert labels.tolist() == folder.labels == [0] * 4 + [1] * 4 + [2] * 4
     for label, name in enumerate(CLASSES):  # the emoji stored on its side comes out upright
         with Image.open(sorted((EMOJI / name).glob("*.png"))[1]) as upright:
-            pixels = from_uint8(_fit(image_pixels(upright, channels), 16, crop))
+            pixels = from_uint8(fit_image(image_pixels(upright, channels), 16, crop))
         assert torch.equal(images[label * PER_CLASS + 1], pixels)
     assert hf.classes == folder.classes == CLASSES and num_classes(hf) == 3
 

@@ -93,7 +93,8 @@ def _register_torchvision(
     summary: str,
     classes: Sequence[str] | None = None,
 ) -> Any:
-    """Register a torchvision dataset under `name`, loaded whole into memory (see `_in_memory`)."""
+    """Register a torchvision dataset under `name`, loaded whole into memory
+    (`in_memory_dataset`)."""
 
     def load(
         root: Annotated[
@@ -122,7 +123,7 @@ def _register_torchvision(
         dataset = _open_torchvision(source, root, download, split)
         images = dataset.data
         images = _nchw(images) if images.ndim == 4 else images.unsqueeze(1)  # CIFAR is NHWC
-        return _in_memory(images, dataset.targets, classes or dataset.classes, size)
+        return in_memory_dataset(images, dataset.targets, classes or dataset.classes, size)
 
     load.__name__ = load.__qualname__ = name
     load.__doc__ = summary
@@ -251,7 +252,7 @@ def torchvision_split(
     images = dataset.data
     images = _nchw(images) if images.ndim == 4 else images.unsqueeze(1)
     classes = [str(digit) for digit in range(10)] if name == "mnist" else dataset.classes
-    return _in_memory(images, dataset.targets, classes, size)
+    return in_memory_dataset(images, dataset.targets, classes, size)
 
 
 def mnist_reference(root: str, split: Literal["train", "test"], root_setting: str) -> torch.Tensor:
@@ -277,7 +278,7 @@ def _nchw(images: Any) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
-def _in_memory(
+def in_memory_dataset(
     images: torch.Tensor, labels: Any, classes: Sequence[str], size: int | None
 ) -> TensorDataset:
     """A TensorDataset of uint8 (N, C, H, W) images scaled to [-1, 1] (and resized to `size`)."""
@@ -423,7 +424,7 @@ class ImageFolderDataset(Dataset):
                 f"cannot read image {path} ({reason}). Replace or delete that file, or move "
                 f"it out of {self.root}."
             ) from None
-        return from_uint8(_fit(pixels, self.size, self.crop)), self.labels[index]
+        return from_uint8(fit_image(pixels, self.size, self.crop)), self.labels[index]
 
 
 def _decode(path: str, channels: int) -> torch.Tensor:
@@ -449,7 +450,7 @@ def image_pixels(image: Any, channels: int) -> torch.Tensor:
     return pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
 
 
-def _fit(pixels: torch.Tensor, size: int, crop: str) -> torch.Tensor:
+def fit_image(pixels: torch.Tensor, size: int, crop: str) -> torch.Tensor:
     """Resize (bilinear, antialiased) a (C, H, W) image to (C, size, size)."""
     from torchvision.transforms.v2.functional import center_crop, resize
 

@@ -3,7 +3,7 @@ dataset repo read through `load_dataset` (into the usual cache, `HF_DATASETS_CAC
 `HF_HOME`; with `HF_HUB_OFFLINE` or `HF_DATASETS_OFFLINE` set, from that cache alone).
 
 Images are read from the image column's stored bytes (or the local file a row names) and decoded
-as image folders decode their files (`data.image_pixels`, `data._fit`), so the same pictures
+as image folders decode their files (`data.image_pixels`, `data.fit_image`), so the same pictures
 give the same pixels. `datasets` is imported only when such a dataset is opened. Nothing here
 runs a dataset's code: datasets 4 and later load no scripts, and none is asked to.
 """
@@ -24,9 +24,9 @@ from gankit.components.data import (
     CropMode,
     ImageChannels,
     ImageSide,
-    _fit,
-    _in_memory,
+    fit_image,
     image_pixels,
+    in_memory_dataset,
 )
 from gankit.components.image_files import open_image_file
 from gankit.config.registry import DATASETS
@@ -289,7 +289,7 @@ def hf_dataset(
     labels: list[int] = []
     skipped: list[tuple[str, str]] = []
     for _name, image, label in iter_hf_images(dataset, image_column, label_column, skipped):
-        images[len(labels)] = _fit(image_pixels(image, channels), size, crop)
+        images[len(labels)] = fit_image(image_pixels(image, channels), size, crop)
         labels.append(label or 0)
     if not labels:
         raise DatasetError(
@@ -302,4 +302,4 @@ def hf_dataset(
             f"{shown(path)}: skipped {len(skipped)} row(s) whose image does not decode: "
             f"{listed}. Training uses the other {len(labels)}"
         )
-    return _in_memory(images[: len(labels)], labels, classes, None)
+    return in_memory_dataset(images[: len(labels)], labels, classes, None)
